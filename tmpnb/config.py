@@ -1,0 +1,66 @@
+"""Plain settings shared by the pool, the Docker layer and the orchestrator.
+
+`tmpnb/tap.py` turns command-line options into these; tests build them directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_IMAGE = "tmpnb/notebook:latest"
+
+# The server listens on a unix socket in a bind-mounted directory; the container has no network.
+# {base_path} ends with "/"; {sock} is the socket path as seen inside the container.
+DEFAULT_COMMAND = (
+    "jupyter notebook --no-browser"
+    " --ServerApp.base_url={base_path}"
+    " --ServerApp.sock={sock} --ServerApp.sock_mode=0o660"
+    " --IdentityProvider.token={token}"
+    " --ServerApp.allow_remote_access=True"
+    " --ServerApp.allow_origin={allow_origin}"
+    " --ServerApp.tornado_settings={tornado_settings}"
+)
+
+# Where a container's socket directory is mounted inside it.
+SOCKET_MOUNT = "/run/tmpnb"
+SOCKET_NAME = "jupyter.sock"
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """How every container of this tmpnb instance is made."""
+
+    instance: str = "tmpnb"
+    image: str = DEFAULT_IMAGE
+    command: str = DEFAULT_COMMAND
+    socket_root: str = "/run/tmpnb"
+    mem_limit: str = "512m"
+    cpu_quota: int = 100_000  # microseconds per 100 ms period: one core
+    cpu_shares: int | None = None
+    pids_limit: int = 256
+    user: str = "1000:1000"
+    host_network: bool = False
+    container_ip: str = "127.0.0.1"
+    container_port: int = 8888
+    host_directories: tuple[str, ...] = ()
+    allow_origin: str = ""
+    frame_ancestors: str = "'self'"
+    use_tokens: bool = True
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """How many containers, and how long they may live."""
+
+    pool_size: int = 3
+    capacity: int = 20
+    user_length: int = 12
+    boot_attempts: int = 3
+    boot_timeout: float = 30.0
+    backoff_initial: float = 1.0
+    backoff_max: float = 30.0
+    ready_poll_interval: float = 0.05
+    cull_period: float = 60.0
+    cull_timeout: float = 600.0
+    cull_max: float = 14400.0
