@@ -1,0 +1,269 @@
+"""In-memory twins of the Docker engine (tmpnb.dockerapi.DockerAPI) and of the notebook
+servers' readiness (tmpnb.readiness.wait_ready), for tests without threads or a reactor.
+
+`FakeDocker` keeps what would run in `containers`. Its calls either finish at once or, for
+the operations a test holds, wait in `held` until the test finishes them (`succeed()` /
+`fail(cause)`), in any order: that is how a test plays a slow or failing Docker. Like
+dockerd, a launch whose name is taken fails, remove of a missing container succeeds, the
+socket directory comes and goes with the container, events ("die", "destroy") reach
+`watch` callbacks asynchronously (on the clock), and another instance's containers are
+never touched. `kill(container_id)` stops a container from outside.
+
+`FakeServers` answers readiness waits: each wait is held until the test calls
+`answer(container_id)` (only a running container's server can answer) or the wait times out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import Clock
+
+from tmpnb import sockets
+from tmpnb.config import ContainerSpec
+from tmpnb.dockerapi import (
+    CREATED_LABEL,
+    ID_LABEL,
+    INSTANCE_LABEL,
+    TOKEN_LABEL,
+    ContainerRecord,
+    LaunchRequest,
+    container_name,
+)
+
+
+class FakeDockerError(Exception):
+    """What dockerd would answer with an error (a name conflict, a failure the test asked for)."""
+
+
+@dataclass
+class FakeContainer:
+    docker_id: str
+    name: str
+    labels: dict[str, str]
+    socket_dir: str
+    running: bool = True
+
+    @property
+    def container_id(self) -> str:
+        return self.labels[ID_LABEL]
+
+    def record(self) -> ContainerRecord:
+        return ContainerRecord(
+            docker_id=self.docker_id,
+            container_id=self.container_id,
+            token=self.labels.get(TOKEN_LABEL, ""),
+            created=float(self.labels.get(CREATED_LABEL, "0")),
+            running=self.running,
+            status="running" if self.running else "exited",
+            labels=dict(self.labels),
+        )
+
+
+@dataclass
+class HeldCall:
+    """A Docker call the test finishes: `succeed()` does what Docker would, `fail()` not."""
+
+    operation: str
+    args: tuple[Any, ...]
+    deferred: Deferred[Any]
+    _perform: Callable[[], Any] = field(repr=False)
+    _finished: Callable[[HeldCall], None] = field(repr=False)
+
+    def succeed(self) -> None:
+        self._finished(self)
+        try:
+            result = self._perform()
+        except Exception as e:
+            self.deferred.errback(e)
+        else:
+            self.deferred.callback(result)
+
+    def fail(self, cause: str = "docker failed") -> None:
+        self._finished(self)
+        self.deferred.errback(FakeDockerError(cause))
+
+
+class FakeDocker:
+    """The DockerAPI of one tmpnb instance, over an in-memory engine."""
+
+    def __init__(self, clock: Clock, spec: ContainerSpec) -> None:
+        self.clock = clock
+        self.spec = spec
+        self.containers: dict[str, FakeContainer] = {}  # by docker id, every instance's
+        self.socket_dirs: set[str] = set()
+        self.holding: set[str] = set()
+        self.held: list[HeldCall] = []
+        self.calls: list[tuple[str, Any]] = []
+        self._watchers: list[Callable[[str, str], None]] = []
+        self._ids = count(1)
+
+    # -- what a test sees and does
+
+    def hold(self, *operations: str) -> None:
+        """Keep calls of these operations ("launch", "remove", "list") until finished."""
+        self.holding.update(operations)
+
+    def release(self, *operations: str) -> None:
+        self.holding.difference_update(operations)
+
+    def held_calls(self, operation: str) -> list[HeldCall]:
+        return [call for call in self.held if call.operation == operation]
+
+    def running(self) -> dict[str, FakeContainer]:
+        """This instance's running containers, by tmpnb id."""
+        return {c.container_id: c for c in self.ours() if c.running}
+
+    def ours(self) -> list[FakeContainer]:
+        return [c for c in self.containers.values() if c.labels.get(INSTANCE_LABEL) == self.spec.instance]
+
+    def kill(self, container_id: str) -> None:
+        """The container stops from outside (OOM, a crash, `docker kill`)."""
+        for c in self.ours():
+            if c.container_id == container_id and c.running:
+                c.running = False
+                self._emit(container_id, "die")
+
+    def plant(self, container_id: str, instance: str | None = None, running: bool = True) -> str:
+        """A container already there when the test starts (a previous run's leftover)."""
+        spec = self.spec if instance is None else ContainerSpec(instance=instance)
+        request = LaunchRequest(
+            container_id=container_id,
+            token="planted",
+            base_path=f"/user/{container_id}/",
+            socket_dir=sockets.socket_dir(spec, container_id),
+            spec=spec,
+        )
+        docker_id = self._create(request)
+        self.containers[docker_id].running = running
+        return docker_id
+
+    # -- the DockerAPI methods
+
+    def launch(self, request: LaunchRequest) -> Deferred[str]:
+        return self._call("launch", (request,), lambda: self._create(request))
+
+    def remove(self, docker_id: str, container_id: str | None = None) -> Deferred[None]:
+        return self._call("remove", (docker_id, container_id), lambda: self._remove(docker_id, container_id))
+
+    def inspect(self, docker_id: str) -> Deferred[ContainerRecord | None]:
+        found = self._find(docker_id)
+        ours = found is not None and found.labels.get(INSTANCE_LABEL) == self.spec.instance
+        return succeed(found.record() if ours else None)
+
+    def list_ours(self) -> Deferred[list[ContainerRecord]]:
+        return self._call("list", (), lambda: [c.record() for c in self.ours()])
+
+    def ping(self) -> Deferred[bool]:
+        return succeed(True)
+
+    def watch(self, on_event: Callable[[str, str], None]) -> None:
+        self._watchers.append(on_event)
+
+    # -- the engine
+
+    def _call(self, operation: str, args: tuple[Any, ...], perform: Callable[[], Any]) -> Deferred[Any]:
+        self.calls.append((operation, args))
+        if operation not in self.holding:
+            try:
+                return succeed(perform())
+            except Exception as e:
+                return fail(e)
+        call = HeldCall(operation, args, Deferred(), perform, self.held.remove)
+        self.held.append(call)
+        return call.deferred
+
+    def _create(self, request: LaunchRequest) -> str:
+        name = container_name(request.spec.instance, request.container_id)
+        if any(c.name == name for c in self.containers.values()):
+            raise FakeDockerError(f"Conflict: the container name {name!r} is already in use")
+        docker_id = f"{next(self._ids):064x}"
+        labels = {
+            INSTANCE_LABEL: request.spec.instance,
+            ID_LABEL: request.container_id,
+            TOKEN_LABEL: request.token,
+            CREATED_LABEL: repr(self.clock.seconds()),
+        }
+        self.containers[docker_id] = FakeContainer(docker_id, name, labels, request.socket_dir)
+        self.socket_dirs.add(request.socket_dir)
+        self._emit(request.container_id, "start", request.spec.instance)
+        return docker_id
+
+    def _find(self, ref: str) -> FakeContainer | None:
+        # Docker accepts a name where it takes an id.
+        return next((c for c in self.containers.values() if ref in (c.docker_id, c.name)), None)
+
+    def _remove(self, ref: str, container_id: str | None) -> None:
+        found = self._find(ref)
+        if found is not None:
+            if found.labels.get(INSTANCE_LABEL) != self.spec.instance:
+                raise FakeDockerError(f"{ref} is not ours")
+            del self.containers[found.docker_id]
+            container_id = container_id or found.container_id
+            if found.running:
+                self._emit(found.container_id, "die")
+            self._emit(found.container_id, "destroy")
+        if container_id:
+            self.socket_dirs.discard(sockets.socket_dir(self.spec, container_id))
+
+    def _emit(self, container_id: str, action: str, instance: str | None = None) -> None:
+        if (instance or self.spec.instance) != self.spec.instance:
+            return
+        for watcher in list(self._watchers):
+            # dockerd's events arrive later, from the events thread.
+            self.clock.callLater(0, watcher, container_id, action)
+
+
+@dataclass
+class ReadinessWait:
+    container_id: str
+    token: str
+    deferred: Deferred[dict]
+    timer: IDelayedCall | None = None
+
+
+class FakeServers:
+    """wait_ready over FakeDocker: a server answers only when the test says, and only if its
+    container runs with that token; a wait nobody answers times out, like the real one."""
+
+    def __init__(self, docker: FakeDocker) -> None:
+        self.docker = docker
+        self.waits: list[ReadinessWait] = []
+
+    def wait_ready(
+        self, reactor: Any, socket_path: str, base_path: str, token: str, timeout: float, interval: float
+    ) -> Deferred[dict]:
+        container_id = base_path.strip("/").split("/")[-1]
+        wait = ReadinessWait(container_id, token, Deferred(lambda d: self._forget(wait)))
+        wait.timer = reactor.callLater(timeout, self._time_out, wait)
+        self.waits.append(wait)
+        return wait.deferred
+
+    def waiting(self) -> list[str]:
+        return [w.container_id for w in self.waits]
+
+    def answer(self, container_id: str) -> bool:
+        """The server of `container_id` answers api/status: True if a wait was satisfied."""
+        for wait in list(self.waits):
+            running = self.docker.running().get(wait.container_id)
+            if wait.container_id == container_id and running and running.labels[TOKEN_LABEL] == wait.token:
+                self._forget(wait)
+                wait.deferred.callback({"started": "now"})
+                return True
+        return False
+
+    def _time_out(self, wait: ReadinessWait) -> None:
+        wait.timer = None
+        self._forget(wait)
+        wait.deferred.errback(TimeoutError(f"{wait.container_id} not ready"))
+
+    def _forget(self, wait: ReadinessWait) -> None:
+        if wait in self.waits:
+            self.waits.remove(wait)
+        if wait.timer is not None and wait.timer.active():
+            wait.timer.cancel()

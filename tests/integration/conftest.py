@@ -1,0 +1,79 @@
+"""Shared fixtures for tests that use the real Docker engine and the real notebook image.
+
+Every test gets its own tmpnb instance name, so it only ever sees (and cleans up) its own
+containers, and a short socket root under /tmp: unix socket paths must stay under ~100 bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+import docker
+import docker.errors
+import pytest
+
+from tmpnb import config
+
+INSTANCE_LABEL = "org.tmpnb.instance"
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    """A docker-py client to the local engine; skips the test when dockerd is not there."""
+    try:
+        client = docker.DockerClient(base_url="unix:///var/run/docker.sock", timeout=60)
+        client.ping()
+    except Exception as e:  # any failure to reach dockerd means: no Docker here
+        pytest.skip(f"Docker engine not reachable: {e}")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def notebook_image(docker_client: docker.DockerClient) -> str:
+    """The notebook image name; skips the test until the image has been built."""
+    name = os.environ.get("TMPNB_TEST_IMAGE", config.DEFAULT_IMAGE)
+    try:
+        docker_client.images.get(name)
+    except docker.errors.ImageNotFound:
+        pytest.skip(f"image {name} not built (python -m tmpnb.image build)")
+    return name
+
+
+@pytest.fixture
+def socket_root() -> Iterator[str]:
+    """A short, fresh directory under /tmp for the socket directories of one test."""
+    path = tempfile.mkdtemp(prefix="tnb", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def instance(docker_client: docker.DockerClient, socket_root: str) -> Iterator[str]:
+    """A unique tmpnb instance name; afterwards every container labelled with it is removed."""
+    name = "test-" + secrets.token_hex(4)
+    yield name
+    remove_instance_containers(docker_client, name)
+    shutil.rmtree(os.path.join(socket_root, name), ignore_errors=True)
+
+
+@pytest.fixture
+def container_spec(instance: str, notebook_image: str, socket_root: str) -> config.ContainerSpec:
+    """The default ContainerSpec, pointed at this test's instance, image and socket root."""
+    return config.ContainerSpec(instance=instance, image=notebook_image, socket_root=socket_root)
+
+
+def remove_instance_containers(client: docker.DockerClient, instance: str) -> None:
+    """Force-remove every container (any state) whose instance label is `instance`."""
+    containers = client.containers.list(
+        all=True, filters={"label": f"{INSTANCE_LABEL}={instance}"}
+    )
+    for container in containers:
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass

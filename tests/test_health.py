@@ -1,0 +1,146 @@
+"""Health: what /health says about dockerd and the proxy API, given what the parts report."""
+
+from __future__ import annotations
+
+import docker.errors
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel
+from twisted.trial.unittest import SynchronousTestCase
+
+from tmpnb.dockerapi import DockerTimeout, DockerUnavailable, NotOurs
+from tmpnb.health import Health
+
+
+@pytest.fixture
+def clock() -> Clock:
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    return clock
+
+
+@pytest.fixture
+def health(clock: Clock) -> Health:
+    return Health(clock)
+
+
+def docker_state(health: Health) -> str:
+    return health.snapshot()["docker"]["state"]
+
+
+def test_nothing_is_known_at_start(health):
+    snap = health.snapshot()
+    assert snap["status"] == "starting"
+    assert snap["docker"]["state"] == snap["proxy"]["state"] == "unknown"
+    assert not health.healthy()
+
+
+def test_ok_when_docker_and_proxy_answer(health):
+    health.docker_ping(answered=True)
+    health.proxy_ok()
+    assert health.snapshot()["status"] == "ok"
+    assert health.healthy()
+
+
+def test_dockerd_down_at_start_then_coming_up(health, clock):
+    health.docker_ping(answered=False, cause="ConnectionRefusedError")
+    health.proxy_ok()
+    snap = health.snapshot()
+    assert snap["status"] == "degraded"
+    assert snap["docker"] == {
+        "state": "unreachable",
+        "since": "2023-11-14T22:13:20+00:00",
+        "cause": "ConnectionRefusedError",
+    }
+    clock.advance(30)
+    health.docker_ping(answered=True)
+    snap = health.snapshot()
+    assert snap["status"] == "ok"
+    assert snap["docker"] == {"state": "ok", "since": "2023-11-14T22:13:50+00:00", "cause": None}
+
+
+def test_hung_dockerd_answers_ping_but_ping_does_not_clear_hung(health):
+    health.docker_ping(answered=True)
+    health.docker_timed_out("DockerTimeout: list_ours after 30s")
+    health.docker_ping(answered=True)
+    assert docker_state(health) == "hung"
+    assert health.snapshot()["docker"]["cause"] == "DockerTimeout: list_ours after 30s"
+    # only a real call that answers shows dockerd is back
+    health.docker_answered()
+    assert docker_state(health) == "ok"
+
+
+def test_a_failed_ping_while_hung_means_unreachable(health):
+    health.docker_timed_out("DockerTimeout")
+    health.docker_ping(answered=False, cause="ConnectionRefusedError")
+    assert docker_state(health) == "unreachable"
+
+
+def test_since_only_moves_when_the_state_changes(health, clock):
+    health.docker_timed_out("first")
+    since = health.snapshot()["docker"]["since"]
+    clock.advance(60)
+    health.docker_timed_out("second")
+    assert health.snapshot()["docker"]["since"] == since
+    assert health.snapshot()["docker"]["cause"] == "second"
+
+
+def test_proxy_api_failure_degrades(health):
+    health.docker_answered()
+    health.proxy_failed("ConnectionRefusedError: 127.0.0.1:8001")
+    snap = health.snapshot()
+    assert snap["status"] == "degraded"
+    assert snap["proxy"]["state"] == "unreachable"
+
+
+@pytest.mark.parametrize(
+    "failure, expected",
+    [
+        (DockerTimeout("inspect after 30s"), "hung"),
+        (DockerUnavailable("connection refused"), "unreachable"),
+        # dockerd answered these, if with an error
+        (docker.errors.NotFound("No such container"), "ok"),
+        (NotOurs("abc"), "ok"),
+    ],
+)
+def test_observe_docker_call_failures(health, failure, expected):
+    t = SynchronousTestCase()
+    d: Deferred[str] = Deferred()
+    observed = health.observe_docker_call(d)
+    d.errback(failure)
+    assert docker_state(health) == expected
+    # the caller still gets the failure
+    assert t.failureResultOf(observed).value is failure
+
+
+def test_observe_docker_call_passes_results_through(health):
+    t = SynchronousTestCase()
+    health.docker_timed_out("DockerTimeout")
+    d: Deferred[str] = Deferred()
+    observed = health.observe_docker_call(d)
+    d.callback("abc123")
+    assert t.successResultOf(observed) == "abc123"
+    assert docker_state(health) == "ok"
+
+
+def test_state_changes_are_logged_once(health, capture_log):
+    health.docker_timed_out("DockerTimeout: a")
+    health.docker_timed_out("DockerTimeout: b")
+    health.docker_answered()
+    changes = [
+        (e["component"], e["state"], e["log_level"])
+        for e in capture_log
+        if e["log_namespace"] == "tmpnb.health"
+    ]
+    assert changes == [("docker", "hung", LogLevel.warn), ("docker", "ok", LogLevel.info)]
+
+
+@pytest.fixture
+def capture_log():
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)

@@ -1,0 +1,168 @@
+"""The pool under any order of events: hypothesis plays Docker (boots and removals finishing
+in any order, boots failing), the servers (answering or not), visitors, time, containers dying
+from outside, and the pool stopping; the invariants must hold after every step.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from tests.fakedocker import FakeDocker, FakeServers
+from tmpnb import sockets
+from tmpnb.config import ContainerSpec, PoolConfig
+from tmpnb.pool import Assignment, Pool
+from tmpnb.proxy.routes import RouteTable
+from tmpnb.proxyapi import InProcessProxyAPI
+
+SPEC = ContainerSpec(instance="test-stateful", socket_root="/tmp/tnb-stateful")
+
+
+class PoolMachine(RuleBasedStateMachine):
+    @initialize(
+        pool_size=st.integers(1, 4),
+        extra=st.integers(0, 3),
+        attempts=st.integers(1, 3),
+    )
+    def start(self, pool_size: int, extra: int, attempts: int) -> None:
+        self.config = PoolConfig(
+            pool_size=pool_size,
+            capacity=pool_size + extra,
+            boot_attempts=attempts,
+            boot_timeout=5.0,
+            backoff_initial=0.5,
+            backoff_max=2.0,
+        )
+        self.clock = Clock()
+        self.docker = FakeDocker(self.clock, SPEC)
+        self.docker.hold("launch", "remove")  # Docker finishes them when a rule says
+        self.servers = FakeServers(self.docker)
+        self.routes = RouteTable(self.clock)
+        self.pool = Pool(
+            self.clock,
+            self.docker,
+            self.servers.wait_ready,
+            InProcessProxyAPI(self.routes),
+            SPEC,
+            self.config,
+        )
+        self.handed: list[Assignment] = []  # every assignment ever made
+        self.stopped = False
+        self.pool.startService()
+
+    # -- Docker and the servers
+
+    @rule(pick=st.integers(0, 100), ok=st.booleans())
+    def a_boot_finishes(self, pick: int, ok: bool) -> None:
+        calls = self.docker.held_calls("launch")
+        if calls:
+            call = calls[pick % len(calls)]
+            call.succeed() if ok else call.fail("image broken")
+
+    @rule(pick=st.integers(0, 100))
+    def a_removal_finishes(self, pick: int) -> None:
+        calls = self.docker.held_calls("remove")
+        if calls:
+            calls[pick % len(calls)].succeed()
+
+    @rule(pick=st.integers(0, 100))
+    def a_server_answers(self, pick: int) -> None:
+        waiting = self.servers.waiting()
+        if waiting:
+            self.servers.answer(waiting[pick % len(waiting)])
+
+    @rule(pick=st.integers(0, 100))
+    def a_container_dies(self, pick: int) -> None:
+        running = sorted(self.docker.running())
+        if running:
+            self.docker.kill(running[pick % len(running)])
+
+    @rule(seconds=st.sampled_from([0.0, 0.1, 0.5, 1.0, 2.0, 5.0, 30.0]))
+    def time_passes(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    # -- visitors
+
+    @rule()
+    def a_visitor_arrives(self) -> None:
+        available = self.pool.stats()["available"]
+        d = self.pool.acquire()
+        if self.stopped or available == 0:
+            assert d is None
+            return
+        assert d is not None
+        outcome: list[Assignment | Failure] = []
+        d.addBoth(outcome.append)
+        # Never waits on Docker: the in-process proxy answers at once, so it has fired.
+        [result] = outcome
+        assert isinstance(result, Assignment), result
+        self.handed.append(result)
+
+    @rule(pick=st.integers(0, 100))
+    def a_visitor_leaves(self, pick: int) -> None:
+        if self.handed:
+            self.pool.cull(self.handed[pick % len(self.handed)].container_id, "left")
+
+    # -- the end
+
+    @precondition(lambda self: not self.stopped)
+    @rule(ok=st.booleans())
+    def the_pool_stops(self, ok: bool) -> None:
+        done: list[object] = []
+        d: Deferred[None] = self.pool.stopService()
+        d.addBoth(done.append)
+        self.stopped = True
+        # Docker finishes whatever is in flight, launches ok or not, and time passes.
+        for _ in range(100):
+            if done:
+                break
+            for call in list(self.docker.held):
+                call.succeed() if (ok or call.operation == "remove") else call.fail("late")
+            self.clock.advance(1.0)
+        assert done == [None]
+        assert self.docker.ours() == []
+        assert self.docker.socket_dirs == set()
+        assert self.routes.all() == {}
+        assert self.pool.stats()["total"] == 0
+
+    # -- what must always hold
+
+    @invariant()
+    def no_container_is_handed_to_two_visitors(self) -> None:
+        ids = [a.container_id for a in self.handed]
+        assert len(ids) == len(set(ids))
+
+    @invariant()
+    def pooled_is_at_most_the_pool_size(self) -> None:
+        assert self.pool.stats()["available"] <= self.config.pool_size
+
+    @invariant()
+    def total_is_at_most_the_capacity(self) -> None:
+        assert self.pool.stats()["total"] <= self.config.capacity
+        assert len(self.docker.ours()) <= self.config.capacity
+
+    @invariant()
+    def every_container_docker_has_belongs_to_a_live_machine(self) -> None:
+        live = {c["container"] for c in self.pool.containers()}
+        assert {c.container_id for c in self.docker.ours()} <= live
+        assert self.docker.socket_dirs <= {sockets.socket_dir(SPEC, cid) for cid in live}
+
+    @invariant()
+    def after_stop_nothing_runs(self) -> None:
+        if self.stopped:
+            assert self.docker.ours() == []
+            assert self.docker.held == []
+            assert self.pool.stats()["total"] == 0
+
+
+PoolMachine.TestCase.settings = settings(
+    max_examples=150,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+test_pool_stateful = PoolMachine.TestCase

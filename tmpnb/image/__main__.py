@@ -1,0 +1,55 @@
+"""`python -m tmpnb.image build | extract-static DEST`: the notebook image from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import docker
+
+from tmpnb.config import DEFAULT_IMAGE
+from tmpnb.image.build import BuildError, ensure_image
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tmpnb.image", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build = commands.add_parser("build", help="build the notebook image unless it is up to date")
+    build.add_argument("--image", default=DEFAULT_IMAGE, help="tag (default %(default)s)")
+    build.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    build.add_argument("--mirror", help="Debian mirror for the base (default: apt's)")
+    build.add_argument("--quiet", action="store_true", help="print only the image id")
+
+    extract = commands.add_parser("extract-static", help="copy the image's static files out")
+    extract.add_argument("dest", help="directory to fill (created if missing)")
+    extract.add_argument("--image", default=DEFAULT_IMAGE, help="image (default %(default)s)")
+
+    args = parser.parse_args(argv)
+    client = docker.from_env(timeout=600)
+    started = time.monotonic()
+    try:
+        if args.command == "build":
+            say = (lambda message: None) if args.quiet else _say
+            image_id = ensure_image(client, args.image, args.force, say=say, mirror=args.mirror)
+            print(image_id)
+        else:
+            from tmpnb.image.static import extract_static
+
+            layout = extract_static(client, args.dest, args.image)
+            for prefix, directory in sorted(layout.items()):
+                _say(f"{prefix} -> {directory}")
+    except BuildError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    _say(f"done in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

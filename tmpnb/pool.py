@@ -1,0 +1,267 @@
+"""The pool: owns one container machine (tmpnb/states.py) per container, keeps --pool-size of
+them booted, hands them out without waiting on Docker, and refills within --capacity.
+
+The pool never reads a machine's state: it keeps its own counts from the transitions each
+machine reports, and learns from `on_removed` when a machine's container is gone. Capacity
+counts every machine until then, booting and culled-but-still-removing ones included.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+
+from tmpnb import ids
+from tmpnb.config import ContainerSpec, PoolConfig
+from tmpnb.states import (
+    Assignment,
+    ContainerCore,
+    ContainerInputs,
+    DockerOps,
+    RouteOps,
+    TransitionEvent,
+    backoff_delay,
+    new_machine,
+)
+
+__all__ = ["Assignment", "Pool"]
+
+log = Logger()
+
+# Docker event actions that mean the container is no longer serving.
+DEATHS = frozenset({"die", "oom", "destroy"})
+# States in which a machine counts towards the pool size: booted or on its way.
+STOCK = frozenset({"requested", "booting", "pooled"})
+
+
+class PoolDocker(DockerOps, Protocol):
+    """The part of tmpnb.dockerapi.DockerAPI the pool uses, besides the machines' part."""
+
+    def list_ours(self) -> Deferred[list[Any]]: ...
+
+    def watch(self, on_event: Callable[[str, str], None]) -> None: ...
+
+
+# tmpnb.readiness.wait_ready(reactor, socket_path, base_path, token, timeout, interval)
+WaitReady = Callable[[Any, str, str, str, float, float], "Deferred[dict]"]
+
+
+class Pool(Service):
+    """Keeps `config.pool_size` containers ready, at most `config.capacity` in all."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        docker: PoolDocker,
+        wait_ready: WaitReady,
+        proxy: RouteOps,
+        spec: ContainerSpec,
+        config: PoolConfig,
+        on_transition: Callable[[TransitionEvent], None] | None = None,
+        new_id: Callable[[int], str] = ids.new_container_id,
+        new_token: Callable[[], str] = ids.new_token,
+    ) -> None:
+        self._reactor = reactor  # a Clock in tests: readiness is the only user of more
+        self._docker = docker
+        self._wait_ready = wait_ready
+        self._proxy = proxy
+        self.spec = spec
+        self.config = config
+        self._on_transition = on_transition
+        self._new_id = new_id
+        self._new_token = new_token
+        self._machines: dict[str, ContainerInputs] = {}
+        self._states: dict[str, str] = {}  # as the machines reported them
+        self._pooled: list[str] = []  # oldest first
+        self._removals: dict[str, Deferred[None]] = {}
+        self._cleaned = False  # leftovers of an earlier run removed: filling may begin
+        self._starting: Deferred[None] | None = None
+        self._watching = False
+        # After machines give up booting (a broken image, Docker failing), refilling waits,
+        # so a broken setup does not boot in a tight loop.
+        self._give_ups = 0
+        self._pause: IDelayedCall | None = None
+        self._last_failed: set[str] = set()  # machines whose latest report was a failed boot
+
+    # -- the service
+
+    def startService(self) -> None:
+        super().startService()
+        if not self._watching:
+            self._watching = True
+            self._docker.watch(self._docker_event)
+        self._starting = Deferred.fromCoroutine(self._remove_leftovers())
+        self._starting.addErrback(lambda f: log.failure("starting the pool", f))
+
+    async def _remove_leftovers(self) -> None:
+        try:
+            leftovers = await self._docker.list_ours()
+        except Exception:
+            log.failure("listing leftover containers of instance {instance}", instance=self.spec.instance)
+            leftovers = []
+        removals = [
+            self._docker.remove(record.docker_id, record.container_id)
+            for record in leftovers
+            if record.container_id not in self._machines
+        ]
+        if removals:
+            log.info(
+                "removing {count} leftover containers of instance {instance}",
+                count=len(removals),
+                instance=self.spec.instance,
+            )
+            await gatherResults(removals, consumeErrors=True).addErrback(
+                lambda f: log.failure("removing leftover containers", f)
+            )
+        self._cleaned = True
+        self.fill()
+
+    def stopService(self) -> Deferred[None]:
+        """Cull every container; fires when all of them are removed."""
+        super().stopService()
+        if self._pause is not None and self._pause.active():
+            self._pause.cancel()
+        waits: list[Deferred[Any]] = [] if self._starting is None else [self._starting]
+        waits += list(self._removals.values())
+        for machine in list(self._machines.values()):
+            machine.cull("stopping")
+        done: Deferred[Any] = gatherResults(waits, consumeErrors=True)
+        done.addErrback(lambda f: log.failure("stopping the pool", f))
+        return done.addCallback(lambda _: None)
+
+    # -- what the orchestrator uses
+
+    def acquire(self) -> Deferred[Assignment] | None:
+        """A pooled container for one visitor, or None when none is ready ("full")."""
+        if not self.running or not self._pooled:
+            return None
+        # The machine's transition takes it out of self._pooled.
+        assignment = self._machines[self._pooled[0]].assign()
+        self.fill()
+        return assignment
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "available": len(self._pooled),
+            "capacity": self.config.capacity,
+            "pool_size": self.config.pool_size,
+            "total": len(self._machines),
+            "states": dict(Counter(self._states.values())),
+        }
+
+    def containers(self) -> list[dict[str, Any]]:
+        return [machine.describe() for machine in self._machines.values()]
+
+    def cull(self, container_id: str, reason: str) -> bool:
+        machine = self._machines.get(container_id)
+        if machine is None:
+            return False
+        machine.cull(reason)
+        return True
+
+    def drain(self) -> int:
+        """Cull every pooled container (e.g. after a new image); refilling follows."""
+        drained = list(self._pooled)
+        for container_id in drained:
+            self._machines[container_id].cull("drained")
+        return len(drained)
+
+    # -- keeping the pool full
+
+    def fill(self) -> None:
+        """Start machines until pool_size are booted or booting, within capacity."""
+        if not (self.running and self._cleaned):
+            return
+        if self._pause is not None and self._pause.active():
+            return
+        stock = sum(1 for state in self._states.values() if state in STOCK)
+        while stock < self.config.pool_size and len(self._machines) < self.config.capacity:
+            self._start_machine()
+            stock += 1
+
+    def _start_machine(self) -> None:
+        container_id = self._new_id(self.config.user_length)
+        while container_id in self._machines:
+            container_id = self._new_id(self.config.user_length)
+        core = ContainerCore(
+            container_id=container_id,
+            token=self._new_token(),
+            spec=self.spec,
+            config=self.config,
+            clock=self._reactor,
+            docker=self._docker,
+            wait_ready=self._ready_check,
+            proxy=self._proxy,
+            on_transition=self._transition,
+            on_removed=self._removed,
+        )
+        machine = new_machine(core)
+        self._machines[container_id] = machine
+        self._states[container_id] = "requested"
+        self._removals[container_id] = Deferred()
+        machine.boot()
+
+    def _ready_check(self, socket_path: str, base_path: str, token: str) -> Deferred[dict]:
+        return self._wait_ready(
+            self._reactor,
+            socket_path,
+            base_path,
+            token,
+            self.config.boot_timeout,
+            self.config.ready_poll_interval,
+        )
+
+    # -- what the machines report
+
+    def _transition(self, event: TransitionEvent) -> None:
+        container_id = event.container
+        self._states[container_id] = event.to_state
+        if event.to_state == "pooled":
+            self._pooled.append(container_id)
+            self._give_ups = 0
+        elif event.from_state == "pooled":
+            self._pooled.remove(container_id)
+        if self._on_transition is not None:
+            try:
+                self._on_transition(event)
+            except Exception:
+                log.failure("on_transition hook failed for {container}", container=container_id)
+        if event.input == "bootFailed":
+            self._last_failed.add(container_id)
+        elif container_id in self._last_failed:
+            self._last_failed.discard(container_id)
+            if event.to_state == "culled":  # the machine gave up after its last attempt
+                self._gave_up()
+        if event.to_state == "culled":
+            self.fill()
+
+    def _gave_up(self) -> None:
+        if not self.running:
+            return
+        self._give_ups += 1
+        delay = backoff_delay(self.config, self._give_ups)
+        log.warn(
+            "{count} containers in a row failed to boot; refilling in {delay:g}s",
+            count=self._give_ups,
+            delay=delay,
+        )
+        if self._pause is not None and self._pause.active():
+            self._pause.cancel()
+        self._pause = self._reactor.callLater(delay, self.fill)
+
+    def _removed(self, container_id: str) -> None:
+        del self._machines[container_id]
+        del self._states[container_id]
+        self._removals.pop(container_id).callback(None)
+        self.fill()
+
+    def _docker_event(self, container_id: str, action: str) -> None:
+        machine = self._machines.get(container_id)
+        if machine is not None and action in DEATHS:
+            machine.exited(action)

@@ -1,0 +1,129 @@
+"""The proxy's REST API, as configurable-http-proxy 5.3 answers it.
+
+``GET /api/routes[?inactive_since=ISO8601]``, ``GET|POST|DELETE /api/routes/<path>``, guarded
+by ``Authorization: token <T>``. Status codes, bodies and content types mirror CHP's
+``lib/configproxy.js``, so a client written for one works with the other.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+from datetime import datetime, timezone
+from urllib.parse import unquote
+
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from tmpnb.proxy.routes import RouteTable
+
+log = Logger()
+
+_API_PATH = re.compile(rb"^/api/routes(/.*)?$", re.DOTALL)
+# CHP takes the first "token <T>" anywhere in the header.
+_TOKEN = re.compile(r"token\s+(\S+)")
+
+
+class BadRequest(Exception):
+    """A request CHP answers with 400 and this text."""
+
+
+def parse_inactive_since(text: str) -> float:
+    """An ISO 8601 time as a timestamp; a time without an offset is taken as UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(f"Invalid datestamp '{text}' must be ISO8601.") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+class ProxyAPIResource(Resource):
+    """The whole API as one leaf: route paths may hold any character, ``/`` included."""
+
+    isLeaf = True
+
+    def __init__(self, routes: RouteTable, token: str | None) -> None:
+        super().__init__()
+        self._routes = routes
+        self._token = token
+
+    def render(self, request: Request) -> bytes:
+        # CHP sends no content type except on JSON answers.
+        request.defaultContentType = None
+        found = _API_PATH.match(request.path)
+        if found is None:
+            return _answer(request, 404, b"Not Found")
+        method = request.method.decode("ascii", "replace").upper()
+        if method not in ("GET", "POST", "DELETE"):
+            return _answer(request, 405, b"Method not supported")
+        if not self._authorized(request):
+            log.debug("rejected API request without the right token")
+            return _answer(request, 403)
+        try:
+            path = unquote(found.group(1).decode("utf-8"), errors="strict") if found.group(1) else None
+        except UnicodeDecodeError:
+            return _answer(request, 400, b"Path is not valid UTF-8")
+        try:
+            if method == "GET":
+                return self._get(request, path)
+            if method == "POST":
+                return self._post(request, path or "/")
+            return self._delete(request, path or "/")
+        except BadRequest as error:
+            return _answer(request, 400, str(error).encode("utf-8"))
+
+    def _authorized(self, request: Request) -> bool:
+        if not self._token:
+            return True  # as CHP: no token configured, no check
+        header = (request.getHeader(b"authorization") or b"").decode("utf-8", "replace")
+        given = _TOKEN.search(header)
+        return given is not None and hmac.compare_digest(given.group(1), self._token)
+
+    def _get(self, request: Request, path: str | None) -> bytes:
+        if path and path != "/":
+            route = self._routes.get(path)
+            if route is None:
+                return _answer(request, 404)
+            return _json(request, route)
+        inactive_since = None
+        # CHP reads the camelCase name first, then the old snake_case one.
+        for name in (b"inactiveSince", b"inactive_since"):
+            given = request.args.get(name)
+            if given and given[0]:
+                inactive_since = parse_inactive_since(given[0].decode("utf-8", "replace"))
+                break
+        return _json(request, self._routes.all(inactive_since))
+
+    def _post(self, request: Request, path: str) -> bytes:
+        body = request.content.read() if request.content is not None else b""
+        try:
+            data = json.loads(body) or {}
+        except ValueError as error:
+            raise BadRequest(f"Body not valid JSON: {error}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("target"), str):
+            raise BadRequest("Must specify 'target' as string")
+        self._routes.add(path, data)
+        log.info("added route {path} -> {target}", path=path, target=data["target"])
+        return _answer(request, 201)
+
+    def _delete(self, request: Request, path: str) -> bytes:
+        if not self._routes.remove(path):
+            return _answer(request, 404)
+        log.info("removed route {path}", path=path)
+        return _answer(request, 204)
+
+
+def _answer(request: Request, code: int, body: bytes = b"") -> bytes:
+    request.setResponseCode(code)
+    return body
+
+
+def _json(request: Request, value: object) -> bytes:
+    request.setResponseCode(200)
+    request.setHeader(b"content-type", b"application/json")
+    # JSON.stringify's compact form
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")

@@ -1,0 +1,155 @@
+"""Is a container's notebook server up? Ask it over its unix socket.
+
+Ready means: `GET <base_path>api/status` with the server's token answers 200. Until the
+server has created its socket the connection is refused; until it is listening it may not
+answer; `wait_ready` keeps asking every `interval` until `timeout`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import treq
+from treq.client import HTTPClient
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.error import ConnectingCancelledError
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import IAgentEndpointFactory
+from zope.interface import implementer
+
+# Any host name will do: the request never leaves the unix socket. The server is started
+# with allow_remote_access, but "localhost" is accepted even without it.
+HOST = "http://localhost"
+
+
+class NotReady(Exception):
+    """The server answered, but not 200 (e.g. 503 while starting, 403 for a wrong token)."""
+
+    def __init__(self, code: int, body: bytes) -> None:
+        super().__init__(f"HTTP {code}: {body[:200]!r}")
+        self.code = code
+
+
+class ReadinessTimeout(Exception):
+    """The server was not ready in time; `last_error` says what the last attempt met."""
+
+    def __init__(self, socket_path: str, timeout: float, last_error: BaseException | None) -> None:
+        cause = f"{type(last_error).__name__}: {last_error}" if last_error else "no attempt"
+        super().__init__(f"{socket_path} not ready after {timeout}s ({cause})")
+        self.socket_path = socket_path
+        self.last_error = last_error
+
+
+@implementer(IAgentEndpointFactory)
+class _UNIXEndpointFactory:
+    """Every URL goes to the one socket: the Agent only picks the request's path from it."""
+
+    def __init__(self, reactor: Any, socket_path: str) -> None:
+        self._reactor = reactor
+        self._socket_path = socket_path
+
+    def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
+        return UNIXClientEndpoint(self._reactor, self._socket_path)
+
+
+def unix_http_client(reactor: Any, socket_path: str) -> HTTPClient:
+    """A treq client whose every request goes to the server listening on `socket_path`."""
+    # Not persistent: probes are few and far between, and a culled server's socket must
+    # leave no pooled connection behind.
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    agent = Agent.usingEndpointFactory(reactor, _UNIXEndpointFactory(reactor, socket_path), pool)
+    return HTTPClient(agent)
+
+
+def status_url(base_path: str) -> str:
+    return HOST + base_path.rstrip("/") + "/api/status"
+
+
+def server_status(
+    reactor: Any,
+    socket_path: str,
+    base_path: str,
+    token: str,
+    *,
+    client: HTTPClient | None = None,
+) -> Deferred[dict[str, Any]]:
+    """Ask the server once; fires with its status JSON (started, last_activity,
+    connections, kernels) or fails with NotReady / the connection's error.
+
+    `client` replaces the unix-socket client (tests pass treq.testing.StubTreq).
+    """
+    http = client if client is not None else unix_http_client(reactor, socket_path)
+    return Deferred.fromCoroutine(_status(http, base_path, token))
+
+
+async def _status(http: Any, base_path: str, token: str) -> dict[str, Any]:
+    headers = {"Authorization": f"token {token}"} if token else {}
+    try:
+        response = await http.get(status_url(base_path), headers=headers)
+        body = await treq.content(response)
+    except Exception as e:
+        if _was_cancelled(e):
+            # The Agent reports a cancel as its own errors; say plainly that it was one,
+            # so a caller's cancel stops wait_ready and a timeout reads as TimeoutError.
+            raise CancelledError() from e
+        raise
+    if response.code != 200:
+        raise NotReady(response.code, body)
+    return json.loads(body)
+
+
+def _was_cancelled(e: BaseException) -> bool:
+    if isinstance(e, (CancelledError, ConnectingCancelledError)):
+        return True
+    reasons = getattr(e, "reasons", None) or []  # ResponseNeverReceived, ResponseFailed
+    return any(isinstance(r, Failure) and r.check(CancelledError) for r in reasons)
+
+
+def wait_ready(
+    reactor: Any,
+    socket_path: str,
+    base_path: str,
+    token: str,
+    timeout: float,
+    interval: float,
+    *,
+    client: HTTPClient | None = None,
+) -> Deferred[dict[str, Any]]:
+    """Ask every `interval` seconds until the server answers 200 (fires with its status)
+    or `timeout` seconds have passed (fails with ReadinessTimeout). Cancelling stops it."""
+    http = client if client is not None else unix_http_client(reactor, socket_path)
+    return Deferred.fromCoroutine(
+        _wait_ready(reactor, http, socket_path, base_path, token, timeout, interval)
+    )
+
+
+async def _wait_ready(
+    reactor: Any,
+    http: Any,
+    socket_path: str,
+    base_path: str,
+    token: str,
+    timeout: float,
+    interval: float,
+) -> dict[str, Any]:
+    deadline = reactor.seconds() + timeout
+    last_error: BaseException | None = None
+    while True:
+        remaining = deadline - reactor.seconds()
+        if remaining <= 0:
+            raise ReadinessTimeout(socket_path, timeout, last_error)
+        attempt = Deferred.fromCoroutine(_status(http, base_path, token))
+        # A server that accepts but never answers must not hold us past the deadline.
+        attempt.addTimeout(remaining, reactor)
+        try:
+            return await attempt
+        except CancelledError:
+            raise  # our caller gave up (the attempt's own timeout arrives as TimeoutError)
+        except Exception as e:  # every way of not being ready yet: refused, 503, no answer
+            last_error = e
+        await deferLater(reactor, min(interval, max(0.0, deadline - reactor.seconds())))

@@ -1,0 +1,70 @@
+"""Where a container's unix socket lives on the host, and how the proxy names it.
+
+Layout (docs/contracts.md): `<socket_root>/<instance>/<id>/` on the host, mounted at
+`config.SOCKET_MOUNT` in the container; the server listens on `config.SOCKET_NAME` in it.
+`make_socket_dir` and `remove_socket_dir` touch the filesystem and run in the Docker
+thread pool as part of launch/remove; the rest are pure naming functions.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from urllib.parse import quote
+
+from tmpnb import config
+
+# Linux's sun_path is 108 bytes, and some tools count the terminating NUL; stay well under.
+MAX_SOCKET_PATH = 100
+
+
+def socket_dir(spec: config.ContainerSpec, container_id: str) -> str:
+    """The host directory that holds one container's socket."""
+    return os.path.join(spec.socket_root, spec.instance, container_id)
+
+
+def socket_path(spec: config.ContainerSpec, container_id: str) -> str:
+    """The host path of one container's server socket."""
+    return os.path.join(socket_dir(spec, container_id), config.SOCKET_NAME)
+
+
+def socket_path_in(directory: str) -> str:
+    """The server socket inside an already known socket directory."""
+    return os.path.join(directory, config.SOCKET_NAME)
+
+
+def proxy_target(path: str) -> str:
+    """The proxy route target for a socket: CHP 5.3's percent-encoded `http+unix://` form."""
+    return "http+unix://" + quote(path, safe="")
+
+
+def make_socket_dir(path: str, uid: int, gid: int) -> None:
+    """Create a fresh socket directory owned by the container user (mode 0o770).
+
+    A leftover directory of the same name (a previous tmpnb run that crashed) is emptied
+    first, so a stale socket file never answers for the new container.
+    """
+    if len(socket_path_in(path).encode()) >= MAX_SOCKET_PATH:
+        raise ValueError(f"socket path too long for a unix socket: {path!r}")
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    os.mkdir(path, mode=0o770)
+    # mkdir's mode is filtered by the umask; chmod makes it exact.
+    os.chmod(path, 0o770)
+    os.chown(path, uid, gid)
+
+
+def remove_socket_dir(path: str) -> None:
+    """Remove a socket directory and whatever is in it; already gone is fine."""
+    try:
+        shutil.rmtree(path)
+    except OSError as e:
+        if e.errno != errno.ENOENT:
+            raise
+
+
+def parse_user(user: str) -> tuple[int, int]:
+    """`"1000:1000"` or `"1000"` → (uid, gid); the directory owner for a numeric container user."""
+    uid, _, gid = user.partition(":")
+    return int(uid), int(gid or uid)

@@ -1,0 +1,560 @@
+"""The lifecycle of one container, as an automat machine (docs/lifecycle.md, with its drawing).
+
+requested → booting → pooled → assigned ⇄ idle, and from anywhere → culled.
+
+The machine does its own Docker, readiness and proxy calls through the handles in its
+`ContainerCore`, and turns every result into an input: behaviours never raise, failures
+arrive as `bootFailed(cause)`. It tells its owner what happened only through two hooks:
+`on_transition(TransitionEvent)` for every transition and `on_removed(container_id)` once
+everything it made is gone. Nobody reads its state; `describe()` answers in every state.
+
+Late and duplicate events (a launch or readiness answer that arrives after a cull, a second
+cull, Docker reporting the death of a container we are removing) have explicit transitions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from automat import TypeMachineBuilder
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import deferLater
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tmpnb import sockets
+from tmpnb.config import ContainerSpec, PoolConfig
+from tmpnb.dockerapi import LaunchRequest, container_name
+
+log = Logger()
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A container handed to one visitor: where to send them and the server's token."""
+
+    container_id: str
+    path: str  # "/user/<id>/"
+    token: str
+
+
+@dataclass(frozen=True)
+class TransitionEvent:
+    """One transition of one container, for the lifecycle record (tmpnb/lifecycle.py)."""
+
+    container: str
+    from_state: str
+    to_state: str
+    input: str
+    time: float
+    seconds_in_previous: float
+    cause: str | None = None
+
+
+class DockerOps(Protocol):
+    """The part of tmpnb.dockerapi.DockerAPI a machine uses."""
+
+    def launch(self, request: LaunchRequest) -> Deferred[str]: ...
+
+    def remove(self, docker_id: str, container_id: str | None = None) -> Deferred[None]: ...
+
+
+class RouteOps(Protocol):
+    """The part of tmpnb.proxyapi.ProxyAPI a machine uses."""
+
+    def add_route(self, path: str, target: str, **data: Any) -> Deferred[None]: ...
+
+    def delete_route(self, path: str) -> Deferred[None]: ...
+
+
+# (socket_path, base_path, token) → fires with api/status's JSON once the server answers.
+ReadyCheck = Callable[[str, str, str], "Deferred[dict]"]
+
+
+class ContainerInputs(Protocol):
+    def boot(self) -> None:
+        """Start booting; in booting, start the next attempt (after the backoff)."""
+
+    def launched(self, docker_id: str) -> None:
+        """Docker created and started the container."""
+
+    def ready(self) -> None:
+        """The server answered api/status over its socket."""
+
+    def bootFailed(self, cause: str) -> None:
+        """The launch failed, or the server did not become ready in time."""
+
+    def assign(self) -> Deferred[Assignment] | None:
+        """Hand the container to a visitor: None unless it is pooled."""
+
+    def activity(self, when: float) -> None:
+        """The visitor was last active at `when` (heartbeat)."""
+
+    def idle(self, since: float) -> None:
+        """No activity has been seen since `since` (heartbeat)."""
+
+    def exited(self, cause: str) -> None:
+        """Docker says the container stopped or vanished ("die", "oom", "destroy")."""
+
+    def cull(self, reason: str) -> None:
+        """Remove the container: its route, the container and its socket directory."""
+
+    def removed(self) -> None:
+        """Everything the machine made is gone (the end of a cull)."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the machine is doing, for stats and the admin listing."""
+
+
+@dataclass
+class ContainerCore:
+    """One container's identity, the handles its machine acts through, and its history."""
+
+    container_id: str
+    token: str
+    spec: ContainerSpec
+    config: PoolConfig
+    clock: IReactorTime
+    docker: DockerOps
+    wait_ready: ReadyCheck
+    proxy: RouteOps
+    on_transition: Callable[[TransitionEvent], None]
+    on_removed: Callable[[str], None]
+    created_at: float = field(init=False)
+    entered_at: float = field(init=False)
+    docker_id: str | None = None
+    # The launch or remove in flight: a Docker thread cannot be called back, so a cull waits
+    # for it to finish before removing, or a container created late would leak.
+    docker_call: Deferred[Any] | None = None
+    # Whether a container (or its socket directory) may exist and needs removing.
+    may_exist: bool = False
+    routed: bool = False
+    assigned_at: float | None = None
+    last_activity: float | None = None
+
+    def __post_init__(self) -> None:
+        self.created_at = self.entered_at = self.clock.seconds()
+
+    @property
+    def base_path(self) -> str:
+        return f"/user/{self.container_id}/"
+
+    @property
+    def route_path(self) -> str:
+        return f"/user/{self.container_id}"
+
+    @property
+    def socket_path(self) -> str:
+        return sockets.socket_path(self.spec, self.container_id)
+
+    def docker_ref(self) -> str:
+        """The docker id when known; the container's name (which Docker accepts) otherwise."""
+        return self.docker_id or container_name(self.spec.instance, self.container_id)
+
+    def moved(self, from_state: str, to_state: str, input: str, cause: str | None = None) -> None:
+        """Report one transition; a hook that raises must not break the machine."""
+        now = self.clock.seconds()
+        event = TransitionEvent(
+            container=self.container_id,
+            from_state=from_state,
+            to_state=to_state,
+            input=input,
+            time=now,
+            seconds_in_previous=now - self.entered_at,
+            cause=cause,
+        )
+        if from_state != to_state:
+            self.entered_at = now
+        log.debug(
+            "container {container} {from_state} -> {to_state} on {input}",
+            container=self.container_id,
+            from_state=from_state,
+            to_state=to_state,
+            input=input,
+            cause=cause,
+        )
+        try:
+            self.on_transition(event)
+        except Exception:
+            log.failure("on_transition hook failed for {container}", container=self.container_id)
+
+    def describe(self, state: str, **more: Any) -> dict[str, Any]:
+        return {
+            "container": self.container_id,
+            "state": state,
+            "path": self.base_path,
+            "docker_id": self.docker_id,
+            "created": self.created_at,
+            "in_state_since": self.entered_at,
+            "assigned_at": self.assigned_at,
+            "last_activity": self.last_activity,
+            **more,
+        }
+
+
+def backoff_delay(config: PoolConfig, attempt: int) -> float:
+    """The wait after failed attempt `attempt` (1-based): doubling, capped."""
+    return min(config.backoff_initial * 2 ** (attempt - 1), config.backoff_max)
+
+
+def failure_cause(failure: Failure) -> str:
+    return f"{failure.type.__name__}: {failure.getErrorMessage()}"
+
+
+@dataclass
+class Boot:
+    """booting's data: the current attempt and what it waits on."""
+
+    attempt: int = 0
+    readiness: Deferred[Any] | None = None
+    deadline: IDelayedCall | None = None
+    backoff: IDelayedCall | None = None
+    # Why readiness was cancelled (deadline or container death), for the bootFailed cause.
+    cancel_cause: str | None = None
+    left: bool = False  # the machine left booting: a finishing cleanup must not retry
+
+    def stop(self) -> None:
+        self.left = True
+        for call in (self.deadline, self.backoff):
+            if call is not None and call.active():
+                call.cancel()
+        if self.readiness is not None:
+            self.readiness.cancel()
+
+
+@dataclass
+class Idle:
+    """idle's data: since when nothing has happened."""
+
+    since: float
+
+
+@dataclass
+class Culled:
+    """culled's data: why, and whether removal has finished."""
+
+    reason: str
+    removed: bool = False
+
+
+builder = TypeMachineBuilder(ContainerInputs, ContainerCore)
+requested = builder.state("requested")
+booting = builder.state("booting", lambda inputs, core: Boot())
+pooled = builder.state("pooled")
+assigned = builder.state("assigned")
+idle = builder.state("idle", lambda inputs, core, since: Idle(since))
+culled = builder.state("culled", lambda inputs, core, reason: Culled(reason))
+
+
+# -- booting ------------------------------------------------------------------------------
+
+
+@requested.upon(ContainerInputs.boot).to(booting)
+def start_booting(inputs: ContainerInputs, core: ContainerCore) -> None:
+    core.moved("requested", "booting", "boot")
+    # Every attempt, the first included, starts with boot() in booting, which has the data.
+    inputs.boot()
+
+
+@booting.upon(ContainerInputs.boot).loop()
+def launch(inputs: ContainerInputs, core: ContainerCore, boot: Boot) -> None:
+    boot.attempt += 1
+    boot.backoff = None
+    core.may_exist = True
+    request = LaunchRequest(
+        container_id=core.container_id,
+        token=core.token,
+        base_path=core.base_path,
+        socket_dir=sockets.socket_dir(core.spec, core.container_id),
+        spec=core.spec,
+    )
+    d = core.docker_call = core.docker.launch(request)
+
+    def finished(result: str | Failure) -> None:
+        core.docker_call = None
+        if isinstance(result, Failure):
+            inputs.bootFailed(failure_cause(result))
+        else:
+            inputs.launched(result)
+
+    d.addBoth(finished)
+
+
+@booting.upon(ContainerInputs.launched).loop()
+def wait_until_ready(
+    inputs: ContainerInputs, core: ContainerCore, boot: Boot, docker_id: str
+) -> None:
+    core.docker_id = docker_id
+    timeout = core.config.boot_timeout
+    boot.cancel_cause = None
+    d = boot.readiness = core.wait_ready(core.socket_path, core.base_path, core.token)
+
+    def too_late() -> None:
+        boot.cancel_cause = f"not ready within {timeout:g}s"
+        d.cancel()
+
+    boot.deadline = core.clock.callLater(timeout, too_late)
+
+    def answered(result: object) -> None:
+        boot.readiness = None
+        if boot.deadline is not None and boot.deadline.active():
+            boot.deadline.cancel()
+        if isinstance(result, Failure):
+            if result.check(CancelledError) and boot.cancel_cause is not None:
+                inputs.bootFailed(boot.cancel_cause)
+            else:
+                inputs.bootFailed(failure_cause(result))
+        else:
+            inputs.ready()
+
+    d.addBoth(answered)
+
+
+@booting.upon(ContainerInputs.ready).to(pooled)
+def became_ready(inputs: ContainerInputs, core: ContainerCore, boot: Boot) -> None:
+    core.moved("booting", "pooled", "ready")
+
+
+@booting.upon(ContainerInputs.bootFailed).loop()
+def retry_or_give_up(
+    inputs: ContainerInputs, core: ContainerCore, boot: Boot, cause: str
+) -> None:
+    core.moved("booting", "booting", "bootFailed", cause)
+    log.warn(
+        "container {container} failed to boot (attempt {attempt} of {attempts}): {cause}",
+        container=core.container_id,
+        attempt=boot.attempt,
+        attempts=core.config.boot_attempts,
+        cause=cause,
+    )
+    if boot.attempt >= core.config.boot_attempts:
+        # culled removes what this attempt made.
+        inputs.cull(f"gave up after {boot.attempt} boot attempts: {cause}")
+        return
+    delay = backoff_delay(core.config, boot.attempt)
+    d = core.docker_call = core.docker.remove(core.docker_ref(), core.container_id)
+    core.docker_id = None
+
+    def cleaned(result: object) -> None:
+        core.docker_call = None
+        if isinstance(result, Failure):
+            # The next attempt reuses the name; if this is still there, that launch fails.
+            log.warn(
+                "could not remove failed boot of {container}: {cause}",
+                container=core.container_id,
+                cause=failure_cause(result),
+            )
+        else:
+            core.may_exist = False
+        if not boot.left:
+            boot.backoff = core.clock.callLater(delay, inputs.boot)
+
+    d.addBoth(cleaned)
+
+
+@booting.upon(ContainerInputs.exited).loop()
+def died_while_booting(
+    inputs: ContainerInputs, core: ContainerCore, boot: Boot, cause: str
+) -> None:
+    # Only a death while waiting for readiness is this attempt's; between attempts, it is the
+    # previous attempt's container being removed. The readiness wait fails with the cause.
+    if boot.readiness is not None:
+        boot.cancel_cause = f"container exited while booting ({cause})"
+        boot.readiness.cancel()
+
+
+# -- handing out --------------------------------------------------------------------------
+
+
+@pooled.upon(ContainerInputs.assign).to(assigned)
+def hand_out(inputs: ContainerInputs, core: ContainerCore) -> Deferred[Assignment]:
+    core.assigned_at = core.last_activity = core.clock.seconds()
+    core.routed = True
+    core.moved("pooled", "assigned", "assign")
+    result: Deferred[Assignment] = Deferred()
+    target = sockets.proxy_target(core.socket_path)
+    d = core.proxy.add_route(
+        core.route_path, target, container=core.container_id, instance=core.spec.instance
+    )
+
+    def routed(_: object) -> None:
+        result.callback(Assignment(core.container_id, core.base_path, core.token))
+
+    def unroutable(failure: Failure) -> None:
+        # A container nobody can reach is of no use: cull it (queued, it runs after this),
+        # and let the caller ask the pool for another one.
+        inputs.cull(f"route not added: {failure_cause(failure)}")
+        result.errback(failure)
+
+    d.addCallbacks(routed, unroutable)
+    return result
+
+
+@assigned.upon(ContainerInputs.activity).loop()
+def active(inputs: ContainerInputs, core: ContainerCore, when: float) -> None:
+    core.last_activity = max(core.last_activity or when, when)
+
+
+@assigned.upon(ContainerInputs.idle).to(idle)
+def went_idle(inputs: ContainerInputs, core: ContainerCore, since: float) -> None:
+    core.moved("assigned", "idle", "idle")
+
+
+@idle.upon(ContainerInputs.activity).to(assigned)
+def came_back(inputs: ContainerInputs, core: ContainerCore, data: Idle, when: float) -> None:
+    core.last_activity = max(core.last_activity or when, when)
+    core.moved("idle", "assigned", "activity")
+
+
+# -- culling ------------------------------------------------------------------------------
+
+
+def tear_down(inputs: ContainerInputs, core: ContainerCore) -> None:
+    """Remove the route, the container and its socket directory; then removed()."""
+
+    async def remove_everything() -> None:
+        if core.docker_call is not None:
+            await core.docker_call  # its result was handled by its own callbacks
+        if core.routed:
+            try:
+                await core.proxy.delete_route(core.route_path)
+            except Exception:
+                log.failure("removing the route of {container}", container=core.container_id)
+        if core.may_exist:
+            await remove_container(core)
+        inputs.removed()
+
+    Deferred.fromCoroutine(remove_everything()).addErrback(
+        lambda failure: log.failure("culling {container}", failure, container=core.container_id)
+    )
+
+
+async def remove_container(core: ContainerCore) -> None:
+    """Remove the container and its socket directory, retrying with backoff (dockerd may be
+    slow or hung); after boot_attempts tries, give up: a restart removes leftovers."""
+    attempts = core.config.boot_attempts
+    for attempt in range(1, attempts + 1):
+        try:
+            await core.docker.remove(core.docker_ref(), core.container_id)
+            return
+        except Exception:
+            if attempt == attempts:
+                log.failure(
+                    "giving up removing container {container} after {attempts} tries",
+                    container=core.container_id,
+                    attempts=attempts,
+                )
+                return
+            delay = backoff_delay(core.config, attempt)
+            log.warn(
+                "removing container {container} failed; retrying in {delay:g}s",
+                container=core.container_id,
+                delay=delay,
+            )
+            await deferLater(core.clock, delay)
+
+
+def culls_from(state: Any, *causes: Callable[..., None]) -> None:
+    """Each of `causes` (cull, exited) leads from `state` to culled."""
+    name = state.name
+    for input in causes:
+
+        def enter_culled(
+            inputs: ContainerInputs,
+            core: ContainerCore,
+            *args: object,
+            input_name: str = input.__name__,
+        ) -> None:
+            *data, reason = args
+            if data and isinstance(data[0], Boot):
+                data[0].stop()
+            core.moved(name, "culled", input_name, str(reason))
+            tear_down(inputs, core)
+
+        enter_culled.__name__ = f"cull_{name}"
+        state.upon(input).to(culled)(enter_culled)
+
+
+culls_from(requested, ContainerInputs.cull)
+culls_from(booting, ContainerInputs.cull)  # exited while booting is a failed attempt
+for _state in (pooled, assigned, idle):
+    culls_from(_state, ContainerInputs.cull, ContainerInputs.exited)
+
+
+@culled.upon(ContainerInputs.removed).loop()
+def gone(inputs: ContainerInputs, core: ContainerCore, data: Culled) -> None:
+    data.removed = True
+    core.on_removed(core.container_id)
+
+
+@culled.upon(ContainerInputs.launched).loop()
+def launched_after_cull(
+    inputs: ContainerInputs, core: ContainerCore, data: Culled, docker_id: str
+) -> None:
+    # A boot that completes after a cull: the teardown waits for this launch and then
+    # removes exactly this container.
+    core.docker_id = docker_id
+
+
+# -- everything else: nothing happens, for the reason given -------------------------------
+
+
+def ignore(inputs: ContainerInputs, core: ContainerCore, *args: object) -> None:
+    """Nothing to do."""
+
+
+ignored = [
+    # The pool only assigns pooled containers; anyone else gets None: "not available".
+    (requested, ContainerInputs.assign),
+    (booting, ContainerInputs.assign),
+    (assigned, ContainerInputs.assign),
+    (idle, ContainerInputs.assign),
+    (culled, ContainerInputs.assign),
+    # A heartbeat may still ask about a container the pool has just culled or handed out.
+    (pooled, ContainerInputs.activity),
+    (pooled, ContainerInputs.idle),
+    (idle, ContainerInputs.idle),
+    (culled, ContainerInputs.activity),
+    (culled, ContainerInputs.idle),
+    # Before a launch there is nothing to die.
+    (requested, ContainerInputs.exited),
+    # Late: the backoff timer and the readiness wait are cancelled on cull, but a readiness
+    # answer already on its way, or a cancelled wait's errback, still arrives.
+    (culled, ContainerInputs.boot),
+    (culled, ContainerInputs.ready),
+    (culled, ContainerInputs.bootFailed),
+    # Duplicate: a second cull, or Docker reporting the death we are causing.
+    (culled, ContainerInputs.cull),
+    (culled, ContainerInputs.exited),
+]
+for _state, _input in ignored:
+    _state.upon(_input).loop()(ignore)
+
+
+def answers_describe(state: Any) -> None:
+    def describe(inputs: ContainerInputs, core: ContainerCore, *data: object) -> dict[str, Any]:
+        more: dict[str, Any] = {}
+        if data and isinstance(data[0], Boot):
+            more["attempt"] = data[0].attempt
+        elif data and isinstance(data[0], Idle):
+            more["idle_since"] = data[0].since
+        elif data and isinstance(data[0], Culled):
+            more.update(reason=data[0].reason, removed=data[0].removed)
+        return core.describe(state.name, **more)
+
+    describe.__name__ = "describe"
+    state.upon(ContainerInputs.describe).loop()(describe)
+
+
+for _state in (requested, booting, pooled, assigned, idle, culled):
+    answers_describe(_state)
+
+ContainerMachine = builder.build()
+
+
+def new_machine(core: ContainerCore) -> ContainerInputs:
+    """A machine in requested for `core`; give it boot() to start."""
+    return ContainerMachine(core)

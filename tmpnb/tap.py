@@ -1,0 +1,387 @@
+"""``twistd tmpnb``: the pool, the orchestrator and the proxy in one process.
+
+    python -m tmpnb.image build
+    twistd -n tmpnb --pool-size 5 --listen tcp:8000:interface=127.0.0.1
+
+By default the embedded proxy takes the public listener (--listen), sends /user/<id>/ to
+each container's unix socket and everything else to the orchestrator, which listens on
+its own unix socket (--web-listen). With --proxy-api-url tmpnb drives an external
+configurable-http-proxy instead and --listen is the orchestrator's own listener, which
+that proxy's --default-target must point at. Option names follow tmpnb's.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.internet import TimerService
+from twisted.application.service import IService, MultiService
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import quoteStringArgument
+from twisted.logger import Logger, globalLogPublisher
+from twisted.python import usage
+from twisted.python.failure import Failure
+from twisted.web.server import Site
+
+from tmpnb.config import DEFAULT_COMMAND, DEFAULT_IMAGE, ContainerSpec, PoolConfig
+from tmpnb.web import CorsPolicy, WebSettings, make_resource
+from tmpnb.web.paths import below_from_redirect_uri
+
+log = Logger()
+
+PROXY_TOKEN_VARIABLE = "CONFIGPROXY_AUTH_TOKEN"
+API_TOKEN_VARIABLE = "API_AUTH_TOKEN"
+ADMIN_TOKEN_VARIABLE = "ADMIN_AUTH_TOKEN"
+HEALTH_CHECK_PERIOD = 10.0
+
+_SPEC = ContainerSpec()
+_POOL = PoolConfig()
+
+
+def _yes_no(value: str) -> bool:
+    answer = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}.get(value.lower())
+    if answer is None:
+        raise ValueError(f"expected yes or no, got {value!r}")
+    return answer
+
+
+_yes_no.coerceDoc = "yes or no."  # type: ignore[attr-defined]
+
+
+def _optional_int(value: str) -> int | None:
+    return None if value in ("", "none", "None") else int(value)
+
+
+def _endpoint_or_port(value: str) -> str:
+    """tmpnb's --admin-port took a port number: keep that working, on loopback."""
+    return f"tcp:{int(value)}:interface=127.0.0.1" if value.isdigit() else value
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = __doc__
+
+    optFlags = [
+        ["host-network", None, "Containers use the host's network (127.0.0.1 ports) instead of a unix socket."],
+        ["no-tokens", None, "Do not protect notebook servers with a token (--use-tokens is the default)."],
+        ["use-tokens", None, "Protect each notebook server with its own token (default)."],
+    ]
+    optParameters = [
+        # The pool
+        ["pool-size", None, _POOL.pool_size, "Containers kept booted and waiting for visitors.", int],
+        ["capacity", None, _POOL.capacity, "Most containers at once, in every state.", int],
+        ["cull-period", None, _POOL.cull_period, "Seconds between sweeps for idle containers.", float],
+        ["cull-timeout", None, _POOL.cull_timeout, "Seconds without activity before a container is culled.", float],
+        ["cull-max", None, _POOL.cull_max, "Seconds a container may live, however active.", float],
+        ["user-length", None, _POOL.user_length, "Length of the random id in /user/<id>/.", int],
+        ["boot-attempts", None, _POOL.boot_attempts, "Tries to boot a container before giving up.", int],
+        ["boot-timeout", None, _POOL.boot_timeout, "Seconds a container may take to answer.", float],
+        # The containers
+        ["image", None, DEFAULT_IMAGE, "Notebook image (must exist locally: python -m tmpnb.image build)."],
+        ["command", None, DEFAULT_COMMAND,
+         "Server command; {base_path} {sock} {port} {ip} {token} {allow_origin} {tornado_settings} are filled in."],
+        ["mem-limit", None, _SPEC.mem_limit, "Memory limit per container."],
+        ["cpu-shares", None, _SPEC.cpu_shares, "CPU shares per container.", _optional_int],
+        ["cpu-quota", None, _SPEC.cpu_quota, "CPU microseconds per 100 ms per container.", int],
+        ["container-ip", None, _SPEC.container_ip, "With --host-network: the IP servers bind to."],
+        ["container-port", None, _SPEC.container_port, "With --host-network: the first port servers use.", int],
+        ["host-directories", None, "", "Comma-separated host:container[:ro|rw] mounts for every container."],
+        ["instance", None, _SPEC.instance, "Name of this tmpnb: labels its containers; one never touches another's."],
+        ["socket-root", None, _SPEC.socket_root, "Host directory for the containers' socket directories."],
+        ["max-dock-workers", None, 4, "Threads for Docker calls.", int],
+        ["docker-url", None, "unix:///var/run/docker.sock", "dockerd's API."],
+        # The web side
+        ["redirect-uri", None, "/tree", "Where a new visitor lands in their server."],
+        ["allow-origin", None, "", "Access-Control-Allow-Origin, for the API and the notebook servers."],
+        ["allow-credentials", None, False, "Access-Control-Allow-Credentials.", _yes_no],
+        ["allow-methods", None, "", "Access-Control-Allow-Methods."],
+        ["allow-headers", None, "", "Access-Control-Allow-Headers."],
+        ["expose-headers", None, "", "Access-Control-Expose-Headers."],
+        ["max-age", None, None, "Access-Control-Max-Age.", _optional_int],
+        ["frame-ancestors", None, _SPEC.frame_ancestors,
+         "CSP frame-ancestors: the sites that may show the notebooks in an iframe."],
+        ["static-dir", None, None, "Directory served at /static/ (orchestrator) and to notebooks (embedded proxy)."],
+        ["lifecycle-log", None, None, "Append every container transition to this file as JSON lines."],
+        # Listeners
+        ["listen", None, "tcp:8000:interface=127.0.0.1", "Public endpoint (the orchestrator's own with --proxy-api-url)."],
+        ["web-listen", None, None, "Embedded proxy only: the orchestrator's endpoint (default: a unix socket in --socket-root)."],
+        ["proxy-api-url", None, None, f"Use this external configurable-http-proxy API (token in ${PROXY_TOKEN_VARIABLE})."],
+        ["proxy-api-listen", None, "tcp:8001:interface=127.0.0.1", "Embedded proxy's REST API endpoint ('none': off)."],
+        ["admin-port", None, None, f"Admin API port or endpoint, on loopback (token in ${ADMIN_TOKEN_VARIABLE})."],
+        # Restarts
+        ["cleanup-on-start", None, True, "Remove this instance's leftover containers at start.", _yes_no],
+        ["cleanup-on-stop", None, True, "Remove this instance's containers when stopping.", _yes_no],
+    ]
+
+    def postOptions(self) -> None:
+        if self["no-tokens"] and self["use-tokens"]:
+            raise usage.UsageError("--use-tokens and --no-tokens contradict each other")
+        if self["pool-size"] < 0 or self["capacity"] < 1 or self["pool-size"] > self["capacity"]:
+            raise usage.UsageError("need 0 <= --pool-size <= --capacity and --capacity >= 1")
+        if not 1 <= self["user-length"] <= 64:
+            raise usage.UsageError("--user-length must be between 1 and 64")
+        try:
+            below_from_redirect_uri(self["redirect-uri"])
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        if not (self["cleanup-on-start"] and self["cleanup-on-stop"]):
+            # The pool always removes its instance's containers at start and stop today.
+            raise usage.UsageError("--cleanup-on-start/--cleanup-on-stop no: not supported by this pool yet")
+        if self["proxy-api-url"] and not os.environ.get(PROXY_TOKEN_VARIABLE):
+            raise usage.UsageError(f"--proxy-api-url needs ${PROXY_TOKEN_VARIABLE}")
+        if self["admin-port"] is not None:
+            self["admin-port"] = _endpoint_or_port(self["admin-port"])
+        self["host-directories"] = tuple(d for d in self["host-directories"].split(",") if d)
+
+
+def container_spec(options: Options) -> ContainerSpec:
+    return ContainerSpec(
+        instance=options["instance"],
+        image=options["image"],
+        command=options["command"],
+        socket_root=options["socket-root"],
+        mem_limit=options["mem-limit"],
+        cpu_quota=options["cpu-quota"],
+        cpu_shares=options["cpu-shares"],
+        host_network=options["host-network"],
+        container_ip=options["container-ip"],
+        container_port=options["container-port"],
+        host_directories=options["host-directories"],
+        allow_origin=options["allow-origin"],
+        frame_ancestors=options["frame-ancestors"],
+        use_tokens=not options["no-tokens"],
+    )
+
+
+def pool_config(options: Options) -> PoolConfig:
+    return PoolConfig(
+        pool_size=options["pool-size"],
+        capacity=options["capacity"],
+        user_length=options["user-length"],
+        boot_attempts=options["boot-attempts"],
+        boot_timeout=options["boot-timeout"],
+        cull_period=options["cull-period"],
+        cull_timeout=options["cull-timeout"],
+        cull_max=options["cull-max"],
+    )
+
+
+def web_settings(options: Options, environ: dict[str, str]) -> WebSettings:
+    return WebSettings(
+        redirect_uri=options["redirect-uri"],
+        use_tokens=not options["no-tokens"],
+        api_token=environ.get(API_TOKEN_VARIABLE) or None,
+        container_image=options["image"],
+        frame_ancestors=options["frame-ancestors"],
+        cors=CorsPolicy(
+            allow_origin=options["allow-origin"],
+            allow_credentials=options["allow-credentials"],
+            allow_methods=options["allow-methods"],
+            allow_headers=options["allow-headers"],
+            expose_headers=options["expose-headers"],
+            max_age=options["max-age"],
+        ),
+        static_dir=options["static-dir"],
+    )
+
+
+def web_socket_path(spec: ContainerSpec) -> str:
+    """The orchestrator's socket for the embedded proxy: next to, not inside, the containers' dirs."""
+    return os.path.join(spec.socket_root, f"{spec.instance}.web.sock")
+
+
+class ObservedDocker:
+    """DockerAPI with the outcome of every call reported to Health (a hung dockerd shows)."""
+
+    def __init__(self, docker: Any, health: Any) -> None:
+        self._docker = docker
+        self._health = health
+
+    def launch(self, request: Any) -> Deferred[str]:
+        return self._health.observe_docker_call(self._docker.launch(request))
+
+    def remove(self, docker_id: str, container_id: str | None = None) -> Deferred[None]:
+        return self._health.observe_docker_call(self._docker.remove(docker_id, container_id))
+
+    def inspect(self, docker_id: str) -> Deferred[Any]:
+        return self._health.observe_docker_call(self._docker.inspect(docker_id))
+
+    def list_ours(self) -> Deferred[list[Any]]:
+        return self._health.observe_docker_call(self._docker.list_ours())
+
+    def ping(self) -> Deferred[bool]:
+        return self._docker.ping()
+
+    def watch(self, on_event: Callable[[str, str], None]) -> None:
+        self._docker.watch(on_event)
+
+
+class ObservedProxy:
+    """A ProxyAPI whose successes and failures are reported to Health."""
+
+    def __init__(self, proxy: Any, health: Any) -> None:
+        self._proxy = proxy
+        self._health = health
+
+    def _observe(self, d: Deferred[Any]) -> Deferred[Any]:
+        def ok(result: Any) -> Any:
+            self._health.proxy_ok()
+            return result
+
+        def failed(reason: Failure) -> Failure:
+            self._health.proxy_failed(f"{reason.type.__name__}: {reason.getErrorMessage()}")
+            return reason
+
+        return d.addCallbacks(ok, failed)
+
+    def add_route(self, path: str, target: str, **data: Any) -> Deferred[None]:
+        return self._observe(self._proxy.add_route(path, target, **data))
+
+    def delete_route(self, path: str) -> Deferred[None]:
+        return self._observe(self._proxy.delete_route(path))
+
+    def get_route(self, path: str) -> Deferred[dict | None]:
+        return self._observe(self._proxy.get_route(path))
+
+    def list_routes(self, inactive_since: Any = None) -> Deferred[dict[str, dict]]:
+        return self._observe(self._proxy.list_routes(inactive_since))
+
+
+def health_check(docker: ObservedDocker, proxy: ObservedProxy, health: Any) -> Callable[[], Deferred[Any]]:
+    """One round of the periodic check: ping dockerd, list the proxy's routes."""
+
+    def check() -> Deferred[Any]:
+        pinged = docker.ping().addCallback(lambda answered: health.docker_ping(answered))
+        pinged.addErrback(lambda f: log.failure("docker health check", f))
+        listed = proxy.list_routes().addErrback(lambda f: None)  # ObservedProxy recorded it
+        return pinged.addCallback(lambda _: listed)
+
+    return check
+
+
+def makeService(options: Options, reactor: Any = None, environ: dict[str, str] | None = None) -> IService:
+    """Everything `twistd tmpnb` runs; touches neither Docker nor the network until started."""
+    if reactor is None:
+        from twisted.internet import reactor
+    environ = dict(os.environ) if environ is None else environ
+
+    # Imported here so that `twistd --help` and option parsing stay light.
+    from tmpnb.admin import AdminResource
+    from tmpnb.dockerapi import DockerAPI, docker_client_factory, make_docker_threadpool
+    from tmpnb.health import Health
+    from tmpnb.lifecycle import LifecycleRecorder, lifecycle_log_observer
+    from tmpnb.pool import Pool
+    from tmpnb.readiness import wait_ready
+
+    spec = container_spec(options)
+    config = pool_config(options)
+    top = MultiService()
+    health = Health(reactor)
+
+    threadpool = make_docker_threadpool(reactor, options["max-dock-workers"])
+    docker = ObservedDocker(
+        DockerAPI(reactor, threadpool, docker_client_factory(options["docker-url"]), spec), health
+    )
+
+    if options["proxy-api-url"]:
+        from tmpnb.proxyapi import make_chp_client
+
+        proxy_api: Any = make_chp_client(reactor, options["proxy-api-url"], environ[PROXY_TOKEN_VARIABLE])
+        routes = None
+    else:
+        from tmpnb.proxy.routes import RouteTable
+        from tmpnb.proxyapi import InProcessProxyAPI
+
+        routes = RouteTable(reactor)
+        proxy_api = InProcessProxyAPI(routes)
+    proxy = ObservedProxy(proxy_api, health)
+
+    if options["lifecycle-log"]:
+        observer = lifecycle_log_observer(options["lifecycle-log"])
+        globalLogPublisher.addObserver(observer)
+        # After shutdown: the pool's last culls happen while the reactor shuts down.
+        reactor.addSystemEventTrigger("after", "shutdown", _close_observer, observer)
+
+    pool = Pool(reactor, docker, wait_ready, proxy, spec, config, on_transition=LifecycleRecorder())
+    pool.setName("pool")
+    pool.setServiceParent(top)
+
+    web = Site(make_resource(pool, web_settings(options, environ)), reactor=reactor)
+    web.displayTracebacks = False
+    if routes is None:
+        _named(strports.service(options["listen"], web, reactor=reactor), "web").setServiceParent(top)
+        log.info("orchestrator on {listen}, routes in {proxy}", listen=options["listen"], proxy=options["proxy-api-url"])
+    else:
+        for service in _embedded_proxy(reactor, options, spec, routes, web, environ):
+            service.setServiceParent(top)
+
+    if options["admin-port"]:
+        admin = Site(AdminResource(pool, health, environ.get(ADMIN_TOKEN_VARIABLE, "")), reactor=reactor)
+        admin.displayTracebacks = False
+        _named(strports.service(options["admin-port"], admin, reactor=reactor), "admin").setServiceParent(top)
+
+    checks = TimerService(HEALTH_CHECK_PERIOD, health_check(docker, proxy, health))
+    checks.clock = reactor
+    _named(checks, "health-check").setServiceParent(top)
+    return top
+
+
+def _embedded_proxy(reactor: Any, options: Options, spec: ContainerSpec, routes: Any, web: Site,
+                    environ: dict[str, str]) -> list[IService]:
+    """The orchestrator's own listener, the public proxy and the proxy's REST API."""
+    from tmpnb.proxy.api import ProxyAPIResource
+    from tmpnb.proxy.server import ReverseProxyFactory
+    from tmpnb.sockets import proxy_target
+
+    services = []
+    if options["web-listen"]:
+        web_listen = options["web-listen"]
+        web_target = _target_of(web_listen)
+    else:
+        path = web_socket_path(spec)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        # lockfile: a socket file left by a crashed run is replaced, a live one is not.
+        web_listen = f"unix:{quoteStringArgument(path)}:mode=600:lockfile=1"
+        web_target = proxy_target(path)
+    services.append(_named(strports.service(web_listen, web, reactor=reactor), "web"))
+
+    public = ReverseProxyFactory(reactor, routes, default_target=web_target, static_dir=options["static-dir"])
+    services.append(_named(strports.service(options["listen"], public, reactor=reactor), "proxy"))
+
+    if options["proxy-api-listen"] not in ("none", ""):
+        # Without a configured token nobody outside needs the API: make it unguessable.
+        token = environ.get(PROXY_TOKEN_VARIABLE) or secrets.token_urlsafe(32)
+        api = Site(ProxyAPIResource(routes, token), reactor=reactor)
+        api.displayTracebacks = False
+        services.append(_named(strports.service(options["proxy-api-listen"], api, reactor=reactor), "proxy-api"))
+    log.info("proxy on {listen}, orchestrator on {web}", listen=options["listen"], web=web_listen)
+    return services
+
+
+def _target_of(endpoint: str) -> str:
+    """The proxy target URL for an orchestrator endpoint string (tcp or unix)."""
+    from tmpnb.sockets import proxy_target
+
+    kind, _, rest = endpoint.partition(":")
+    args = rest.split(":")
+    if kind == "unix":
+        return proxy_target(args[0])
+    if kind in ("tcp", "tcp6"):
+        interface = next((a.split("=", 1)[1] for a in args[1:] if a.startswith("interface=")), "127.0.0.1")
+        host = f"[{interface}]" if ":" in interface else interface
+        return f"http://{host}:{int(args[0])}"
+    raise usage.UsageError(f"--web-listen must be a tcp: or unix: endpoint, got {endpoint!r}")
+
+
+def _named(service: IService, name: str) -> IService:
+    service.setName(name)
+    return service
+
+
+def _close_observer(observer: Any) -> None:
+    globalLogPublisher.removeObserver(observer)
+    observer.close()

@@ -1,0 +1,122 @@
+"""The orchestrator's web app: visitors' front door, the JSON API and its pages.
+
+`make_resource(pool, settings)` builds the resource tree; the embedded proxy (or
+CHP, as its default target) sends it every request that has no /user/<id> route.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+from twisted.web.util import Redirect
+
+from tmpnb.config import DEFAULT_IMAGE
+from tmpnb.pages import render_page
+from tmpnb.web import replies
+from tmpnb.web.api import SpawnAPI, StatsAPI
+from tmpnb.web.gone import GonePage
+from tmpnb.web.handout import HandOut, Spawner
+from tmpnb.web.headers import CorsPolicy, ResponseHeaders
+from tmpnb.web.methods import OnlyAllowed, StaticFiles
+from tmpnb.web.paths import below_from_redirect_uri
+from tmpnb.web.spawn import SpawnPage
+
+__all__ = ["CorsPolicy", "Spawner", "WebSettings", "make_resource"]
+
+ROBOTS_TXT = b"""\
+User-agent: *
+Disallow: /user/
+Disallow: /spawn/
+Disallow: /api/
+# Every visit to / starts a notebook server: crawlers that understand "$" keep off it.
+Disallow: /$
+"""
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    redirect_uri: str = "/tree"
+    use_tokens: bool = True
+    # API_AUTH_TOKEN: guards POST /api/spawn and, as tmpnb did, turns off / and /spawn/.
+    api_token: str | None = None
+    container_image: str = DEFAULT_IMAGE
+    frame_ancestors: str = "'self'"
+    cors: CorsPolicy = field(default_factory=CorsPolicy)
+    retry_after: int = 5
+    static_dir: str | None = None
+
+
+class NotFoundPage(Resource):
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        page = render_page("notfound", "Nothing here", path=request.path.decode("utf-8", "replace"))
+        return replies.html(request, 404, page)
+
+
+class RobotsTxt(OnlyAllowed):
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        return ROBOTS_TXT
+
+
+class _ApiBranch(Resource):
+    """/api/…: JSON for any path that is not one of ours."""
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return self
+
+    def render(self, request: Request) -> bytes:
+        return replies.json_reply(request, 404, {"status": "not found"})
+
+
+class Preflight(Resource):
+    """OPTIONS anywhere: 204, with the CORS headers the root already stamped."""
+
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        request.setResponseCode(204)
+        return b""
+
+
+class _Root(Resource):
+    def __init__(self, headers: ResponseHeaders) -> None:
+        super().__init__()
+        self._headers = headers
+        self._preflight = Preflight()
+        self._not_found = NotFoundPage()
+
+    def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
+        self._headers.apply(request)
+        if request.method == b"OPTIONS":
+            return self._preflight
+        return super().getChildWithDefault(path, request)
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return self._not_found
+
+
+def make_resource(pool: Spawner, settings: WebSettings) -> Resource:
+    """The orchestrator's resource tree over `pool` (tmpnb.pool.Pool or its twin)."""
+    default_below = below_from_redirect_uri(settings.redirect_uri)
+    handout = HandOut(pool, settings.use_tokens)
+    root = _Root(ResponseHeaders(settings.cors, settings.frame_ancestors))
+
+    if settings.api_token is None:
+        root.putChild(b"", SpawnPage(handout, default_below, settings.retry_after, from_path=False))
+        root.putChild(b"spawn", SpawnPage(handout, default_below, settings.retry_after, from_path=True))
+    api = _ApiBranch()
+    api.putChild(b"spawn", SpawnAPI(handout, settings.api_token, settings.retry_after))
+    api.putChild(b"stats", StatsAPI(pool, settings.container_image))
+    root.putChild(b"api", api)
+    root.putChild(b"stats", Redirect(b"/api/stats"))
+    root.putChild(b"user", GonePage())
+    root.putChild(b"robots.txt", RobotsTxt())
+    if settings.static_dir:
+        root.putChild(b"static", StaticFiles(settings.static_dir))
+    return root

@@ -1,0 +1,123 @@
+"""The JSON API: POST /api/spawn and GET /api/stats, as tmpnb had them."""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.error import UnsupportedMethod
+from twisted.web.server import NOT_DONE_YET, Request
+
+import tmpnb
+from tmpnb.web import replies
+from tmpnb.web.methods import OnlyAllowed
+from tmpnb.web.handout import HandOut, Spawner, departure
+from tmpnb.web.paths import BadPath, path_from_text
+
+log = Logger()
+
+MAX_BODY = 4096
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def requested_below(body: bytes) -> str | None:
+    """The notebook path a POST /api/spawn body asks for; None for an empty body.
+
+    The body is optional; if present it is a JSON object whose optional "path"
+    is a notebook path below /user/<id>/. Raises BadRequest for anything else.
+    """
+    if not body.strip():
+        return None
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        raise BadRequest("body is not JSON") from None
+    if not isinstance(document, dict):
+        raise BadRequest("body is not a JSON object")
+    path = document.get("path")
+    if path is None:
+        return None
+    if not isinstance(path, str):
+        raise BadRequest('"path" is not a string')
+    try:
+        return path_from_text(path)
+    except BadPath as e:
+        raise BadRequest(f'"path" is not allowed: {e}') from None
+
+
+class SpawnAPI(OnlyAllowed):
+    """POST /api/spawn -> {"url": "/user/<id>/?token=…"}; 429 {"status": "full"}.
+
+    With API_AUTH_TOKEN set, callers must send `Authorization: token <it>`.
+    """
+
+    isLeaf = True
+
+    def __init__(self, handout: HandOut, api_token: str | None, retry_after: int) -> None:
+        super().__init__()
+        self._handout = handout
+        self._api_token = api_token.encode("utf-8") if api_token else None
+        self._retry_after = retry_after
+
+    def _authorized(self, request: Request) -> bool:
+        if self._api_token is None:
+            return True
+        given = request.getHeader(b"Authorization") or b""
+        return hmac.compare_digest(given, b"token " + self._api_token)
+
+    def render_POST(self, request: Request) -> bytes | int:
+        if not self._authorized(request):
+            request.setHeader(b"WWW-Authenticate", b"token")
+            return replies.json_reply(request, 401, {"status": "unauthorized"})
+        body = request.content.read(MAX_BODY + 1)
+        if len(body) > MAX_BODY:
+            return replies.json_reply(request, 413, {"status": "body too large"})
+        try:
+            below = requested_below(body) or ""
+        except BadRequest as e:
+            return replies.json_reply(request, 400, {"status": "bad request", "reason": str(e)})
+        left = departure(request)
+        pending = self._handout.take(left, below)
+        if pending is None:
+            request.setHeader(b"Retry-After", str(self._retry_after).encode("ascii"))
+            return replies.json_reply(request, 429, {"status": "full"})
+
+        def answer(url: str | None) -> None:
+            if url is not None:
+                replies.finish(request, left, replies.json_reply(request, 200, {"url": url}))
+
+        def failed(reason: Failure) -> None:
+            log.failure("could not hand out a notebook through the API", reason)
+            request.setHeader(b"Retry-After", str(self._retry_after).encode("ascii"))
+            replies.finish(request, left, replies.json_reply(request, 503, {"status": "unavailable"}))
+
+        pending.addCallback(answer).addErrback(failed).addErrback(
+            lambda reason: log.failure("answering an API spawn failed", reason)
+        )
+        return NOT_DONE_YET
+
+    def render_HEAD(self, request: Request) -> bytes:
+        # twisted.web's default HEAD calls render_GET, which this resource has not got.
+        raise UnsupportedMethod((b"POST", b"OPTIONS"))
+
+
+class StatsAPI(OnlyAllowed):
+    """GET /api/stats: tmpnb's four keys, plus the pool's own breakdown by state."""
+
+    isLeaf = True
+
+    def __init__(self, pool: Spawner, container_image: str) -> None:
+        super().__init__()
+        self._pool = pool
+        self._container_image = container_image
+
+    def render_GET(self, request: Request) -> bytes:
+        stats = dict(self._pool.stats())
+        stats["version"] = tmpnb.__version__
+        stats["container_image"] = self._container_image
+        return replies.json_reply(request, 200, stats)

@@ -1,0 +1,62 @@
+"""GET / and GET /spawn/<path>: a visitor gets a pooled notebook by redirect."""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import NOT_DONE_YET, Request
+
+from tmpnb.pages import render_page
+from tmpnb.web import replies
+from tmpnb.web.methods import OnlyAllowed
+from tmpnb.web.handout import HandOut, departure
+from tmpnb.web.paths import BadPath, notebook_path
+
+log = Logger()
+
+
+class SpawnPage(OnlyAllowed):
+    """302 to /user/<id>/<path>?token=…, or the No-vacancy page.
+
+    `from_path`: take the notebook path from the URL (/spawn/<path>); the front
+    page (/) always sends the visitor to --redirect-uri.
+    """
+
+    isLeaf = True
+
+    def __init__(self, handout: HandOut, default_below: str, retry_after: int, from_path: bool) -> None:
+        super().__init__()
+        self._handout = handout
+        self._default_below = default_below
+        self._retry_after = retry_after
+        self._from_path = from_path
+
+    def render_GET(self, request: Request) -> bytes | int:
+        below = self._default_below
+        if self._from_path:
+            try:
+                below = notebook_path(request.postpath) or self._default_below
+            except BadPath:
+                shown = request.path.decode("utf-8", "replace")
+                return replies.html(request, 400, render_page("badpath", "Bad path", path=shown))
+        left = departure(request)
+        pending = self._handout.take(left, below)
+        if pending is None:
+            return replies.no_vacancy(request, self._retry_after)
+
+        def answer(url: str | None) -> None:
+            if url is not None:
+                replies.finish(request, left, replies.redirect(request, url))
+
+        def failed(reason: Failure) -> None:
+            log.failure("could not hand out a notebook", reason)
+            replies.finish(request, left, replies.no_vacancy(request, self._retry_after))
+
+        pending.addCallback(answer).addErrback(failed).addErrback(
+            lambda reason: log.failure("answering a spawn failed", reason)
+        )
+        return NOT_DONE_YET
+
+    def render_HEAD(self, request: Request) -> bytes:
+        # Link checkers and chat unfurlers send HEAD: it must not take a container.
+        return replies.html(request, 200, b"")
