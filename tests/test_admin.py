@@ -5,79 +5,95 @@ from __future__ import annotations
 import json
 
 import pytest
+from dataclasses import dataclass, field
+
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from treq.testing import StubTreq
 
+from tests.fakedocker import FakeDocker, FakeServers
 from tmpnb.admin import ADMIN_CULL_REASON, AdminResource
+from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.health import Health
+from tmpnb.pool import Pool
+from tmpnb.proxy.routes import RouteTable
+from tmpnb.proxyapi import InProcessProxyAPI
+from tmpnb.states import TransitionEvent
+
+results = SynchronousTestCase()
 
 TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"token {TOKEN}"}
 BASE = "http://127.0.0.1:8081"
 
 
-class FakePool:
-    """In-memory twin of the admin side of tmpnb.pool.Pool (docs/contracts.md).
+@dataclass
+class World:
+    """The real pool over in-memory Docker, servers and routes, on a Clock."""
 
-    cull() answers False for an id it does not hold; drain() culls every pooled container
-    and, like the real pool, starts a booting replacement for each.
-    """
+    clock: Clock = field(default_factory=Clock)
 
-    def __init__(self, states: dict[str, str]) -> None:
-        self.states = dict(states)
-        self.culls: list[tuple[str, str]] = []
-        self._next = 0
+    def __post_init__(self) -> None:
+        self.clock.advance(1_700_000_000)
+        self.spec = ContainerSpec(instance="test-admin", socket_root="/tmp/tnb-admin")
+        self.docker = FakeDocker(self.clock, self.spec)
+        self.servers = FakeServers(self.docker)
+        self.transitions: list[TransitionEvent] = []
+        self.pool = Pool(
+            self.clock,
+            self.docker,
+            self.servers.wait_ready,
+            InProcessProxyAPI(RouteTable(self.clock)),
+            self.spec,
+            PoolConfig(pool_size=2, capacity=6),
+            on_transition=self.transitions.append,
+        )
+        self.health = Health(self.clock)
+        self.client = StubTreq(AdminResource(self.pool, self.health, TOKEN))
+        self.pool.startService()
+        self.answer_all()
 
-    def containers(self) -> list[dict]:
-        return [
-            {"id": cid, "state": state, "age": 10.0, "idle": 0.0, "path": f"/user/{cid}/"}
-            for cid, state in self.states.items()
-            if state != "culled"
-        ]
+    def answer_all(self) -> None:
+        for container_id in self.servers.waiting():
+            self.servers.answer(container_id)
 
-    def cull(self, container_id: str, reason: str) -> bool:
-        if self.states.get(container_id, "culled") == "culled":
-            return False
-        self.states[container_id] = "culled"
-        self.culls.append((container_id, reason))
-        return True
+    def visitor(self) -> str:
+        d = self.pool.acquire()
+        assert d is not None
+        return results.successResultOf(d).container_id
 
-    def drain(self) -> int:
-        pooled = [cid for cid, state in self.states.items() if state == "pooled"]
-        for cid in pooled:
-            self.cull(cid, "drained")
-            self._next += 1
-            self.states[f"refill{self._next}"] = "booting"
-        return len(pooled)
+    def states(self) -> dict[str, str]:
+        return {c["container"]: c["state"] for c in self.pool.containers()}
 
-
-@pytest.fixture
-def pool() -> FakePool:
-    return FakePool({"aaa": "pooled", "bbb": "pooled", "ccc": "assigned", "ddd": "idle"})
-
-
-@pytest.fixture
-def health() -> Health:
-    return Health(Clock())
+    def culls(self) -> list[tuple[str, str | None]]:
+        return [(e.container, e.cause) for e in self.transitions if e.to_state == "culled"]
 
 
 @pytest.fixture
-def client(pool: FakePool, health: Health) -> StubTreq:
-    return StubTreq(AdminResource(pool, health, TOKEN))
+def world() -> World:
+    return World()
+
+
+@pytest.fixture
+def health(world: World) -> Health:
+    return world.health
+
+
+@pytest.fixture
+def client(world: World) -> StubTreq:
+    return world.client
 
 
 def call(client: StubTreq, method: str, path: str, **kwargs) -> tuple[int, dict]:
-    t = SynchronousTestCase()
-    response = t.successResultOf(client.request(method, BASE + path, **kwargs))
-    body = t.successResultOf(response.content())
+    response = results.successResultOf(client.request(method, BASE + path, **kwargs))
+    body = results.successResultOf(response.content())
     assert response.headers.getRawHeaders("content-type") == ["application/json"]
     return response.code, json.loads(body)
 
 
 @pytest.mark.parametrize(
     "method, path",
-    [("GET", "/api/containers"), ("DELETE", "/api/containers/aaa"), ("DELETE", "/api/pool")],
+    [("GET", "/api/containers"), ("DELETE", "/api/containers/{id}"), ("DELETE", "/api/pool")],
 )
 @pytest.mark.parametrize(
     "headers",
@@ -89,67 +105,95 @@ def call(client: StubTreq, method: str, path: str, **kwargs) -> tuple[int, dict]
         {"Authorization": f"token {TOKEN}x"},
     ],
 )
-def test_every_api_call_needs_the_token(client, pool, method, path, headers):
-    code, body = call(client, method, path, headers=headers)
+def test_every_api_call_needs_the_token(world, method, path, headers):
+    before = world.states()
+    code, body = call(world.client, method, path.format(id=next(iter(before))), headers=headers)
     assert code == 403
     assert body == {"error": "forbidden"}
-    assert pool.culls == []
+    assert world.states() == before and world.culls() == []
 
 
-def test_an_empty_configured_token_refuses_everyone(pool, health):
-    client = StubTreq(AdminResource(pool, health, ""))
+def test_an_empty_configured_token_refuses_everyone(world):
+    client = StubTreq(AdminResource(world.pool, world.health, ""))
     code, _ = call(client, "GET", "/api/containers", headers={"Authorization": "token "})
     assert code == 403
 
 
-def test_list_containers(client, pool):
-    code, body = call(client, "GET", "/api/containers", headers=AUTH)
+def test_list_containers_with_ages_and_idle_times(world):
+    world.clock.advance(100)
+    visited = world.visitor()
+    world.answer_all()  # the replacement boots
+    world.clock.advance(20)
+    code, body = call(world.client, "GET", "/api/containers", headers=AUTH)
     assert code == 200
-    assert body == {"containers": pool.containers()}
-    assert {c["id"] for c in body["containers"]} == {"aaa", "bbb", "ccc", "ddd"}
-    assert set(body["containers"][0]) == {"id", "state", "age", "idle", "path"}
+    listing = {c["id"]: c for c in body["containers"]}
+    assert set(listing) == set(world.states())
+    assert listing[visited] == {
+        "id": visited,
+        "state": "assigned",
+        "path": f"/user/{visited}/",
+        "age": 120.0,
+        "idle": 20.0,  # no activity seen since it was handed out
+        "in_state": 20.0,
+        "docker_id": listing[visited]["docker_id"],
+    }
+    assert listing[visited]["docker_id"] in world.docker.containers
+    pooled = [c for c in listing.values() if c["state"] == "pooled"]
+    assert len(pooled) == 2
+    assert all(c["idle"] is None for c in pooled)
+    assert sorted(c["age"] for c in pooled) == [20.0, 120.0]
 
 
-def test_delete_container_culls_it_for_the_admin(client, pool):
-    code, body = call(client, "DELETE", "/api/containers/ccc", headers=AUTH)
-    assert (code, body) == (200, {"culled": "ccc"})
-    assert pool.culls == [("ccc", ADMIN_CULL_REASON)]
-    _, listing = call(client, "GET", "/api/containers", headers=AUTH)
-    assert "ccc" not in {c["id"] for c in listing["containers"]}
+def test_delete_container_culls_it_for_the_admin(world):
+    visited = world.visitor()
+    code, body = call(world.client, "DELETE", f"/api/containers/{visited}", headers=AUTH)
+    assert (code, body) == (200, {"culled": visited})
+    assert world.culls() == [(visited, ADMIN_CULL_REASON)]
+    assert visited not in world.states()  # culled, removed, forgotten
+    assert visited not in world.docker.containers
 
 
-def test_delete_unknown_or_already_culled_container_is_404(client, pool):
-    assert call(client, "DELETE", "/api/containers/nosuch", headers=AUTH)[0] == 404
-    call(client, "DELETE", "/api/containers/aaa", headers=AUTH)
-    code, body = call(client, "DELETE", "/api/containers/aaa", headers=AUTH)
+def test_delete_unknown_or_removed_container_is_404(world):
+    assert call(world.client, "DELETE", "/api/containers/nosuch", headers=AUTH)[0] == 404
+    visited = world.visitor()
+    call(world.client, "DELETE", f"/api/containers/{visited}", headers=AUTH)
+    code, body = call(world.client, "DELETE", f"/api/containers/{visited}", headers=AUTH)
     assert (code, body) == (404, {"error": "no such container"})
-    assert pool.culls == [("aaa", ADMIN_CULL_REASON)]
+    assert world.culls() == [(visited, ADMIN_CULL_REASON)]
 
 
-def test_drain_pool_culls_only_the_unassigned_and_counts_them(client, pool):
-    code, body = call(client, "DELETE", "/api/pool", headers=AUTH)
+def test_drain_pool_culls_only_the_unassigned_and_refills(world):
+    visited = world.visitor()
+    world.answer_all()
+    pooled = {cid for cid, state in world.states().items() if state == "pooled"}
+    assert len(pooled) == 2
+    code, body = call(world.client, "DELETE", "/api/pool", headers=AUTH)
     assert (code, body) == (200, {"drained": 2})
-    assert sorted(pool.culls) == [("aaa", "drained"), ("bbb", "drained")]
-    assert pool.states["ccc"] == "assigned" and pool.states["ddd"] == "idle"
+    assert sorted(world.culls()) == sorted((cid, "drained") for cid in pooled)
+    assert world.states()[visited] == "assigned"
     # the refill is booting, so a second drain right away finds nothing pooled
-    assert call(client, "DELETE", "/api/pool", headers=AUTH)[1] == {"drained": 0}
+    assert sorted(world.states().values()) == ["assigned", "booting", "booting"]
+    assert call(world.client, "DELETE", "/api/pool", headers=AUTH)[1] == {"drained": 0}
+    world.answer_all()
+    assert sorted(world.states().values()) == ["assigned", "pooled", "pooled"]
 
 
 @pytest.mark.parametrize(
     "method, path, allowed",
     [
         ("POST", "/api/containers", "GET, HEAD"),
-        ("GET", "/api/containers/aaa", "DELETE"),
+        ("GET", "/api/containers/{id}", "DELETE"),
         ("GET", "/api/pool", "DELETE"),
         ("POST", "/health", "GET, HEAD"),
     ],
 )
-def test_wrong_method_is_405_with_allow(client, pool, method, path, allowed):
-    t = SynchronousTestCase()
-    response = t.successResultOf(client.request(method, BASE + path, headers=AUTH))
+def test_wrong_method_is_405_with_allow(world, method, path, allowed):
+    before = world.states()
+    url = BASE + path.format(id=next(iter(before)))
+    response = results.successResultOf(world.client.request(method, url, headers=AUTH))
     assert response.code == 405
     assert response.headers.getRawHeaders("allow") == [allowed]
-    assert pool.culls == []
+    assert world.states() == before
 
 
 @pytest.mark.parametrize("path", ["/", "/api", "/api/nothing", "/api/containers/a/b", "/x"])
@@ -158,7 +202,7 @@ def test_unknown_paths_are_404(client, path):
 
 
 def test_health_needs_no_token_and_hides_causes_without_it(client, health):
-    health.docker_unreachable("ConnectionRefusedError: /var/run/docker.sock")
+    health.docker_unreachable("DockerUnavailable: connection refused")
     health.proxy_ok()
     code, body = call(client, "GET", "/health")
     assert code == 503
@@ -167,7 +211,7 @@ def test_health_needs_no_token_and_hides_causes_without_it(client, health):
     assert "cause" not in body["docker"]
 
     code, body = call(client, "GET", "/health", headers=AUTH)
-    assert body["docker"]["cause"] == "ConnectionRefusedError: /var/run/docker.sock"
+    assert body["docker"]["cause"] == "DockerUnavailable: connection refused"
 
 
 def test_health_is_200_when_all_is_well(client, health):

@@ -5,6 +5,8 @@ from outside, and the pool stopping; the invariants must hold after every step.
 
 from __future__ import annotations
 
+from itertools import count
+
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -27,8 +29,9 @@ class PoolMachine(RuleBasedStateMachine):
         pool_size=st.integers(1, 4),
         extra=st.integers(0, 3),
         attempts=st.integers(1, 3),
+        leftovers=st.integers(0, 2),
     )
-    def start(self, pool_size: int, extra: int, attempts: int) -> None:
+    def start(self, pool_size: int, extra: int, attempts: int, leftovers: int) -> None:
         self.config = PoolConfig(
             pool_size=pool_size,
             capacity=pool_size + extra,
@@ -39,7 +42,9 @@ class PoolMachine(RuleBasedStateMachine):
         )
         self.clock = Clock()
         self.docker = FakeDocker(self.clock, SPEC)
-        self.docker.hold("launch", "remove")  # Docker finishes them when a rule says
+        self.docker.hold("launch")  # Docker finishes them when a rule says
+        for n in range(leftovers):  # an earlier run's
+            self.docker.plant(f"leftover{n}")
         self.servers = FakeServers(self.docker)
         self.routes = RouteTable(self.clock)
         self.pool = Pool(
@@ -49,10 +54,13 @@ class PoolMachine(RuleBasedStateMachine):
             InProcessProxyAPI(self.routes),
             SPEC,
             self.config,
+            # Ids in a known order, so hypothesis can replay what it found.
+            new_id=lambda length, numbers=count(): f"c{next(numbers):04d}",
         )
         self.handed: list[Assignment] = []  # every assignment ever made
         self.stopped = False
-        self.pool.startService()
+        self.pool.startService()  # the leftovers are removed before it fills
+        self.docker.hold("remove")
 
     # -- Docker and the servers
 
@@ -107,11 +115,30 @@ class PoolMachine(RuleBasedStateMachine):
         if self.handed:
             self.pool.cull(self.handed[pick % len(self.handed)].container_id, "left")
 
+    @rule(pick=st.integers(0, 100))
+    def an_admin_culls_any_container(self, pick: int) -> None:
+        live = sorted(c["container"] for c in self.pool.containers())
+        if live:
+            self.pool.cull(live[pick % len(live)], "admin")
+
+    @rule()
+    def the_pool_is_drained(self) -> None:
+        self.pool.drain()
+
     # -- the end
 
-    @precondition(lambda self: not self.stopped)
-    @rule(ok=st.booleans())
-    def the_pool_stops(self, ok: bool) -> None:
+    # The pool stops some time after it started (not at once: there would be little to see),
+    # and then things may still happen: they must change nothing.
+    @precondition(lambda self: not self.stopped and self.clock.seconds() >= 10)
+    @rule(ok=st.booleans(), removals_first=st.booleans())
+    def the_pool_stops(self, ok: bool, removals_first: bool) -> None:
+        self.stop_and_check(ok, removals_first)
+
+    def teardown(self) -> None:
+        if not self.stopped:
+            self.stop_and_check(ok=True, removals_first=True)
+
+    def stop_and_check(self, ok: bool, removals_first: bool) -> None:
         done: list[object] = []
         d: Deferred[None] = self.pool.stopService()
         d.addBoth(done.append)
@@ -120,7 +147,10 @@ class PoolMachine(RuleBasedStateMachine):
         for _ in range(100):
             if done:
                 break
-            for call in list(self.docker.held):
+            calls = list(self.docker.held)
+            if removals_first:
+                calls.sort(key=lambda call: call.operation != "remove")
+            for call in calls:
                 call.succeed() if (ok or call.operation == "remove") else call.fail("late")
             self.clock.advance(1.0)
         assert done == [None]

@@ -368,6 +368,19 @@ def test_a_stale_kept_alive_connection_is_retried_once_on_a_fresh_one():
     assert visitor.received().startswith(b"HTTP/1.1 200 OK")
 
 
+def test_a_post_is_never_sent_twice():
+    harness = proxy()
+    visitor = harness.visit()
+    visitor.send(GET)
+    stale = harness.accept()
+    stale.send(OK_EMPTY)
+    visitor.received()
+    visitor.send(b"POST /user/a/api/kernels HTTP/1.1\r\nHost: h\r\n\r\n")
+    stale.close()
+    assert harness.attempts() == []
+    assert visitor.received().startswith(b"HTTP/1.1 502 ")
+
+
 def test_garbage_from_the_backend_gives_502():
     harness = proxy()
     visitor = harness.visit()

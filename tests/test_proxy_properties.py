@@ -101,7 +101,7 @@ header_lines = st.one_of(
 )
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(request_lines, st.lists(header_lines, max_size=6), st.binary(max_size=40), st.integers(1, 50))
 def test_hostile_requests_get_a_4xx_or_are_forwarded_within_their_route_never_a_crash(line, headers, body, piece):
     harness = ProxyHarness()

@@ -15,6 +15,7 @@ import heapq
 import io
 import os
 import random
+import statistics
 import subprocess
 import sys
 from collections import Counter
@@ -290,9 +291,15 @@ def test_timeline_of_two_containers():
     assert counts["assigned"] == [0, 0, 1, 1, 0]
 
 
-def test_summary_percentiles():
+def test_summary_percentiles_interpolate_like_statistics_inclusive(run):
     s = report.summarize([4.0, 1.0, 3.0, 2.0, 10.0])
-    assert s == report.Summary(count=5, min=1.0, p50=3.0, p90=7.6, max=10.0, mean=4.0)
+    assert (s.count, s.min, s.p50, s.max, s.mean) == (5, 1.0, 3.0, 10.0, 4.0)
+    assert s.p90 == pytest.approx(7.6)  # 90% of the way from rank 4 to 5: 4 + 0.6 * 6
+    _, records = run
+    waits = report.pool_waits(records)
+    deciles = statistics.quantiles(waits, n=10, method="inclusive")
+    s = report.summarize(waits)
+    assert (s.p50, s.p90) == pytest.approx((statistics.median(waits), deciles[8]))
     assert report.summarize([]) is None
 
 
@@ -333,4 +340,4 @@ def test_an_empty_log_says_so():
 
 if __name__ == "__main__":
     with open(sys.argv[1], "w", encoding="utf-8") as f:
-        simulate(f, seed=3, duration=2 * 3600, mean_visitor_gap=200.0)
+        simulate(f, seed=3, duration=2 * 3600, mean_visitor_gap=200.0, boot_failure_rate=0.2)

@@ -263,6 +263,7 @@ def test_api_spawn_refuses_a_large_body():
 def test_api_spawn_when_full_is_429():
     response, body = post(client(FakePool(pooled=0)), "/api/spawn")
     assert response.code == 429
+    assert response.phrase == b"Too Many Requests"
     assert json.loads(body) == {"status": "full"}
 
 
@@ -283,6 +284,17 @@ def test_api_token_guards_spawn_and_closes_the_front_door():
 def test_api_spawn_is_post_only():
     pool = FakePool()
     assert get(client(pool), "/api/spawn")[0].code == 405
+    assert pool.assigned == []
+
+
+@pytest.mark.parametrize("method, path", [("PUT", "/"), ("DELETE", "/spawn/tree"), ("PATCH", "/api/stats"),
+                                          ("PUT", "/robots.txt"), ("HEAD", "/api/spawn")])
+def test_a_method_a_resource_does_not_take_is_405_not_5xx(method, path):
+    pool = FakePool()
+    treq = client(pool)
+    response, _ = exchange(treq, treq.request(method, BASE + path))
+    assert response.code == 405
+    assert header(response, "Allow")
     assert pool.assigned == []
 
 

@@ -1,7 +1,9 @@
 """The admin API, served on its own loopback listener (--admin-port).
 
     GET    /health                 status of dockerd and the proxy API; no token needed
-    GET    /api/containers         {"containers": [...]}  as Pool.containers() lists them
+    GET    /api/containers         {"containers": [{"id", "state", "path", "age", "idle",
+                                   "in_state", "docker_id"}, ...]}  (seconds; idle is null
+                                   for a container nobody has been given)
     DELETE /api/containers/<id>    cull one: {"culled": id}, 404 if unknown
     DELETE /api/pool               cull the unassigned pool, refill follows: {"drained": n}
 
@@ -16,6 +18,7 @@ import hmac
 import json
 from typing import Any, Protocol
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import Resource
@@ -31,7 +34,7 @@ ADMIN_CULL_REASON = "admin"
 class AdminPool(Protocol):
     """The part of tmpnb.pool.Pool the admin API uses."""
 
-    def containers(self) -> list[dict]: ...
+    def containers(self) -> list[dict]: ...  # each its machine's describe()
 
     def cull(self, container_id: str, reason: str) -> bool: ...
 
@@ -41,10 +44,13 @@ class AdminPool(Protocol):
 class AdminResource(Resource):
     isLeaf = True
 
-    def __init__(self, pool: AdminPool, health: Health, token: str) -> None:
+    def __init__(
+        self, pool: AdminPool, health: Health, token: str, clock: IReactorTime | None = None
+    ) -> None:
         super().__init__()
         self._pool = pool
         self._health = health
+        self._clock = clock if clock is not None else health.clock
         # An empty token would let "Authorization: token " in: refuse everything instead.
         self._expected = f"token {token}".encode() if token else None
 
@@ -64,7 +70,9 @@ class AdminResource(Resource):
         if segments == ["api", "containers"]:
             if method not in ("GET", "HEAD"):
                 return _method_not_allowed(request, "GET, HEAD")
-            return _json(request, http.OK, {"containers": self._pool.containers()})
+            now = self._clock.seconds()
+            listing = [listed(described, now) for described in self._pool.containers()]
+            return _json(request, http.OK, {"containers": listing})
         if len(segments) == 3 and segments[:2] == ["api", "containers"]:
             if method != "DELETE":
                 return _method_not_allowed(request, "DELETE")
@@ -96,6 +104,27 @@ class AdminResource(Resource):
             return _json(request, http.NOT_FOUND, {"error": "no such container"})
         log.info("admin culled {container}", container=container_id)
         return _json(request, http.OK, {"culled": container_id})
+
+
+def listed(described: dict[str, Any], now: float) -> dict[str, Any]:
+    """One container for the admin, from its machine's describe(): ages instead of times."""
+    state = described["state"]
+    if state == "idle":
+        idle = now - described["idle_since"]
+    elif state == "assigned":
+        last_seen = described.get("last_activity") or described["assigned_at"]
+        idle = max(0.0, now - last_seen)
+    else:
+        idle = None  # nobody is using it, so it cannot be idle
+    return {
+        "id": described["container"],
+        "state": state,
+        "path": described["path"],
+        "age": now - described["created"],
+        "idle": idle,
+        "in_state": now - described["in_state_since"],
+        "docker_id": described.get("docker_id"),
+    }
 
 
 def _json(request: Request, code: int, body: Any) -> bytes:

@@ -50,7 +50,7 @@ class _Component:
 
 class Health:
     def __init__(self, clock: IReactorTime) -> None:
-        self._clock = clock
+        self.clock = clock  # the "since" times are this clock's
         now = clock.seconds()
         self._docker = _Component(since=now)
         self._proxy = _Component(since=now)
@@ -128,7 +128,7 @@ class Health:
             component.cause = cause if cause is not None else component.cause
             return
         previous = component.state
-        component.state, component.since, component.cause = state, self._clock.seconds(), cause
+        component.state, component.since, component.cause = state, self.clock.seconds(), cause
         if state == OK:
             log.info("{component} is {state} (was {previous})", component=name, state=state,
                      previous=previous)

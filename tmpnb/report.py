@@ -12,6 +12,7 @@ import argparse
 import math
 import os
 import sys
+import textwrap
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -243,7 +244,7 @@ def plot(records: Sequence[Record], directory: str, bins: int = 20) -> list[str]
     ax.set_xlabel(f"seconds since {_iso(start)}")
     ax.set_ylabel("containers")
     ax.set_title("containers by state")
-    ax.legend(loc="upper left")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path = os.path.join(directory, "timeline.png")
     fig.savefig(path, dpi=100)
@@ -263,7 +264,9 @@ def plot(records: Sequence[Record], directory: str, bins: int = 20) -> list[str]
         (("cull reasons", cull_reasons(records)), ("boot failures", boot_failures(records))),
     ):
         causes = counter.most_common()
-        ax.barh([c for c, _ in causes], [n for _, n in causes])
+        labels = [textwrap.fill(c, 22) for c, _ in causes]
+        ax.barh(labels, [n for _, n in causes])
+        ax.tick_params(axis="y", labelsize=8)
         ax.invert_yaxis()
         ax.set_title(f"{name} (n={sum(counter.values())})")
     fig.tight_layout()

@@ -20,6 +20,15 @@ from tmpnb import config
 
 INSTANCE_LABEL = "org.tmpnb.instance"
 
+# tools/test sets this: there a missing engine or image is a failure, not a reason to skip.
+REQUIRED = os.environ.get("TMPNB_REQUIRE_DOCKER") == "1"
+
+
+def _unavailable(reason: str) -> None:
+    if REQUIRED:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
 
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
@@ -28,7 +37,7 @@ def docker_client() -> Iterator[docker.DockerClient]:
         client = docker.DockerClient(base_url="unix:///var/run/docker.sock", timeout=60)
         client.ping()
     except Exception as e:  # any failure to reach dockerd means: no Docker here
-        pytest.skip(f"Docker engine not reachable: {e}")
+        _unavailable(f"Docker engine not reachable: {e}")
     yield client
     client.close()
 
@@ -40,7 +49,7 @@ def notebook_image(docker_client: docker.DockerClient) -> str:
     try:
         docker_client.images.get(name)
     except docker.errors.ImageNotFound:
-        pytest.skip(f"image {name} not built (python -m tmpnb.image build)")
+        _unavailable(f"image {name} not built (python -m tmpnb.image build)")
     return name
 
 

@@ -7,9 +7,11 @@ import sys
 import time
 
 import docker
+from docker.errors import DockerException
 
 from tmpnb.config import DEFAULT_IMAGE
 from tmpnb.image.build import BuildError, ensure_image
+from tmpnb.image.static import NoStaticLayout, extract_static
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,24 +29,26 @@ def main(argv: list[str] | None = None) -> int:
     extract.add_argument("--image", default=DEFAULT_IMAGE, help="image (default %(default)s)")
 
     args = parser.parse_args(argv)
-    client = docker.from_env(timeout=600)
+    say = _quiet if getattr(args, "quiet", False) else _say
     started = time.monotonic()
     try:
+        client = docker.from_env(timeout=600)  # a cold build streams for minutes
         if args.command == "build":
-            say = (lambda message: None) if args.quiet else _say
             image_id = ensure_image(client, args.image, args.force, say=say, mirror=args.mirror)
             print(image_id)
         else:
-            from tmpnb.image.static import extract_static
-
-            layout = extract_static(client, args.dest, args.image)
-            for prefix, directory in sorted(layout.items()):
-                _say(f"{prefix} -> {directory}")
-    except BuildError as error:
+            manifest = extract_static(client, args.dest, args.image)
+            for prefix, directory in sorted(manifest.items()):
+                say(f"{prefix} -> {args.dest}/{directory}")
+    except (BuildError, NoStaticLayout, DockerException) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    _say(f"done in {time.monotonic() - started:.1f} s")
+    say(f"done in {time.monotonic() - started:.1f} s")
     return 0
+
+
+def _quiet(message: str) -> None:
+    pass
 
 
 def _say(message: str) -> None:

@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 from docker import DockerClient
+from docker.errors import NotFound
 
 from tmpnb.config import DEFAULT_IMAGE
 
@@ -83,7 +84,7 @@ def load_static_layout(dest: str | os.PathLike) -> list[tuple[str, Path]]:
 def _read_layout(container, image: str) -> dict[str, list[str]]:
     try:
         raw = _read_file(container, STATIC_LAYOUT_PATH)
-    except Exception as error:  # docker.errors.NotFound, or anything the archive holds
+    except (NotFound, FileNotFoundError) as error:
         raise NoStaticLayout(f"{image} has no {STATIC_LAYOUT_PATH}: {error}") from error
     return json.loads(raw)
 

@@ -98,14 +98,24 @@ class BackendPool:
     def stats(self) -> dict[str, dict[str, int]]:
         return {url: {"idle": len(p.idle), "total": p.total, "waiting": len(p.waiters)} for url, p in self._pools.items()}
 
+    def take_idle(self, target: Target) -> BackendConnection | None:
+        """An idle connection to `target` if there is one: the hot path, with no Deferred."""
+        pool = self._pools.get(target.url)
+        if pool is not None:
+            while pool.idle:
+                conn = pool.idle.pop()  # most recently used: least likely to have been closed
+                if not conn.lost:
+                    return conn
+        return None
+
     def acquire(self, target: Target) -> Deferred[BackendConnection]:
+        """A connection to `target`: idle, new, or the next one freed (within the timeout)."""
+        conn = self.take_idle(target)
+        if conn is not None:
+            return succeed(conn)
         pool = self._pools.get(target.url)
         if pool is None:
             pool = self._pools[target.url] = _TargetPool()
-        while pool.idle:
-            conn = pool.idle.pop()  # most recently used: least likely to have been closed
-            if not conn.lost:
-                return succeed(conn)
         if pool.total < self._max:
             pool.total += 1
             return self._connect(target, pool)

@@ -64,6 +64,9 @@ _NONE, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(4)
 # Where a visitor connection is.
 READ_HEAD, CONNECTING, FORWARDING, STATIC, SPLICED, CLOSED = range(6)
 
+# Requests safe to send again when a reused connection turns out to have been closed.
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
+
 TOUCH_INTERVAL = 1.0  # route activity is recorded at most this often per connection
 
 
@@ -95,7 +98,10 @@ class ProxyServerProtocol(Protocol):
         self.factory = factory
         self._clock = factory.reactor
         self._state = READ_HEAD
-        self._buffer = b""  # visitor bytes not yet forwarded (head, early body, next request)
+        # Visitor bytes not yet forwarded (head, early body, next request). A bytearray, and
+        # the head's end searched only in new bytes: a head sent a byte at a time costs linear time.
+        self._buffer = bytearray()
+        self._scanned = 0
         self._held = False  # reading paused by us, not by back-pressure
         self._last_traffic = 0.0
         self._timer = None
@@ -114,7 +120,8 @@ class ProxyServerProtocol(Protocol):
         self._req_done = True
         self._req_remaining = 0
         self._req_chunks: ChunkedTracker | None = None
-        self._resp_buffer = b""
+        self._resp_buffer = bytearray()
+        self._resp_scanned = 0
         self._resp: ResponseHead | None = None
         self._resp_mode = _NONE
         self._resp_remaining = 0
@@ -181,14 +188,16 @@ class ProxyServerProtocol(Protocol):
         buffer = self._buffer
         if buffer[:2] == b"\r\n":  # RFC 9112 §2.2: ignore empty lines before a request
             buffer = self._buffer = buffer.lstrip(b"\r\n")
-        end = buffer.find(b"\r\n\r\n")
+        end = buffer.find(b"\r\n\r\n", max(self._scanned - 3, 0))
         if end < 0:
+            self._scanned = len(buffer)
             if len(buffer) > MAX_HEAD_BYTES:
                 self._refuse(431, "request head too large")
             return
         self._buffer = buffer[end + 4 :]
+        self._scanned = 0
         try:
-            head = parse_request_head(buffer[:end])
+            head = parse_request_head(bytes(buffer[:end]))
         except BadMessage as e:
             self._refuse(e.status, e.reason)
             return
@@ -202,7 +211,7 @@ class ProxyServerProtocol(Protocol):
 
     def _close(self) -> None:
         self._state = CLOSED
-        self._buffer = b""
+        self._buffer = bytearray()
         self.transport.loseConnection()
 
     def _start_exchange(self, head: RequestHead, now: float) -> None:
@@ -244,6 +253,10 @@ class ProxyServerProtocol(Protocol):
         if self._head.upgrade is not None:
             d = pool.connect_dedicated(self._target)
         else:
+            idle = pool.take_idle(self._target)
+            if idle is not None:
+                self._backend_ready(idle)
+                return
             d = pool.acquire(self._target)
         self._pending = d
         d.addCallbacks(self._backend_ready, self._backend_failed)
@@ -285,10 +298,10 @@ class ProxyServerProtocol(Protocol):
         # Each side pauses the other when its own send buffer fills: streaming, not buffering.
         transport.registerProducer(self._throttle, True)
         self.transport.registerProducer(backend.throttle, True)
-        buffered, self._buffer = self._buffer, b""
+        buffered, self._buffer = self._buffer, bytearray()
         self._release_hold()
         if not self._req_done and buffered:
-            self._request_body(buffered)
+            self._request_body(bytes(buffered))
         elif buffered:
             self._buffer = buffered
             self._hold()
@@ -339,7 +352,7 @@ class ProxyServerProtocol(Protocol):
         if data:
             self._backend.transport.write(data)
         if self._req_done and rest:
-            self._buffer = rest  # a pipelined request: it waits for this exchange to end
+            self._buffer = bytearray(rest)  # a pipelined request: it waits for this exchange to end
             self._hold()
 
     def _abandon(self, status: int, reason: str) -> None:
@@ -367,18 +380,19 @@ class ProxyServerProtocol(Protocol):
         self._response_body(data)
 
     def _response_head(self, data: bytes) -> None:
-        buffer = self._resp_buffer + data
-        end = buffer.find(b"\r\n\r\n")
+        buffer = self._resp_buffer
+        buffer += data
+        end = buffer.find(b"\r\n\r\n", max(self._resp_scanned - 3, 0))
         if end < 0:
+            self._resp_scanned = len(buffer)
             if len(buffer) > MAX_HEAD_BYTES:
                 self._abandon(502, "backend response head too large")
-            else:
-                self._resp_buffer = buffer
             return
-        self._resp_buffer = b""
-        rest = buffer[end + 4 :]
+        self._resp_buffer = bytearray()
+        self._resp_scanned = 0
+        rest = bytes(buffer[end + 4 :])
         try:
-            resp = parse_response_head(buffer[:end])
+            resp = parse_response_head(bytes(buffer[:end]))
         except BadMessage as e:
             log.warn("bad response from {target}: {reason}", target=self._target.url, reason=e.reason)
             self._abandon(502, e.reason)
@@ -499,7 +513,7 @@ class ProxyServerProtocol(Protocol):
         self.transport.unregisterProducer()
         if self._resp is None and not self._resp_buffer:
             head = self._head
-            if backend is not None and backend.reused and not head.has_body and not self._retried:
+            if backend is not None and backend.reused and head.method in _IDEMPOTENT and not head.has_body and not self._retried:
                 # A kept-alive connection the backend closed just as we reused it: try afresh.
                 self._retried = True
                 self._connect()
@@ -525,9 +539,9 @@ class ProxyServerProtocol(Protocol):
             resp.status_line + b"\r\n" + serialize_headers(headers) + upgrade_headers(self._head.upgrade) + b"\r\n"
         )
         self._splice = Splice(self.transport, backend.transport, self._touch_throttled)
-        buffered, self._buffer = self._buffer, b""
+        buffered, self._buffer = self._buffer, bytearray()
         self._held = False
-        self._splice.start(from_client=buffered, from_backend=rest)
+        self._splice.start(from_client=bytes(buffered), from_backend=rest)
 
     def _touch_throttled(self) -> None:
         now = self._last_traffic = self._clock.seconds()

@@ -21,8 +21,12 @@ def html(request: Request, code: int, body: bytes) -> bytes:
     return body
 
 
+# twisted.web has no reason phrase for 429 and would send "Unknown Status".
+_REASONS = {429: b"Too Many Requests"}
+
+
 def json_reply(request: Request, code: int, document: dict) -> bytes:
-    request.setResponseCode(code)
+    request.setResponseCode(code, _REASONS.get(code))
     request.setHeader(b"Content-Type", b"application/json")
     no_store(request)
     return json.dumps(document).encode("utf-8")

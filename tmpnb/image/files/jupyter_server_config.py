@@ -10,6 +10,5 @@ c.LabApp.extension_manager = "readonly"
 
 # The visitor starts in their home directory, with Welcome.ipynb in it.
 c.ServerApp.root_dir = "/home/jovyan"
-# A temporary server has no use for a browser or for shutting down when idle on its own:
-# tmpnb culls it.
+# There is no browser in the container: visitors come through tmpnb's proxy.
 c.ServerApp.open_browser = False

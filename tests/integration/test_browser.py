@@ -1,0 +1,67 @@
+"""A real browser: headless Chromium opens /, lands in the notebook UI, runs a cell.
+
+Debian's chromium through Python playwright (no browser download). The screenshot is
+kept in test-artifacts/ at the repository root, whether the test passes or not.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from test_e2e import launch  # noqa: F401  (the fixture that starts and stops tmpnb)
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = os.environ.get("TMPNB_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture
+def browser():
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def test_a_visitor_runs_a_cell_in_a_fresh_notebook(launch, browser):  # noqa: F811
+    tmpnb = launch("--pool-size=1", "--capacity=2")
+    tmpnb.wait_available(1)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    try:
+        page.goto(tmpnb.base + "/", wait_until="domcontentloaded")
+        assert re.search(r"/user/[A-Za-z0-9]+/tree", page.url), page.url
+        prefix = re.search(r"(/user/[A-Za-z0-9]+/)", page.url).group(1)
+
+        # New notebook through the UI's own "New" menu; it opens in a new tab.
+        page.get_by_text("New", exact=True).first.click(timeout=60_000)
+        with page.context.expect_page(timeout=60_000) as opened:
+            page.get_by_role("menuitem", name=re.compile(r"Python 3")).first.click()
+        notebook = opened.value
+        notebook.wait_for_url(re.compile(re.escape(prefix) + r"notebooks/Untitled.*\.ipynb"), timeout=60_000)
+
+        # Wait for the kernel, type into the first cell, run it.
+        notebook.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=90_000)
+        editor = notebook.locator(".jp-Cell .cm-content").first
+        editor.click()
+        editor.press_sequentially("6 * 7")
+        notebook.keyboard.press("Shift+Enter")
+        output = notebook.locator(".jp-OutputArea-output").first
+        output.wait_for(timeout=60_000)
+        assert output.inner_text().strip() == "42"
+        notebook.screenshot(path=str(ARTIFACTS / "browser-notebook.png"))
+    except Exception:
+        for i, open_page in enumerate(page.context.pages):
+            open_page.screenshot(path=str(ARTIFACTS / f"browser-failure-{i}.png"))
+        raise
