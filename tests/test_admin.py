@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from treq.testing import StubTreq
 
 from tests.fakedocker import FakeDocker, FakeServers
-from tmpnb.admin import ADMIN_CULL_REASON, AdminResource
+from tmpnb.admin import ADMIN_CULL_REASON, AdminResource, listed
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.health import Health
 from tmpnb.pool import Pool
@@ -219,3 +219,10 @@ def test_health_is_200_when_all_is_well(client, health):
     health.proxy_ok()
     code, body = call(client, "GET", "/health")
     assert (code, body["status"]) == (200, "ok")
+
+
+def test_an_idle_container_has_been_idle_since_its_last_activity(world):
+    [described, *_] = world.pool.containers()  # a real machine's describe(), then gone idle
+    described = {**described, "state": "idle", "idle_since": described["created"] + 40.0}
+    row = listed(described, now=described["created"] + 100.0)
+    assert (row["state"], row["age"], row["idle"]) == ("idle", 100.0, 60.0)

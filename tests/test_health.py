@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import secrets
+
 import docker.errors
 import pytest
+import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.internet.threads import deferToThread
 from twisted.logger import LogLevel
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
 
-from tmpnb.dockerapi import DockerTimeout, DockerUnavailable, NotOurs
+from tmpnb.config import ContainerSpec
+from tmpnb.dockerapi import (
+    DockerAPI,
+    DockerTimeout,
+    DockerUnavailable,
+    NotOurs,
+    docker_client_factory,
+)
 from tmpnb.health import Health
 
 
@@ -144,3 +159,82 @@ def capture_log():
     globalLogPublisher.addObserver(events.append)
     yield events
     globalLogPublisher.removeObserver(events.append)
+
+
+# -- fault drills: the real DockerAPI and docker-py, on the real reactor -------------------
+# No Docker engine is involved: "dockerd" is a unix socket that answers /_ping and leaves
+# every other request hanging (how dockerd 20.10 deadlocks), or no socket at all (down).
+
+
+class HungDockerd(Resource):
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hanging: list = []
+
+    def render(self, request):
+        if request.path.endswith(b"/_ping"):
+            return b"OK"
+        self.hanging.append(request)
+        return NOT_DONE_YET
+
+
+async def collect(d: Deferred) -> Failure | object:
+    try:
+        return await d
+    except Exception:
+        return Failure()
+
+
+@pytest_twisted.ensureDeferred
+async def test_drill_hung_dockerd_shows_as_hung_and_ping_does_not_hide_it(tmp_path):
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import UNIXServerEndpoint
+
+    dockerd = HungDockerd()
+    sock = str(tmp_path / "docker.sock")
+    port = await UNIXServerEndpoint(reactor, sock).listen(Site(dockerd))
+    threadpool = ThreadPool(0, 2, name="test-health-docker")
+    threadpool.start()
+    health = Health(reactor)
+    docker = DockerAPI(
+        reactor, threadpool, docker_client_factory(f"unix://{sock}", timeout=5, version="1.41"),
+        ContainerSpec(instance=f"test-health-{secrets.token_hex(4)}"), call_timeout=0.5,
+    )
+    try:
+        health.docker_ping(await docker.ping())
+        assert docker_state(health) == "ok"
+        listed = await collect(health.observe_docker_call(docker.list_ours()))
+        assert listed.check(DockerTimeout)
+        health.docker_ping(await docker.ping())
+        snap = health.snapshot()
+        assert snap["docker"]["state"] == "hung"
+        assert snap["docker"]["cause"].startswith("DockerTimeout: docker list")
+    finally:
+        for request in dockerd.hanging:  # frees the stuck worker thread
+            request.channel.transport.loseConnection()
+        await port.stopListening()
+        await deferToThread(threadpool.stop)
+
+
+@pytest_twisted.ensureDeferred
+async def test_drill_dockerd_down_shows_as_unreachable(tmp_path):
+    from twisted.internet import reactor
+
+    threadpool = ThreadPool(0, 2, name="test-health-docker")
+    threadpool.start()
+    health = Health(reactor)
+    missing = str(tmp_path / "no-docker.sock")
+    docker = DockerAPI(
+        reactor, threadpool, docker_client_factory(f"unix://{missing}", timeout=5, version="1.41"),
+        ContainerSpec(instance=f"test-health-{secrets.token_hex(4)}"), call_timeout=5,
+    )
+    try:
+        listed = await collect(health.observe_docker_call(docker.list_ours()))
+        assert listed.check(DockerUnavailable)
+        assert docker_state(health) == "unreachable"
+        health.docker_ping(await docker.ping())
+        assert docker_state(health) == "unreachable"
+    finally:
+        await deferToThread(threadpool.stop)

@@ -15,21 +15,7 @@ from tmpnb.lifecycle import (
     read_records,
 )
 
-try:
-    from tmpnb.states import TransitionEvent
-except ImportError:  # tmpnb/states.py is being written; same fields as docs/contracts.md
-    from dataclasses import dataclass
-
-    @dataclass(frozen=True)
-    class TransitionEvent:  # type: ignore[no-redef]
-        container: str
-        from_state: str
-        to_state: str
-        input: str
-        time: float
-        seconds_in_previous: float
-        cause: str | None = None
-
+from tmpnb.states import TransitionEvent
 
 BOOTED = TransitionEvent(
     container="a1b2c3d4e5f6",

@@ -78,6 +78,14 @@ def test_a_file_not_found_falls_through_to_the_container(static_dir):
     assert harness.accept().received().startswith(b"GET /user/a/static/notebook/not-extracted.js ")
 
 
+def test_files_replaced_by_a_new_extraction_are_seen_at_once(static_dir):
+    harness = proxy(static_dir)
+    assert get(harness, b"/user/a/lab/static/style.css").received().endswith(b"body{}")
+    os.remove(os.path.join(static_dir, "lab", "style.css"))
+    get(harness, b"/user/a/lab/static/style.css")
+    assert len(harness.attempts()) == 1  # gone from the directory: the container answers
+
+
 def test_if_none_match_gets_304_and_head_gets_no_body(static_dir):
     harness = proxy(static_dir)
     _, headers, _ = split(get(harness, b"/user/a/static/notebook/main.js").received())
@@ -129,10 +137,16 @@ def test_lookup_refuses_traversal_even_when_called_directly(static_dir):
     assert files.lookup("/static/notebook/main.js") is None  # not below a server
 
 
-def test_without_a_manifest_static_maps_to_static(tmp_path):
+def test_prefixes_can_be_given_instead_of_a_manifest(tmp_path):
     (tmp_path / "static").mkdir()
     (tmp_path / "static" / "x.css").write_text("x")
-    assert StaticFiles(str(tmp_path)).lookup("/user/b/static/x.css").size == 1
+    assert StaticFiles(str(tmp_path), {"static/": "static"}).lookup("/user/b/static/x.css").size == 1
+
+
+def test_without_a_manifest_nothing_is_served_centrally(tmp_path):
+    (tmp_path / "static").mkdir()
+    (tmp_path / "static" / "x.css").write_text("x")
+    assert StaticFiles(str(tmp_path)).lookup("/user/b/static/x.css") is None
 
 
 def test_without_static_files_everything_goes_to_the_container():

@@ -23,16 +23,21 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import pytest
+from twisted.internet.task import Clock
 from twisted.logger import Logger
+from twisted.trial.unittest import SynchronousTestCase
 
+from tests.fakedocker import FakeDocker, FakeServers
 from tmpnb import report
+from tmpnb.config import ContainerSpec, PoolConfig
+from tmpnb.pool import Pool
+from tmpnb.proxy.routes import RouteTable
+from tmpnb.proxyapi import InProcessProxyAPI
 from tmpnb.lifecycle import NAMESPACE, LifecycleRecorder, lifecycle_log_observer, load, read_records
 
-try:
-    from tmpnb.states import TransitionEvent
-except ImportError:  # tmpnb/states.py is being written; same fields as docs/contracts.md
-    from test_lifecycle import TransitionEvent  # type: ignore[no-redef]
+from tmpnb.states import TransitionEvent
 
+results = SynchronousTestCase()
 SAMPLE = os.path.join(os.path.dirname(__file__), "data", "lifecycle-sample.jsonl")
 T0 = 1_700_000_000.0
 
@@ -112,7 +117,7 @@ class SimulatedRun:
             step(when)
         for cid, c in list(self.containers.items()):
             if c.state != "culled":
-                self._cull(cid, self.duration, "shutdown")
+                self._cull(cid, self.duration, "stopping")
         return self.truth
 
     def _at(self, when: float, step: Callable[[float], None]) -> None:
@@ -124,9 +129,12 @@ class SimulatedRun:
         self._at(when, lambda t: step(cid, t) if self.containers[cid].epoch == epoch else None)
 
     def _move(self, cid: str, to: str, input: str, t: float, cause: str | None = None) -> None:
+        # As tmpnb.states reports: a loop (a failed attempt) does not restart the state's clock.
         c = self.containers[cid]
         self.emit(TransitionEvent(cid, c.state, to, input, T0 + t, t - c.since, cause))
-        c.state, c.since, c.epoch = to, t, c.epoch + 1
+        if to != c.state:
+            c.state, c.since = to, t
+        c.epoch += 1
 
     # -- booting ---------------------------------------------------------------------------
 
@@ -137,11 +145,14 @@ class SimulatedRun:
 
     def _boot(self, cid: str, t: float) -> None:
         c = self.containers[cid]
-        c.first_boot = t if c.first_boot is None else c.first_boot
-        self._move(cid, "booting", "boot", t)
+        if c.first_boot is None:
+            c.first_boot = t
+            self._move(cid, "booting", "boot", t)
+        # later attempts start inside booting, unreported
         if self.rng.random() < self.boot_failure_rate:
             cause = self.rng.choice(BOOT_FAILURE_CAUSES)
-            took = 30.0 if cause.startswith(("timeout", "DockerTimeout")) else self.rng.uniform(1, 3)
+            timed_out = cause.startswith(("timeout", "DockerTimeout"))
+            took = 30.0 if timed_out else self.rng.uniform(1, 3)
             self._later(cid, t + took, lambda cid, t: self._boot_failed(cid, t, cause))
         else:
             self._later(cid, t + self.rng.lognormvariate(0.1, 0.3), self._ready)
@@ -150,12 +161,13 @@ class SimulatedRun:
         c = self.containers[cid]
         c.failures += 1
         self.truth.boot_failures[cause] += 1
+        self._move(cid, "booting", "bootFailed", t, cause)
         if c.failures >= self.boot_attempts:
-            self._move(cid, "culled", "bootFailed", t, cause)
-            self.truth.cull_reasons[cause] += 1
+            reason = f"gave up after {c.failures} boot attempts: {cause}"
+            self._move(cid, "culled", "cull", t, reason)
+            self.truth.cull_reasons[reason] += 1
             self._request(t)  # the pool refills
         else:
-            self._move(cid, "requested", "bootFailed", t, cause)
             self._later(cid, t + 2.0 ** (c.failures - 1), self._boot)
 
     def _ready(self, cid: str, t: float) -> None:
@@ -178,7 +190,8 @@ class SimulatedRun:
         self._request(t)  # a replacement starts at once
         # Containers die now and then (OOM, a crash), and none lives past the maximum age.
         if self.rng.random() < 0.08:
-            self._at(t + self.rng.uniform(10, 1500), lambda t: self._ends(cid, t, "died"))
+            death = self.rng.choice(("die", "oom"))
+            self._at(t + self.rng.uniform(10, 1500), lambda t: self._ends(cid, t, death))
         self._at(t + self.cull_max, lambda t: self._ends(cid, t, "max age"))
         self._work(cid, t)
 
@@ -200,7 +213,7 @@ class SimulatedRun:
 
     def _ends(self, cid: str, t: float, reason: str) -> None:
         if self.containers[cid].state in ("assigned", "idle"):
-            self._cull(cid, t, reason)
+            self._cull(cid, t, reason, "exited" if reason in ("die", "oom") else "cull")
 
     # -- culls -----------------------------------------------------------------------------
 
@@ -210,17 +223,14 @@ class SimulatedRun:
             self._cull(cid, t, "drained")
             self._request(t)
 
-    def _cull(self, cid: str, t: float, reason: str) -> None:
+    def _cull(self, cid: str, t: float, reason: str, input: str = "cull") -> None:
         c = self.containers[cid]
         if c.state == "idle":
             self.truth.idle_before_cull.append(t - c.since)
         if c.assigned_at is not None:
             self.truth.session_lengths.append(t - c.assigned_at)
         self.truth.cull_reasons[reason] += 1
-        self._move(cid, "culled", "cull", t, reason)
-        if reason == "died" and self.rng.random() < 0.5:
-            # the heartbeat notices the dead container too: a late duplicate cull
-            self._move(cid, "culled", "cull", t + 1.0, "died")
+        self._move(cid, "culled", input, t, reason)
 
 
 def simulate(out: io.TextIOBase, **kwargs) -> Truth:
@@ -233,7 +243,7 @@ def simulate(out: io.TextIOBase, **kwargs) -> Truth:
 @pytest.fixture(scope="module")
 def run() -> tuple[Truth, list[dict]]:
     out = io.StringIO()
-    truth = simulate(out, seed=7, duration=6 * 3600, mean_visitor_gap=120.0)
+    truth = simulate(out, seed=7, duration=6 * 3600, mean_visitor_gap=120.0, boot_failure_rate=0.3)
     records = sorted(read_records(out.getvalue().splitlines()), key=lambda r: r["time"])
     return truth, records
 
@@ -242,7 +252,8 @@ def test_the_simulation_is_a_busy_one(run):
     truth, records = run
     assert len(truth.session_lengths) > 100
     assert sum(truth.boot_failures.values()) > 10
-    assert {"idle", "max age", "died", "drained", "shutdown"} <= set(truth.cull_reasons)
+    assert {"idle", "max age", "die", "oom", "drained", "stopping"} <= set(truth.cull_reasons)
+    assert any(reason.startswith("gave up after 3 boot attempts") for reason in truth.cull_reasons)
 
 
 @pytest.mark.parametrize(
@@ -270,6 +281,60 @@ def test_timeline_never_holds_more_pooled_than_the_pool_and_ends_empty(run):
     assert all(sum(counts[s][i] for s in report.LIVE_STATES) > 0 for i in range(len(times) - 1))
 
 
+def test_report_reads_what_the_real_pool_and_machines_record(tmp_path):
+    """The real Pool and container machines (over FakeDocker, on a Clock) write the log."""
+    clock = Clock()
+    clock.advance(T0)
+    spec = ContainerSpec(instance="test-report", socket_root="/tmp/tnb-report")
+    docker = FakeDocker(clock, spec)
+    servers = FakeServers(docker)
+    path = str(tmp_path / "lifecycle.jsonl")
+    observer = lifecycle_log_observer(path)
+    pool = Pool(
+        clock, docker, servers.wait_ready, InProcessProxyAPI(RouteTable(clock)), spec,
+        PoolConfig(pool_size=2, capacity=4, boot_attempts=3, backoff_initial=1.0),
+        on_transition=LifecycleRecorder(Logger(namespace=NAMESPACE, observer=observer)),
+    )
+    docker.hold("launch")
+    pool.startService()
+    first, second = docker.held_calls("launch")
+    first.succeed()
+    second.fail("no such image")  # removed at once, retried after 1 s of backoff
+    clock.advance(1.0)
+    [retry] = docker.held_calls("launch")
+    retry.succeed()
+    clock.advance(0.5)
+    for container_id in servers.waiting():  # both answer 1.5 s after the pool started
+        servers.answer(container_id)
+    clock.advance(60)
+    visitor = results.successResultOf(pool.acquire()).container_id
+    [replacement] = docker.held_calls("launch")
+    replacement.succeed()
+    clock.advance(2.0)
+    [waiting] = servers.waiting()
+    servers.answer(waiting)
+    clock.advance(300)
+    assert pool.cull(visitor, "idle")
+    clock.advance(10)
+    assert pool.drain() == 2
+    clock.advance(5)
+    for refill in docker.held_calls("launch"):
+        refill.succeed()
+    servers.answer(servers.waiting()[0])  # one refill is ready, the other still booting
+    pool.stopService()
+    observer.close()
+
+    records = load(path)
+    assert sorted(report.boot_times(records)) == pytest.approx([1.5, 1.5, 2.0, 5.0])
+    assert report.pool_waits(records) == pytest.approx([60.0])
+    assert report.session_lengths(records) == pytest.approx([302.0])  # 2 s + 300 s
+    assert report.idle_before_cull(records) == []
+    assert report.boot_failures(records) == Counter({"FakeDockerError: no such image": 1})
+    assert report.cull_reasons(records) == Counter({"idle": 1, "drained": 2, "stopping": 2})
+    times, counts = report.state_timeline(records)
+    assert all(counts[state][-1] == 0 for state in report.LIVE_STATES)
+
+
 def r(container, frm, to, input, time, seconds_in_previous, cause=None) -> dict:
     return {"container": container, "from": frm, "to": to, "input": input, "time": time,
             "seconds_in_previous": seconds_in_previous, "cause": cause}
@@ -281,7 +346,8 @@ def test_timeline_of_two_containers():
         r("b", "requested", "booting", "boot", 10.0, 0.0),
         r("a", "booting", "pooled", "ready", 11.0, 1.0),
         r("a", "pooled", "assigned", "assign", 15.0, 4.0),
-        r("b", "booting", "culled", "bootFailed", 40.0, 30.0, "timeout"),
+        r("b", "booting", "booting", "bootFailed", 40.0, 30.0, "not ready within 30s"),
+        r("b", "booting", "culled", "cull", 40.0, 30.0, "gave up after 1 boot attempts: ..."),
         r("a", "assigned", "culled", "cull", 50.0, 35.0, "shutdown"),
     ]
     times, counts = report.state_timeline(records)

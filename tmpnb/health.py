@@ -121,7 +121,11 @@ class Health:
             status = "starting"
         else:
             status = "degraded"
-        return {"status": status, "docker": self._docker.describe(), "proxy": self._proxy.describe()}
+        return {
+            "status": status,
+            "docker": self._docker.describe(),
+            "proxy": self._proxy.describe(),
+        }
 
     def _set(self, name: str, component: _Component, state: str, cause: str | None) -> None:
         if component.state == state:

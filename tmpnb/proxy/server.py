@@ -13,7 +13,7 @@ and give the backend connection back to the pool when both messages are complete
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, BinaryIO
 
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectError, ConnectionDone, TimeoutError as ConnectTimeout
@@ -34,7 +34,7 @@ from .httphead import (
     serialize_headers,
 )
 from .routes import RouteTable
-from .static import StaticFiles
+from .static import StaticFile, StaticFiles
 from .targets import Target, parse_target
 from .websocket import Splice, Throttle, upgrade_headers
 
@@ -228,8 +228,9 @@ class ProxyServerProtocol(Protocol):
         static = factory.static
         if static is not None and head.method in (b"GET", b"HEAD") and head.upgrade is None:
             found = static.lookup(head.path)
-            if found is not None:
-                self._serve_static(head, found)
+            opened = found.open() if found is not None else None
+            if opened is not None:
+                self._serve_static(head, found, opened)
                 return
         if not target_url:
             self._respond_locally(404, "no route", head)
@@ -560,7 +561,7 @@ class ProxyServerProtocol(Protocol):
         else:
             self._finish_exchange()
 
-    def _serve_static(self, head: RequestHead, found) -> None:
+    def _serve_static(self, head: RequestHead, found: StaticFile, opened: BinaryIO) -> None:
         self._state = STATIC
         query = head.target.partition(b"?")[2].decode("ascii")
         inm = next((v for n, v in head.headers if n == b"if-none-match"), None)
@@ -569,9 +570,10 @@ class ProxyServerProtocol(Protocol):
         self._close_after = close
         self.transport.write(response_head)
         if head.method == b"HEAD" or not has_body:
+            opened.close()
             self._finish_exchange()
             return
-        d = found.send(self.transport)
+        d = found.send(opened, self.transport)
         d.addCallback(lambda _: self._finish_exchange() if self._state == STATIC else None)
         d.addErrback(self._log_failure, "sending a static file")
 

@@ -4,7 +4,7 @@
 DEST/manifest.json: URL prefixes below a server's base URL ("static/", ...) mapped to
 subdirectories of DEST. Any `/user/<id>/<prefix><file>` found there is answered here with
 long cache headers; anything not found falls through to the container.
-The extracted tree is treated as read-only: lookups are cached.
+Extraction may replace the tree while the proxy runs, so nothing about it is cached.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import BinaryIO
 from email.utils import formatdate
 from urllib.parse import unquote
 
@@ -27,14 +28,12 @@ from twisted.protocols.basic import FileSender
 log = Logger()
 
 MANIFEST = "manifest.json"
-DEFAULT_PREFIXES = {"static/": "static"}
 # Jupyter's static_url() adds ?v=<hash>; bundlers put a content hash in the file name.
 _HASHED_NAME = re.compile(r"[.\-_][0-9a-f]{8,}\.[A-Za-z0-9]+$")
 _USER_PATH = re.compile(r"/user/[^/]+/(.+)\Z")
 VERSIONED_CACHE = b"public, max-age=31536000, immutable"
 UNVERSIONED_CACHE = b"public, max-age=3600"
 SMALL_FILE = 256 * 1024  # written in one go; larger ones stream with back-pressure
-_CACHE_LIMIT = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +62,19 @@ class StaticFile:
         lines.append(b"\r\n")
         return b"".join(lines), not not_modified
 
-    def send(self, consumer: IConsumer) -> Deferred[None]:
-        """Write the body to `consumer`; big files stream as fast as the visitor reads."""
+    def open(self) -> BinaryIO | None:
+        """The file, opened before any byte is answered; None if it went away meanwhile."""
+        try:
+            return open(self.path, "rb")
+        except OSError:
+            return None
+
+    def send(self, f: BinaryIO, consumer: IConsumer) -> Deferred[None]:
+        """Write the body to `consumer`, then close `f`; big files stream as the visitor reads."""
         if self.size <= SMALL_FILE:
-            with open(self.path, "rb") as f:
+            with f:
                 consumer.write(f.read())
             return succeed(None)
-        f = open(self.path, "rb")
         d = FileSender().beginFileTransfer(f, consumer)
 
         def close(result):
@@ -95,20 +100,9 @@ class StaticFiles:
             prefix = prefix.strip("/") + "/"
             pairs.append((prefix, os.path.realpath(os.path.join(self.root, directory))))
         self._prefixes = sorted(pairs, key=lambda pair: len(pair[0]), reverse=True)
-        self._cache: dict[str, StaticFile | None] = {}
 
     def lookup(self, path: str) -> StaticFile | None:
         """The file for a request path (still percent-encoded, no query), or None."""
-        cached = self._cache.get(path, False)
-        if cached is not False:
-            return cached
-        found = self._find(path)
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[path] = found
-        return found
-
-    def _find(self, path: str) -> StaticFile | None:
         match = _USER_PATH.match(path)
         if match is None:
             return None
@@ -154,12 +148,17 @@ def _file_under(directory: str, relative_url: str) -> StaticFile | None:
 
 
 def read_manifest(root: str) -> dict[str, str]:
-    """URL prefix → subdirectory, from DEST/manifest.json (default: "static/" → "static")."""
+    """URL prefix → subdirectory, from DEST/manifest.json; none without one.
+
+    Guessing a layout could answer a notebook's URL with some other file of the same name.
+    """
     try:
         with open(os.path.join(root, MANIFEST)) as f:
             manifest = json.load(f)
     except FileNotFoundError:
-        return dict(DEFAULT_PREFIXES)
-    # Either the mapping itself or {"prefixes": {...}}: accept both shapes.
-    mapping = manifest.get("prefixes", manifest) if isinstance(manifest, dict) else {}
-    return {str(k): str(v) for k, v in mapping.items() if isinstance(v, str)}
+        log.warn("no {manifest} in {root}: notebook static files are left to the containers", manifest=MANIFEST, root=root)
+        return {}
+    # Written by tmpnb.image.static.extract_static: {"static/notebook/": "static-notebook", ...}
+    if not isinstance(manifest, dict):
+        return {}
+    return {str(k): v for k, v in manifest.items() if isinstance(v, str)}
