@@ -1,12 +1,15 @@
 """Visitors arriving at once: time to a notebook, and a spike beyond the pool.
 
     python benchmarks/visitors.py                     # every scenario
-    python benchmarks/visitors.py pooled-no-refill    # or some: pooled | pooled-no-refill | spike
+    python benchmarks/visitors.py pooled-no-refill    # or some of: pooled, pooled-no-refill,
+                                                      # pooled-warmed, pooled-one-by-one, spike
 
 pooled: pool of 25, 20 visitors at once; each visitor's time from `GET /` to the
         notebook page's 200 (following the 302). Target p50 <= 40 ms, p99 <= 100 ms.
         Capacity 45, so each visitor also starts a replacement at once; pooled-no-refill
-        is the same with capacity 25, where no boot competes for the CPU.
+        is the same with capacity 25, where no boot competes for the CPU; pooled-warmed
+        also has every server render its landing page once before the visitors come;
+        pooled-one-by-one sends the 20 visitors one after another (the floor).
 spike:  pool 20, capacity 40, 60 visitors at once; every visitor must get a notebook or
         the No-vacancy page, none a 5xx; then how long refilling to the pool size takes.
 
@@ -139,7 +142,29 @@ def client(reactor) -> HTTPClient:
     return HTTPClient(Agent(reactor, pool=pool))
 
 
-async def pooled(reactor, visitors: int = 20, pool_size: int = 25, capacity: int = 45) -> bool:
+def warm_pooled_servers(server: Server, redirect_uri: str = "tree") -> int:
+    """Render the landing page once in every container, straight over its unix socket.
+
+    An experiment, not what tmpnb does: it shows what visitors would see if the servers
+    had rendered their first page during boot. Blocking, and only before measuring.
+    """
+    client = docker.DockerClient(base_url="unix:///var/run/docker.sock", timeout=60)
+    warmed = 0
+    for container in client.containers.list(filters={"label": f"org.tmpnb.instance={server.instance}"}):
+        labels = container.labels
+        sock = os.path.join(server.socket_root, server.instance, labels["org.tmpnb.id"], "jupyter.sock")
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(sock)
+            conn.sendall(f"GET /user/{labels['org.tmpnb.id']}/{redirect_uri}?token={labels['org.tmpnb.token']} "
+                         f"HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            while conn.recv(65536):
+                pass
+        warmed += 1
+    return warmed
+
+
+async def pooled(reactor, visitors: int = 20, pool_size: int = 25, capacity: int = 45, warm: bool = False,
+                 at_once: bool = True) -> bool:
     """With capacity > pool size every visitor also starts a replacement boot at once,
     which competes for the CPU with the servers rendering the visitors' first pages."""
     server = Server(f"--pool-size={pool_size}", f"--capacity={capacity}")
@@ -147,13 +172,19 @@ async def pooled(reactor, visitors: int = 20, pool_size: int = 25, capacity: int
         http = client(reactor)
         boot = await wait_available(reactor, http, server, pool_size)
         print(f"pooled: {pool_size} containers ready after {boot:.1f}s; settling 5s")
+        if warm:
+            print(f"pooled: rendered the landing page once in {warm_pooled_servers(server)} servers beforehand")
         await task.deferLater(reactor, 5, lambda: None)  # let the refill-free pool go quiet
-        results = await gatherResults([Deferred.fromCoroutine(visitor(http, server)) for _ in range(visitors)])
+        if at_once:
+            results = await gatherResults([Deferred.fromCoroutine(visitor(http, server)) for _ in range(visitors)])
+        else:
+            results = [await visitor(http, server) for _ in range(visitors)]
         times = [v.seconds * 1000 for v in results if v.outcome == "notebook"]
         redirects = [v.redirect_seconds * 1000 for v in results]
         failures = [(v.outcome, v.status) for v in results if v.outcome != "notebook"]
         p50, p99 = statistics.median(times), percentile(times, 99)
-        print(f"pooled (pool {pool_size}, capacity {capacity}): {len(times)}/{visitors} visitors got their "
+        arrival = "at once" if at_once else "one after another"
+        print(f"pooled (pool {pool_size}, capacity {capacity}, {arrival}): {len(times)}/{visitors} visitors got their "
               f"notebook page; p50 {p50:.1f} ms, p90 {percentile(times, 90):.1f} ms, p99 {p99:.1f} ms, "
               f"max {max(times):.1f} ms (target p50 <= 40, p99 <= 100)")
         print(f"pooled: of which GET / -> 302: p50 {statistics.median(redirects):.1f} ms, "
@@ -196,11 +227,22 @@ async def pooled_no_refill(reactor) -> bool:
     return await pooled(reactor, capacity=25)
 
 
-SCENARIOS = {"pooled": pooled, "pooled-no-refill": pooled_no_refill, "spike": spike}
+async def pooled_warmed(reactor) -> bool:
+    """No refill, and every server has rendered its landing page once before the visitors."""
+    return await pooled(reactor, capacity=25, warm=True)
+
+
+async def pooled_one_by_one(reactor) -> bool:
+    """The floor: the same 20 visitors one after another, no refill."""
+    return await pooled(reactor, capacity=25, at_once=False)
+
+
+SCENARIOS = {"pooled": pooled, "pooled-no-refill": pooled_no_refill, "pooled-warmed": pooled_warmed,
+             "pooled-one-by-one": pooled_one_by_one, "spike": spike}
 
 
 async def main(reactor, *which: str) -> None:
-    chosen = which or ("pooled", "pooled-no-refill", "spike")
+    chosen = which or ("pooled", "pooled-no-refill", "pooled-warmed", "spike")
     verdicts = {}
     for name in chosen:
         verdicts[name] = await SCENARIOS[name](reactor)

@@ -10,13 +10,15 @@ socket directory comes and goes with the container, events ("die", "destroy") re
 never touched. `kill(container_id)` stops a container from outside.
 
 `FakeServers` answers readiness waits: each wait is held until the test calls
-`answer(container_id)` (only a running container's server can answer) or the wait times out.
+`answer(container_id)` (only a running container's server can answer) or the wait times out;
+and status requests at once, with the server's last_activity as the test set it (`touch`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from itertools import count
 from typing import Any
 
@@ -129,6 +131,12 @@ class FakeDocker:
                 c.running = False
                 self._emit(container_id, "die")
 
+    def vanish(self, container_id: str) -> None:
+        """The container disappears and Docker's events say nothing (a lost event stream)."""
+        for c in self.ours():
+            if c.container_id == container_id:
+                del self.containers[c.docker_id]
+
     def plant(self, container_id: str, instance: str | None = None, running: bool = True) -> str:
         """A container already there when the test starts (a previous run's leftover)."""
         spec = self.spec if instance is None else ContainerSpec(instance=instance)
@@ -234,6 +242,26 @@ class FakeServers:
     def __init__(self, docker: FakeDocker) -> None:
         self.docker = docker
         self.waits: list[ReadinessWait] = []
+        self.last_activity: dict[str, float] = {}  # by container id, as the servers report it
+        self.silent: set[str] = set()  # servers that accept but never answer
+
+    def touch(self, container_id: str, when: float) -> None:
+        """The visitor did something the server saw (a kernel ran, a file was saved)."""
+        self.last_activity[container_id] = when
+
+    def server_status(self, reactor: Any, socket_path: str, base_path: str, token: str) -> Deferred[dict]:
+        """tmpnb.readiness.server_status over FakeDocker: only a running server answers."""
+        container_id = base_path.strip("/").split("/")[-1]
+        running = self.docker.running().get(container_id)
+        if running is None:
+            return fail(ConnectionRefusedError(socket_path))
+        if running.labels[TOKEN_LABEL] != token:
+            return fail(PermissionError("HTTP 403"))
+        if container_id in self.silent:
+            return Deferred()
+        when = self.last_activity.get(container_id, float(running.labels[CREATED_LABEL]))
+        iso = datetime.fromtimestamp(when, timezone.utc).isoformat().replace("+00:00", "Z")
+        return succeed({"started": iso, "last_activity": iso, "connections": 0, "kernels": 0})
 
     def wait_ready(
         self, reactor: Any, socket_path: str, base_path: str, token: str, timeout: float, interval: float

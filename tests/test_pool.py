@@ -41,6 +41,7 @@ class World:
             self.spec,
             self.config,
             on_transition=self.events.append,
+            server_status=self.servers.server_status,
         )
 
     def answer_all(self) -> None:
@@ -56,6 +57,23 @@ class World:
 @pytest.fixture
 def world() -> World:
     return World()
+
+
+HEARTBEAT = PoolConfig(
+    pool_size=1, capacity=3, cull_period=10.0, cull_timeout=60.0, cull_max=300.0, boot_timeout=5.0
+)
+
+
+def culls(world: World) -> list[tuple[str, str, str | None]]:
+    return [(e.container, e.input, e.cause) for e in world.events if e.to_state == "culled"]
+
+
+def handed_out(world: World) -> str:
+    d = world.pool.acquire()
+    assert d is not None
+    container_id = results.successResultOf(d).container_id
+    world.answer_all()  # the replacement
+    return container_id
 
 
 def test_start_removes_this_instances_leftovers_and_no_one_elses(world: World) -> None:
@@ -227,3 +245,130 @@ def test_every_transition_reaches_the_hook(world: World) -> None:
     moves = {(e.from_state, e.to_state, e.input) for e in world.events}
     assert moves == {("requested", "booting", "boot"), ("booting", "pooled", "ready")}
     assert len(world.events) == 4
+
+
+# -- the heartbeat ----------------------------------------------------------------------------
+
+
+def test_a_container_nobody_uses_is_culled_after_the_cull_timeout_and_replaced() -> None:
+    world = World(config=HEARTBEAT).started()
+    visitor = handed_out(world)
+    world.clock.advance(50)
+    assert culls(world) == []
+    world.clock.advance(10)  # the sweep at t=60: no activity since assignment at t=0
+    assert culls(world) == [(visitor, "cull", "idle: no activity for 60s")]
+    assert visitor not in world.docker.running()
+    assert world.routes.get(f"/user/{visitor}") is None
+    world.answer_all()
+    assert world.pool.stats()["available"] == 1
+
+
+def test_activity_through_the_proxy_keeps_a_container() -> None:
+    world = World(config=HEARTBEAT).started()
+    visitor = handed_out(world)
+    for _ in range(10):
+        world.clock.advance(10)
+        world.routes.touch(f"/user/{visitor}")
+    assert culls(world) == []
+    world.clock.advance(60)
+    assert [c[0] for c in culls(world)] == [visitor]
+
+
+def test_activity_the_server_reports_keeps_a_container() -> None:
+    # A kernel running a long computation: no requests through the proxy, but the server
+    # itself reports activity.
+    world = World(config=HEARTBEAT).started()
+    visitor = handed_out(world)
+    for _ in range(10):
+        world.clock.advance(10)
+        world.servers.touch(visitor, world.clock.seconds())
+    assert culls(world) == []
+
+
+def test_a_container_is_culled_when_older_than_cull_max_however_active() -> None:
+    world = World(config=HEARTBEAT).started()
+    visitor = handed_out(world)
+    for _ in range(29):
+        world.clock.advance(10)
+        world.routes.touch(f"/user/{visitor}")
+    assert culls(world) == []
+    world.clock.advance(10)
+    assert culls(world) == [(visitor, "cull", "too old: assigned 300s ago")]
+
+
+def test_assigned_and_idle_follow_what_the_heartbeat_sees() -> None:
+    world = World(config=HEARTBEAT).started()
+    visitor = handed_out(world)
+
+    def state() -> str:
+        return next(c["state"] for c in world.pool.containers() if c["container"] == visitor)
+
+    world.clock.advance(10)  # assigned at t=0, nothing since: a whole period without activity
+    assert state() == "idle"
+    world.clock.advance(5)
+    world.routes.touch(f"/user/{visitor}")
+    world.clock.advance(5)
+    assert state() == "assigned"
+    assert [(e.from_state, e.to_state) for e in world.events if e.container == visitor][-2:] == [
+        ("assigned", "idle"),
+        ("idle", "assigned"),
+    ]
+
+
+def test_a_server_that_does_not_answer_its_status_counts_as_inactive() -> None:
+    world = World(config=HEARTBEAT).started()
+    visitor = handed_out(world)
+    world.servers.silent.add(visitor)
+    world.clock.advance(60)  # the sweep waits for the silent server...
+    assert culls(world) == []
+    world.clock.advance(5)  # ...until its status times out
+    assert [c[0] for c in culls(world)] == [visitor]
+
+
+def test_a_container_that_vanished_without_an_event_is_culled_at_the_next_sweep() -> None:
+    world = World(config=HEARTBEAT).started()
+    visitor = handed_out(world)
+    [pooled] = [c for c in world.docker.running() if c != visitor]
+    world.docker.vanish(visitor)
+    world.docker.vanish(pooled)
+    world.clock.advance(10)
+    assert sorted(culls(world)) == sorted([(visitor, "exited", "vanished"), (pooled, "exited", "vanished")])
+
+
+def test_a_container_that_exited_without_an_event_is_culled_at_the_next_sweep() -> None:
+    world = World(config=HEARTBEAT).started()
+    [pooled] = world.docker.running()
+    world.docker.running()[pooled].running = False  # stopped; the "die" event was lost
+    world.clock.advance(10)
+    assert culls(world) == [(pooled, "exited", "exited")]
+
+
+def test_a_container_of_ours_that_no_machine_owns_is_removed() -> None:
+    world = World(config=HEARTBEAT).started()
+    world.docker.plant("orphan")
+    world.clock.advance(10)
+    assert "orphan" not in world.docker.running()
+    assert len(world.docker.running()) == 1
+
+
+def test_sweeps_never_overlap() -> None:
+    world = World(config=HEARTBEAT).started()
+    world.docker.hold("list")
+    world.clock.advance(10)
+    world.clock.advance(10)
+    world.clock.advance(10)
+    assert len(world.docker.held_calls("list")) == 1  # the first sweep is still waiting
+    world.docker.held_calls("list")[0].succeed()
+    world.clock.advance(10)
+    assert len(world.docker.held_calls("list")) == 1  # the next one, a period later
+
+
+def test_a_failing_sweep_is_logged_and_the_next_one_comes() -> None:
+    world = World(config=HEARTBEAT).started()
+    visitor = handed_out(world)
+    world.docker.hold("list")
+    world.clock.advance(10)
+    world.docker.held_calls("list")[0].fail("dockerd hung")
+    world.docker.release("list")
+    world.clock.advance(60)
+    assert [c[0] for c in culls(world)] == [visitor]

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from tests.fakedocker import FakeDocker, FakeServers
@@ -39,6 +40,9 @@ class PoolMachine(RuleBasedStateMachine):
             boot_timeout=5.0,
             backoff_initial=0.5,
             backoff_max=2.0,
+            cull_period=10.0,
+            cull_timeout=30.0,
+            cull_max=60.0,
         )
         self.clock = Clock()
         self.docker = FakeDocker(self.clock, SPEC)
@@ -56,8 +60,12 @@ class PoolMachine(RuleBasedStateMachine):
             self.config,
             # Ids in a known order, so hypothesis can replay what it found.
             new_id=lambda length, numbers=count(): f"c{next(numbers):04d}",
+            server_status=self.servers.server_status,
         )
+        self.failures: list[dict] = []  # anything logged as a failure is a bug here
+        globalLogPublisher.addObserver(self.log_failures)
         self.handed: list[Assignment] = []  # every assignment ever made
+        self.activity: dict[str, float] = {}  # the latest activity of each, as the visitor made it
         self.stopped = False
         self.pool.startService()  # the leftovers are removed before it fills
         self.docker.hold("remove")
@@ -83,13 +91,27 @@ class PoolMachine(RuleBasedStateMachine):
         if waiting:
             self.servers.answer(waiting[pick % len(waiting)])
 
+    @rule()
+    def docker_and_the_servers_catch_up(self) -> None:
+        """Every boot in flight succeeds and its server answers: a quiet moment."""
+        for call in self.docker.held_calls("launch"):
+            call.succeed()
+        for container_id in self.servers.waiting():
+            self.servers.answer(container_id)
+
     @rule(pick=st.integers(0, 100))
     def a_container_dies(self, pick: int) -> None:
         running = sorted(self.docker.running())
         if running:
             self.docker.kill(running[pick % len(running)])
 
-    @rule(seconds=st.sampled_from([0.0, 0.1, 0.5, 1.0, 2.0, 5.0, 30.0]))
+    @rule(pick=st.integers(0, 100))
+    def a_container_vanishes_without_an_event(self, pick: int) -> None:
+        running = sorted(self.docker.running())
+        if running:
+            self.docker.vanish(running[pick % len(running)])
+
+    @rule(seconds=st.sampled_from([0.0, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]))
     def time_passes(self, seconds: float) -> None:
         self.clock.advance(seconds)
 
@@ -109,6 +131,17 @@ class PoolMachine(RuleBasedStateMachine):
         [result] = outcome
         assert isinstance(result, Assignment), result
         self.handed.append(result)
+        self.activity[result.container_id] = self.clock.seconds()
+
+    @rule(pick=st.integers(0, 100), through_proxy=st.booleans())
+    def a_visitor_works(self, pick: int, through_proxy: bool) -> None:
+        if self.handed:
+            container_id = self.handed[pick % len(self.handed)].container_id
+            self.activity[container_id] = self.clock.seconds()
+            if through_proxy:
+                self.routes.touch(f"/user/{container_id}")
+            else:
+                self.servers.touch(container_id, self.clock.seconds())
 
     @rule(pick=st.integers(0, 100))
     def a_visitor_leaves(self, pick: int) -> None:
@@ -135,8 +168,16 @@ class PoolMachine(RuleBasedStateMachine):
         self.stop_and_check(ok, removals_first)
 
     def teardown(self) -> None:
-        if not self.stopped:
-            self.stop_and_check(ok=True, removals_first=True)
+        try:
+            if not self.stopped:
+                self.stop_and_check(ok=True, removals_first=True)
+            self.nothing_was_logged_as_a_failure()
+        finally:
+            globalLogPublisher.removeObserver(self.log_failures)
+
+    def log_failures(self, event: dict) -> None:
+        if "log_failure" in event:
+            self.failures.append(event)
 
     def stop_and_check(self, ok: bool, removals_first: bool) -> None:
         done: list[object] = []
@@ -162,6 +203,10 @@ class PoolMachine(RuleBasedStateMachine):
     # -- what must always hold
 
     @invariant()
+    def nothing_was_logged_as_a_failure(self) -> None:
+        assert [formatEvent(e) + ": " + repr(e["log_failure"].value) for e in self.failures] == []
+
+    @invariant()
     def no_container_is_handed_to_two_visitors(self) -> None:
         ids = [a.container_id for a in self.handed]
         assert len(ids) == len(set(ids))
@@ -180,6 +225,22 @@ class PoolMachine(RuleBasedStateMachine):
         live = {c["container"] for c in self.pool.containers()}
         assert {c.container_id for c in self.docker.ours()} <= live
         assert self.docker.socket_dirs <= {sockets.socket_dir(SPEC, cid) for cid in live}
+
+    @invariant()
+    def no_visitor_keeps_a_container_past_the_maximum_age(self) -> None:
+        # The heartbeat culls it at the first sweep after cull_max.
+        now = self.clock.seconds()
+        for seen in self.pool.containers():
+            if seen["state"] in ("assigned", "idle"):
+                assert now - seen["assigned_at"] < self.config.cull_max + self.config.cull_period
+
+    @invariant()
+    def no_container_stays_idle_past_the_cull_timeout(self) -> None:
+        now = self.clock.seconds()
+        for seen in self.pool.containers():
+            if seen["state"] in ("assigned", "idle"):
+                idle_for = now - self.activity[seen["container"]]
+                assert idle_for < self.config.cull_timeout + self.config.cull_period
 
     @invariant()
     def after_stop_nothing_runs(self) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
@@ -24,16 +23,7 @@ import tmpnb
 from tmpnb.web import CorsPolicy, WebSettings, make_resource
 from tmpnb.web.paths import BadPath, below_from_redirect_uri, notebook_path, path_from_text, with_token
 
-try:
-    from tmpnb.pool import Assignment
-except ImportError:  # the pool lands in parallel; this mirrors docs/contracts.md
-
-    @dataclass(frozen=True)
-    class Assignment:  # type: ignore[no-redef]
-        container_id: str
-        path: str
-        token: str
-
+from tmpnb.pool import Assignment
 
 BASE = "http://127.0.0.1:8000"
 _sync = SynchronousTestCase()
@@ -144,7 +134,12 @@ def test_spawn_path_is_kept_below_the_users_directory():
     assert header(response, "Location") == "/user/c01/tree/data/?token=tok01"
 
 
-@pytest.mark.parametrize("path", ["/spawn", "/spawn/", "/spawn//"])
+def test_tmpnbs_spawn_links_to_an_old_user_path_open_that_path_in_a_fresh_server():
+    response, _ = get(client(FakePool()), "/spawn/user/OldId123/notebooks/a.ipynb")
+    assert header(response, "Location") == "/user/c00/notebooks/a.ipynb?token=tok00"
+
+
+@pytest.mark.parametrize("path", ["/spawn", "/spawn/", "/spawn//", "/spawn/user/OldId123/"])
 def test_spawn_without_a_path_goes_to_the_redirect_uri(path):
     response, _ = get(client(FakePool()), path)
     assert header(response, "Location") == "/user/c00/tree?token=tok00"

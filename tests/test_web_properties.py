@@ -10,12 +10,18 @@ from __future__ import annotations
 import json
 from urllib.parse import quote
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
+from twisted.internet.task import Clock
 from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
 from twisted.web.server import Site
 
 from test_web import FakePool
+from tests.fakedocker import FakeDocker, FakeServers
+from tmpnb.config import ContainerSpec, PoolConfig
+from tmpnb.pool import Pool
+from tmpnb.proxy.routes import RouteTable
+from tmpnb.proxyapi import InProcessProxyAPI
 from tmpnb.web import WebSettings, make_resource
 
 PREFIXES = ["", "spawn", "spawn/tree", "api", "api/spawn", "api/stats", "user", "user/abc123",
@@ -44,7 +50,11 @@ bodies = st.one_of(
     json_values.map(lambda v: json.dumps(v).encode()),
     st.builds(lambda p: json.dumps({"path": p}).encode(), st.one_of(st.text(max_size=30), paths, json_values)),
 )
-requests = st.tuples(st.sampled_from(METHODS), paths, bodies)
+# Odd requests, mixed with plain spawns so that containers really are handed out.
+requests = st.one_of(
+    st.tuples(st.sampled_from(METHODS), paths, bodies),
+    st.sampled_from([("GET", "/", b""), ("GET", "/spawn/tree", b""), ("POST", "/api/spawn", b"")]),
+)
 
 
 def send(site: Site, method: str, path: str, body: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
@@ -87,3 +97,34 @@ def test_any_request_gets_a_4xx_at_worst_and_each_container_goes_to_one_client(b
     owners = [url.split("/")[2] for url in delivered]
     assert len(owners) == len(set(owners)), "a container went to two clients"
     assert sorted(owners) == sorted(a.container_id for a in pool.assigned), "taken but never delivered"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(requests, st.booleans()), min_size=1, max_size=15), st.integers(1, 4), st.integers(1, 6))
+def test_with_the_real_pool_each_container_goes_to_one_client_with_its_route(batch, pool_size, extra):
+    """The real Pool over FakeDocker; between requests, booting servers may become ready."""
+    clock = Clock()
+    spec = ContainerSpec(instance="test-web-props", socket_root="/tmp/tnb-web-props")
+    docker = FakeDocker(clock, spec)
+    servers = FakeServers(docker)
+    routes = RouteTable(clock)
+    pool = Pool(clock, docker, servers.wait_ready, InProcessProxyAPI(routes), spec,
+                PoolConfig(pool_size=pool_size, capacity=pool_size + extra))
+    pool.startService()
+    site = Site(make_resource(pool, WebSettings()))
+    delivered = []
+    for (method, path, body), servers_answer in batch:
+        if servers_answer:
+            for container_id in servers.waiting():
+                servers.answer(container_id)
+        code, headers, answer = send(site, method, path, body)
+        assert 200 <= code < 500 or (code == 503 and b"Retry-After" in headers), (method, path, code)
+        url = delivered_url(method, code, headers, answer)
+        if url is not None:
+            delivered.append(url)
+    owners = [url.split("/")[2] for url in delivered]
+    assert len(owners) == len(set(owners)), "a container went to two clients"
+    event(f"containers handed out: {min(len(owners), 3)}{'+' if len(owners) >= 3 else ''}")
+    for owner in owners:
+        assert routes.get(f"/user/{owner}") is not None, "handed out without a route"
+    assert pool.stats()["states"].get("assigned", 0) == len(owners)

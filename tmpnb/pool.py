@@ -4,20 +4,28 @@ them booted, hands them out without waiting on Docker, and refills within --capa
 The pool never reads a machine's state: it keeps its own counts from the transitions each
 machine reports, and learns from `on_removed` when a machine's container is gone. Capacity
 counts every machine until then, booting and culled-but-still-removing ones included.
+
+Every --cull-period seconds a heartbeat (`sweep`, never overlapping) reconciles with Docker
+(containers that exited or vanished without an event; containers of ours no machine owns)
+and judges every handed-out container: culled when idle for --cull-timeout (activity is the
+latest of the proxy route's and the server's own last_activity) or assigned for longer than
+--cull-max; idle when nothing happened during the last period; assigned again on activity.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from tmpnb import ids
+from tmpnb import ids, readiness, sockets
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.states import (
     Assignment,
@@ -38,6 +46,11 @@ log = Logger()
 DEATHS = frozenset({"die", "oom", "destroy"})
 # States in which a machine counts towards the pool size: booted or on its way.
 STOCK = frozenset({"requested", "booting", "pooled"})
+# States in which a machine has a running container Docker must know about.
+RUNNING = frozenset({"pooled", "assigned", "idle"})
+HANDED_OUT = frozenset({"assigned", "idle"})
+# A server that does not answer its status in this long is taken as silent this time.
+STATUS_TIMEOUT = 5.0
 
 
 class PoolDocker(DockerOps, Protocol):
@@ -48,8 +61,24 @@ class PoolDocker(DockerOps, Protocol):
     def watch(self, on_event: Callable[[str, str], None]) -> None: ...
 
 
+class PoolRoutes(RouteOps, Protocol):
+    def list_routes(self, inactive_since: datetime | None = None) -> Deferred[dict[str, dict]]: ...
+
+
 # tmpnb.readiness.wait_ready(reactor, socket_path, base_path, token, timeout, interval)
 WaitReady = Callable[[Any, str, str, str, float, float], "Deferred[dict]"]
+# tmpnb.readiness.server_status(reactor, socket_path, base_path, token)
+ServerStatus = Callable[[Any, str, str, str], "Deferred[dict]"]
+
+
+def timestamp(iso: object) -> float | None:
+    """Seconds since the epoch from an ISO 8601 time (CHP's and jupyter's last_activity)."""
+    if not isinstance(iso, str):
+        return None
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 class Pool(Service):
@@ -60,12 +89,13 @@ class Pool(Service):
         reactor: Any,
         docker: PoolDocker,
         wait_ready: WaitReady,
-        proxy: RouteOps,
+        proxy: PoolRoutes,
         spec: ContainerSpec,
         config: PoolConfig,
         on_transition: Callable[[TransitionEvent], None] | None = None,
         new_id: Callable[[int], str] = ids.new_container_id,
         new_token: Callable[[], str] = ids.new_token,
+        server_status: ServerStatus = readiness.server_status,
     ) -> None:
         self._reactor = reactor  # a Clock in tests: readiness is the only user of more
         self._docker = docker
@@ -76,7 +106,9 @@ class Pool(Service):
         self._on_transition = on_transition
         self._new_id = new_id
         self._new_token = new_token
+        self._server_status = server_status
         self._machines: dict[str, ContainerInputs] = {}
+        self._tokens: dict[str, str] = {}
         self._states: dict[str, str] = {}  # as the machines reported them
         self._pooled: list[str] = []  # oldest first
         self._removals: dict[str, Deferred[None]] = {}
@@ -88,6 +120,8 @@ class Pool(Service):
         self._give_ups = 0
         self._pause: IDelayedCall | None = None
         self._last_failed: set[str] = set()  # machines whose latest report was a failed boot
+        self._heartbeat = LoopingCall(self.sweep)
+        self._heartbeat.clock = reactor
 
     # -- the service
 
@@ -98,6 +132,10 @@ class Pool(Service):
             self._docker.watch(self._docker_event)
         self._starting = Deferred.fromCoroutine(self._remove_leftovers())
         self._starting.addErrback(lambda f: log.failure("starting the pool", f))
+        # LoopingCall waits for each sweep's Deferred: sweeps never overlap.
+        self._heartbeat.start(self.config.cull_period, now=False).addErrback(
+            lambda f: log.failure("the heartbeat stopped", f)
+        )
 
     async def _remove_leftovers(self) -> None:
         try:
@@ -125,6 +163,8 @@ class Pool(Service):
     def stopService(self) -> Deferred[None]:
         """Cull every container; fires when all of them are removed."""
         super().stopService()
+        if self._heartbeat.running:
+            self._heartbeat.stop()
         if self._pause is not None and self._pause.active():
             self._pause.cancel()
         waits: list[Deferred[Any]] = [] if self._starting is None else [self._starting]
@@ -203,6 +243,7 @@ class Pool(Service):
         )
         machine = new_machine(core)
         self._machines[container_id] = machine
+        self._tokens[container_id] = core.token
         self._states[container_id] = "requested"
         self._removals[container_id] = Deferred()
         machine.boot()
@@ -258,6 +299,7 @@ class Pool(Service):
     def _removed(self, container_id: str) -> None:
         del self._machines[container_id]
         del self._states[container_id]
+        del self._tokens[container_id]
         self._removals.pop(container_id).callback(None)
         self.fill()
 
@@ -265,3 +307,101 @@ class Pool(Service):
         machine = self._machines.get(container_id)
         if machine is not None and action in DEATHS:
             machine.exited(action)
+
+    # -- the heartbeat
+
+    def sweep(self) -> Deferred[None]:
+        """One heartbeat: reconcile with Docker, then judge every handed-out container."""
+        d = Deferred.fromCoroutine(self._sweep())
+        # A failed sweep is logged; the next one comes all the same.
+        return d.addErrback(lambda f: log.failure("heartbeat", f))
+
+    async def _sweep(self) -> None:
+        await self._reconcile()
+        handed = [cid for cid, state in self._states.items() if state in HANDED_OUT]
+        if not handed:
+            return
+        try:
+            routes = await self._proxy.list_routes()
+        except Exception:
+            log.failure("listing the proxy's routes")
+            routes = {}
+        route_activity = {
+            str(data.get("container") or path.rsplit("/", 1)[-1]): timestamp(data.get("last_activity"))
+            for path, data in routes.items()
+        }
+        server_activity = await gatherResults(
+            [Deferred.fromCoroutine(self._server_activity(cid)) for cid in handed],
+            consumeErrors=True,
+        )
+        now = self._reactor.seconds()
+        for container_id, from_server in zip(handed, server_activity):
+            machine = self._machines.get(container_id)
+            if machine is None:  # removed while we asked
+                continue
+            seen = machine.describe()
+            times = [seen["assigned_at"], seen["last_activity"], route_activity.get(container_id), from_server]
+            self._judge(machine, seen, max(t for t in times if t is not None), now)
+
+    def _judge(self, machine: ContainerInputs, seen: dict[str, Any], activity: float, now: float) -> None:
+        config = self.config
+        if seen["assigned_at"] is not None and now - seen["assigned_at"] >= config.cull_max:
+            machine.cull(f"too old: assigned {now - seen['assigned_at']:.0f}s ago")
+        elif now - activity >= config.cull_timeout:
+            machine.cull(f"idle: no activity for {now - activity:.0f}s")
+        elif now - activity >= config.cull_period:
+            machine.idle(activity)
+        else:
+            machine.activity(activity)
+
+    async def _server_activity(self, container_id: str) -> float | None:
+        """The server's own last_activity; None when it does not answer in time."""
+        d = self._server_status(
+            self._reactor,
+            sockets.socket_path(self.spec, container_id),
+            f"/user/{container_id}/",
+            self._tokens.get(container_id, ""),
+        )
+        d.addTimeout(STATUS_TIMEOUT, self._reactor)
+        try:
+            status = await d
+        except Exception as e:
+            log.info(
+                "no status from {container}: {cause}", container=container_id, cause=repr(e)
+            )
+            return None
+        return timestamp(status.get("last_activity"))
+
+    async def _reconcile(self) -> None:
+        """Tell machines whose containers exited or vanished without an event, and remove
+        containers of ours that no machine owns (a removal that gave up, say)."""
+        # Judged only if running before we asked: a container that appears meanwhile
+        # would be missing from the answer without being gone.
+        running = [cid for cid, state in self._states.items() if state in RUNNING]
+        try:
+            records = await self._docker.list_ours()
+        except Exception:
+            log.failure("listing containers for the heartbeat")
+            return
+        present = {record.container_id: record for record in records}
+        for container_id in running:
+            machine = self._machines.get(container_id)
+            record = present.get(container_id)
+            if machine is None:
+                continue
+            if record is None:
+                machine.exited("vanished")
+            elif not record.running:
+                machine.exited(record.status or "exited")
+        orphans = [r for r in records if r.container_id not in self._machines]
+        for record in orphans:
+            log.warn(
+                "removing container {container} ({docker_id}): no machine owns it",
+                container=record.container_id,
+                docker_id=record.docker_id,
+            )
+        if orphans:
+            await gatherResults(
+                [self._docker.remove(r.docker_id, r.container_id) for r in orphans],
+                consumeErrors=True,
+            ).addErrback(lambda f: log.failure("removing orphan containers", f))

@@ -240,13 +240,25 @@ class Culled:
     removed: bool = False
 
 
+def first_attempt(inputs: ContainerInputs, core: ContainerCore) -> Boot:
+    return Boot()
+
+
+def idle_since(inputs: ContainerInputs, core: ContainerCore, since: float) -> Idle:
+    return Idle(since)
+
+
+def culled_because(inputs: ContainerInputs, core: ContainerCore, reason: str) -> Culled:
+    return Culled(reason)
+
+
 builder = TypeMachineBuilder(ContainerInputs, ContainerCore)
 requested = builder.state("requested")
-booting = builder.state("booting", lambda inputs, core: Boot())
+booting = builder.state("booting", first_attempt)
 pooled = builder.state("pooled")
 assigned = builder.state("assigned")
-idle = builder.state("idle", lambda inputs, core, since: Idle(since))
-culled = builder.state("culled", lambda inputs, core, reason: Culled(reason))
+idle = builder.state("idle", idle_since)
+culled = builder.state("culled", culled_because)
 
 
 # -- booting ------------------------------------------------------------------------------

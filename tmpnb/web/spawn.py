@@ -15,6 +15,13 @@ from tmpnb.web.paths import BadPath, notebook_path
 log = Logger()
 
 
+def _without_old_user(segments: list[bytes]) -> list[bytes]:
+    """tmpnb's /spawn/user/<old id>/<path> links mean <path> in a fresh server."""
+    if len(segments) >= 2 and segments[0] == b"user":
+        return segments[2:]
+    return segments
+
+
 class SpawnPage(OnlyAllowed):
     """302 to /user/<id>/<path>?token=…, or the No-vacancy page.
 
@@ -35,7 +42,7 @@ class SpawnPage(OnlyAllowed):
         below = self._default_below
         if self._from_path:
             try:
-                below = notebook_path(request.postpath) or self._default_below
+                below = notebook_path(_without_old_user(request.postpath)) or self._default_below
             except BadPath:
                 shown = request.path.decode("utf-8", "replace")
                 return replies.html(request, 400, render_page("badpath", "Bad path", path=shown))
