@@ -30,6 +30,7 @@ import re
 import secrets
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -307,21 +308,29 @@ def run(args: argparse.Namespace) -> str:
         for name, (origin, path, _) in origins.items():
             wait_for(lambda: http_status(f"http://{origin}{path}api/status", token) == 200, 30, name)
 
+        # Memory first, on fresh proxies: afterwards RSS would also hold what the load left.
         for name, (origin, path, pid) in origins.items():
-            wrk(f"http://{origin}{path}api/status", token, 2)  # warm-up
-            entry = results.setdefault(name, {})
-            entry["wrk"] = wrk(f"http://{origin}{path}api/status", token, args.duration)
-            if pid:
-                entry["rss_after_wrk_mib"] = rss_kib(pid) / 1024
-            trips = kernel_round_trips(origin, path, token, args.round_trips)
-            entry["kernel_ms"] = {"p50": percentile(trips, 50), "p99": percentile(trips, 99)}
-            print(name, json.dumps(entry), file=sys.stderr, flush=True)
-        for name, (origin, path, pid) in origins.items():
+            results[name] = {}
             if pid:
                 results[name]["websockets"] = websocket_memory(
                     pid, origin, f"{path}api/events/subscribe?token={token}", token, args.websockets
                 )
                 print(name, json.dumps(results[name]["websockets"]), file=sys.stderr, flush=True)
+        # The machine is shared: rounds interleave the three paths, and each figure is the
+        # median over rounds (kernel round trips: percentiles over every round's samples).
+        samples: dict[str, list] = {name: [] for name in origins}
+        trips: dict[str, list[float]] = {name: [] for name in origins}
+        for name, (origin, path, _) in origins.items():
+            wrk(f"http://{origin}{path}api/status", token, 2)  # warm-up
+        for _ in range(args.rounds):
+            for name, (origin, path, _) in origins.items():
+                samples[name].append(wrk(f"http://{origin}{path}api/status", token, args.duration))
+                trips[name] += kernel_round_trips(origin, path, token, args.round_trips // args.rounds)
+                print(name, json.dumps(samples[name][-1]), file=sys.stderr, flush=True)
+        for name in origins:
+            results[name]["wrk"] = {key: statistics.median(s[key] for s in samples[name]) for key in ("rps", "p50", "p99")}
+            results[name]["wrk_rounds"] = [round(s["rps"]) for s in samples[name]]
+            results[name]["kernel_ms"] = {"p50": percentile(trips[name], 50), "p99": percentile(trips[name], 99)}
 
         if args.static_dir:
             asset = pick_asset(Path(args.static_dir))
@@ -365,13 +374,15 @@ def render(results: dict, args: argparse.Namespace) -> str:
     lines = [
         "## proxy",
         "",
-        f"`python benchmarks/proxy.py --duration {args.duration:.0f} --websockets {args.websockets} "
+        f"`python benchmarks/proxy.py --duration {args.duration:.0f} --rounds {args.rounds} --websockets {args.websockets} "
         f"--round-trips {args.round_trips}` on {results['date']} (2 cores, shared; wrk -c10 -t2).",
+        f"Each wrk figure is the median of {args.rounds} interleaved rounds of {args.duration:.0f} s; memory is measured first,",
+        "on freshly started proxies (RSS before and while holding the idle WebSockets).",
         "Backend: one notebook server container per path; the proxies reach theirs over its unix socket,",
         "\"direct\" is a twin container on 127.0.0.1 (host network), since wrk cannot speak unix.",
         "",
-        "| path | req/s | p50 ms | p99 ms | kernel 1+1 p50 ms | p99 ms | RSS idle→1000 ws MiB | per ws KiB |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| path | req/s | (rounds) | p50 ms | p99 ms | kernel 1+1 p50 ms | p99 ms | RSS idle→{args.websockets} ws MiB | per ws KiB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in ("direct (TCP)", "tmpnb proxy → unix", "CHP 5.3 → unix"):
         entry = results[name]
@@ -379,7 +390,8 @@ def render(results: dict, args: argparse.Namespace) -> str:
         ws = entry.get("websockets")
         memory = f"{ws['before_mib']:.0f} → {ws['after_mib']:.0f}" if ws else "–"
         per = f"{ws['per_ws_kib']:.1f}" if ws else "–"
-        lines.append(f"| {name} | {w['rps']:.0f} | {w['p50']:.2f} | {w['p99']:.2f} | {k['p50']:.2f} | {k['p99']:.2f} | {memory} | {per} |")
+        rounds = " ".join(str(r) for r in entry["wrk_rounds"])
+        lines.append(f"| {name} | {w['rps']:.0f} | {rounds} | {w['p50']:.2f} | {w['p99']:.2f} | {k['p50']:.2f} | {k['p99']:.2f} | {memory} | {per} |")
     ours, chp = results["tmpnb proxy → unix"], results["CHP 5.3 → unix"]
     lines += [
         "",
@@ -424,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--websockets", type=int, default=1000)
     parser.add_argument("--round-trips", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--static-dir")
     parser.add_argument("--write", type=Path, help="update this RESULTS.md's ## proxy section")
     args = parser.parse_args(argv)

@@ -137,12 +137,14 @@ class FakeDocker:
             if c.container_id == container_id:
                 del self.containers[c.docker_id]
 
-    def plant(self, container_id: str, instance: str | None = None, running: bool = True) -> str:
+    def plant(
+        self, container_id: str, instance: str | None = None, running: bool = True, token: str = "planted"
+    ) -> str:
         """A container already there when the test starts (a previous run's leftover)."""
         spec = self.spec if instance is None else ContainerSpec(instance=instance)
         request = LaunchRequest(
             container_id=container_id,
-            token="planted",
+            token=token,
             base_path=f"/user/{container_id}/",
             socket_dir=sockets.socket_dir(spec, container_id),
             spec=spec,
@@ -227,6 +229,11 @@ class FakeDocker:
             self.clock.callLater(0, watcher, container_id, action)
 
 
+def iso(when: float) -> str:
+    """A time as jupyter_server writes it in api/status."""
+    return datetime.fromtimestamp(when, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
 @dataclass
 class ReadinessWait:
     container_id: str
@@ -259,9 +266,12 @@ class FakeServers:
             return fail(PermissionError("HTTP 403"))
         if container_id in self.silent:
             return Deferred()
-        when = self.last_activity.get(container_id, float(running.labels[CREATED_LABEL]))
-        iso = datetime.fromtimestamp(when, timezone.utc).isoformat().replace("+00:00", "Z")
-        return succeed({"started": iso, "last_activity": iso, "connections": 0, "kernels": 0})
+        started = float(running.labels[CREATED_LABEL])
+        when = self.last_activity.get(container_id, started)
+        return succeed(
+            {"started": iso(started), "last_activity": iso(when), "connections": 0, "kernels": 0}
+        )
+
 
     def wait_ready(
         self, reactor: Any, socket_path: str, base_path: str, token: str, timeout: float, interval: float

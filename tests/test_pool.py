@@ -45,8 +45,10 @@ class World:
         )
 
     def answer_all(self) -> None:
-        for container_id in self.servers.waiting():
-            self.servers.answer(container_id)
+        """Every server waited for answers, and those that boot after them too."""
+        while self.servers.waiting():
+            for container_id in self.servers.waiting():
+                self.servers.answer(container_id)
 
     def started(self) -> "World":
         self.pool.startService()
@@ -104,6 +106,30 @@ def test_start_fills_the_pool_and_stats_count_it(world: World) -> None:
     assert world.pool.stats()["available"] == 2
     assert world.pool.stats()["states"] == {"pooled": 2}
     assert sorted(c["state"] for c in world.pool.containers()) == ["pooled", "pooled"]
+
+
+def test_at_most_max_booting_boot_at_once_and_the_rest_wait_their_turn() -> None:
+    world = World(config=PoolConfig(pool_size=5, capacity=5))
+    world.pool = Pool(
+        world.clock,
+        world.docker,
+        world.servers.wait_ready,
+        InProcessProxyAPI(world.routes),
+        world.spec,
+        world.config,
+        max_booting=2,
+    )
+    world.docker.hold("launch")
+    world.pool.startService()
+    assert world.pool.stats()["states"] == {"booting": 2, "requested": 3}
+    first, second = world.docker.held_calls("launch")
+    first.succeed()
+    assert len(world.docker.held_calls("launch")) == 1  # launched is not ready yet
+    [waiting] = world.servers.waiting()
+    world.servers.answer(waiting)
+    assert len(world.docker.held_calls("launch")) == 2  # a slot freed: the next one boots
+    second.fail("no")  # a failed attempt still holds its slot while it retries
+    assert world.pool.stats()["states"] == {"pooled": 1, "booting": 2, "requested": 2}
 
 
 def test_nothing_pooled_means_acquire_answers_none(world: World) -> None:
@@ -372,3 +398,151 @@ def test_a_failing_sweep_is_logged_and_the_next_one_comes() -> None:
     world.docker.release("list")
     world.clock.advance(60)
     assert [c[0] for c in culls(world)] == [visitor]
+
+
+def test_ids_and_tokens_are_random_alphanumerics_of_user_length_and_long_hex() -> None:
+    world = World(config=PoolConfig(pool_size=20, capacity=20, user_length=9))
+    world.pool.startService()
+    world.answer_all()
+    assignments = [results.successResultOf(world.pool.acquire()) for _ in range(20)]  # type: ignore[arg-type]
+    ids = [a.container_id for a in assignments]
+    assert all(len(i) == 9 and i.isascii() and i.isalnum() for i in ids)
+    assert len(set(ids)) == 20
+    tokens = [a.token for a in assignments]
+    assert all(len(t) >= 32 and int(t, 16) >= 0 for t in tokens)
+    assert len(set(tokens)) == 20
+
+
+# -- adopting an earlier run's containers -------------------------------------------------------
+
+
+def adopting(config: PoolConfig = PoolConfig(pool_size=1, capacity=4, cull_max=300.0)) -> World:
+    world = World(config=config)
+    world.pool = Pool(
+        world.clock,
+        world.docker,
+        world.servers.wait_ready,
+        InProcessProxyAPI(world.routes),
+        world.spec,
+        world.config,
+        on_transition=world.events.append,
+        server_status=world.servers.server_status,
+        adopt=True,
+    )
+    world.clock.advance(1000)
+    return world
+
+
+def route_for(world: World, container_id: str, assigned_at: float) -> None:
+    """The route an earlier run added, still in the proxy."""
+    world.routes.add(
+        f"/user/{container_id}",
+        {"target": "http+unix://old", "container": container_id, "instance": world.spec.instance, "assigned_at": assigned_at},
+    )
+
+
+def states(world: World) -> dict[str, str]:
+    return {c["container"]: c["state"] for c in world.pool.containers()}
+
+
+def test_a_container_with_a_route_is_a_visitors_and_is_adopted_as_assigned() -> None:
+    world = adopting()
+    world.docker.plant("visitor1")
+    route_for(world, "visitor1", assigned_at=900.0)
+    world.started()
+    assert states(world)["visitor1"] == "assigned"
+    assert ("requested", "assigned", "adopt") in [(e.from_state, e.to_state, e.input) for e in world.events]
+    assert world.routes.get("/user/visitor1")["target"].startswith("http+unix://")  # type: ignore[index]
+    assert "visitor1" in world.docker.running()
+    d = world.pool.acquire()  # a new visitor gets another container
+    assert d is not None and results.successResultOf(d).container_id != "visitor1"
+    world.clock.advance(200)  # cull_max counts from the earlier run's assignment, at 900
+    assert "visitor1" not in world.docker.running()
+
+
+def test_an_unused_container_is_pooled_again_after_its_readiness_check() -> None:
+    world = adopting()
+    world.docker.plant("unused1")
+    world.pool.startService()
+    assert states(world) == {"unused1": "booting"}  # no new boot: it fills the pool
+    assert world.servers.answer("unused1")
+    assert states(world) == {"unused1": "pooled"}
+    assert world.docker.calls.count(("remove", ("unused1", "unused1"))) == 0
+
+
+def test_a_used_container_whose_route_was_lost_is_a_visitors_and_gets_its_route_back() -> None:
+    world = adopting()
+    world.docker.plant("visitor2")
+    world.clock.advance(30)
+    world.servers.touch("visitor2", world.clock.seconds())  # someone worked in it
+    world.started()
+    assert states(world)["visitor2"] == "assigned"
+    route = world.routes.get("/user/visitor2")
+    assert route is not None and route["container"] == "visitor2"
+
+
+def test_stopped_and_silent_containers_are_removed_not_adopted() -> None:
+    world = adopting()
+    world.docker.plant("stopped", running=False)
+    world.docker.plant("silent")
+    world.servers.silent.add("silent")
+    world.pool.startService()
+    world.clock.advance(5)  # the status request times out
+    world.answer_all()
+    assert "stopped" not in [c.container_id for c in world.docker.ours()]
+    assert "silent" not in world.docker.running()
+    assert set(states(world)) & {"stopped", "silent"} == set()
+    assert world.pool.stats()["available"] == 1
+
+
+def test_unused_containers_beyond_the_pool_size_are_removed() -> None:
+    world = adopting()
+    world.docker.plant("unusedA")
+    world.docker.plant("unusedB")
+    world.started()
+    assert world.pool.stats()["states"] == {"pooled": 1}
+    assert len(world.docker.running()) == 1
+
+
+def test_without_adopt_every_leftover_is_removed() -> None:
+    world = World()
+    world.docker.plant("visitor3")
+    route_for(world, "visitor3", assigned_at=0.0)
+    world.started()
+    assert "visitor3" not in world.docker.running()
+
+
+def test_a_restart_keeps_the_visitors_containers_and_removes_the_rest() -> None:
+    before = adopting()
+    before.pool = Pool(
+        before.clock,
+        before.docker,
+        before.servers.wait_ready,
+        InProcessProxyAPI(before.routes),
+        before.spec,
+        PoolConfig(pool_size=2, capacity=4),
+        server_status=before.servers.server_status,
+        keep_assigned=True,
+    )
+    before.started()
+    visitor = handed_out(before)
+    pooled = [c for c in before.docker.running() if c != visitor]
+    results.successResultOf(before.pool.stopService())
+    assert list(before.docker.running()) == [visitor]  # the pooled ones are gone
+    assert before.routes.get(f"/user/{visitor}") is not None
+
+    after = Pool(
+        before.clock,
+        before.docker,
+        before.servers.wait_ready,
+        InProcessProxyAPI(before.routes),
+        before.spec,
+        PoolConfig(pool_size=2, capacity=4),
+        server_status=before.servers.server_status,
+        adopt=True,
+    )
+    after.startService()
+    assert {c["container"]: c["state"] for c in after.containers()}[visitor] == "assigned"
+    assert not set(pooled) & {c["container"] for c in after.containers()}
+    results.successResultOf(after.stopService())
+    assert before.docker.ours() == []

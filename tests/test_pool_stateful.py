@@ -31,8 +31,10 @@ class PoolMachine(RuleBasedStateMachine):
         extra=st.integers(0, 3),
         attempts=st.integers(1, 3),
         leftovers=st.integers(0, 2),
+        max_booting=st.integers(1, 4),
     )
-    def start(self, pool_size: int, extra: int, attempts: int, leftovers: int) -> None:
+    def start(self, pool_size: int, extra: int, attempts: int, leftovers: int, max_booting: int) -> None:
+        self.max_booting = max_booting
         self.config = PoolConfig(
             pool_size=pool_size,
             capacity=pool_size + extra,
@@ -61,6 +63,7 @@ class PoolMachine(RuleBasedStateMachine):
             # Ids in a known order, so hypothesis can replay what it found.
             new_id=lambda length, numbers=count(): f"c{next(numbers):04d}",
             server_status=self.servers.server_status,
+            max_booting=max_booting,
         )
         self.failures: list[dict] = []  # anything logged as a failure is a bug here
         globalLogPublisher.addObserver(self.log_failures)
@@ -219,6 +222,13 @@ class PoolMachine(RuleBasedStateMachine):
     def total_is_at_most_the_capacity(self) -> None:
         assert self.pool.stats()["total"] <= self.config.capacity
         assert len(self.docker.ours()) <= self.config.capacity
+
+    @invariant()
+    def at_most_max_booting_boot_at_once(self) -> None:
+        states = self.pool.stats()["states"]
+        assert states.get("booting", 0) <= self.max_booting
+        # A culled machine's launch cannot be called back: it may still be in flight.
+        assert len(self.docker.held_calls("launch")) <= self.max_booting + states.get("culled", 0)
 
     @invariant()
     def every_container_docker_has_belongs_to_a_live_machine(self) -> None:

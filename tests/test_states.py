@@ -223,6 +223,40 @@ def test_a_death_between_attempts_is_the_previous_attempts_and_is_ignored(world:
     assert len(world.docker.held_calls("launch")) == 1
 
 
+def test_adopting_a_running_container_only_checks_its_readiness(world: World) -> None:
+    docker_id = world.docker.plant(ID, token=TOKEN)
+    world.machine.launched(docker_id)
+    assert world.moves() == [("requested", "booting", "launched")]
+    assert world.docker.calls == []  # nothing launched
+    assert world.machine.describe()["attempt"] == 1
+    assert world.servers.answer(ID)
+    assert world.state() == "pooled"
+
+
+def test_an_adopted_container_that_is_not_ready_is_removed_and_booted_afresh(world: World) -> None:
+    docker_id = world.docker.plant(ID)
+    world.machine.launched(docker_id)
+    world.clock.advance(CONFIG.boot_timeout)
+    [remove] = world.docker.held_calls("remove")
+    assert remove.args == (docker_id, ID)
+    remove.succeed()
+    world.clock.advance(CONFIG.backoff_initial)
+    assert world.machine.describe()["attempt"] == 2
+    assert len(world.docker.held_calls("launch")) == 1
+
+
+def test_adopting_an_assigned_container_restores_its_route(world: World) -> None:
+    docker_id = world.docker.plant(ID)
+    world.machine.adopt(docker_id, 123.0)
+    assert world.moves() == [("requested", "assigned", "adopt")]
+    route = world.routes.get(f"/user/{ID}")
+    assert route is not None and route["assigned_at"] == 123.0
+    assert world.machine.describe()["assigned_at"] == 123.0
+    world.machine.cull("too old")
+    world.finish("remove")
+    assert world.docker.ours() == [] and world.routes.get(f"/user/{ID}") is None
+
+
 # -- handing out ----------------------------------------------------------------------------
 
 
@@ -438,6 +472,16 @@ def test_a_hook_that_raises_does_not_stop_the_machine(world: World) -> None:
     world.machine.boot()
     assert world.servers.answer(ID)
     assert world.state() == "pooled"
+
+
+def test_a_handle_that_raises_instead_of_failing_becomes_a_failed_boot(world: World) -> None:
+    def broken(request: object) -> None:
+        raise OSError("socket root not writable")
+
+    world.docker.launch = broken  # type: ignore[method-assign,assignment]
+    world.machine.boot()
+    assert world.moves()[-1] == ("booting", "booting", "bootFailed")
+    assert world.events[-1].cause == "OSError: socket root not writable"
 
 
 def test_describe_answers_in_every_state(world: World) -> None:

@@ -51,6 +51,9 @@ RUNNING = frozenset({"pooled", "assigned", "idle"})
 HANDED_OUT = frozenset({"assigned", "idle"})
 # A server that does not answer its status in this long is taken as silent this time.
 STATUS_TIMEOUT = 5.0
+# Booting is CPU-bound (about 1.1 CPU-seconds a server): on 2 cores, 50 at once come up
+# slower in all than a few at a time (benchmarks/RESULTS.md); the rest wait in requested.
+MAX_BOOTING = 6
 
 
 class PoolDocker(DockerOps, Protocol):
@@ -81,6 +84,14 @@ def timestamp(iso: object) -> float | None:
         return None
 
 
+def never_used(status: dict[str, Any]) -> bool:
+    """Whether a server's api/status shows no visitor ever did anything (status and
+    readiness requests are not counted as activity by jupyter_server)."""
+    started, last = timestamp(status.get("started")), timestamp(status.get("last_activity"))
+    idle_since_start = started is not None and last is not None and last - started < 0.5
+    return idle_since_start and not status.get("connections") and not status.get("kernels")
+
+
 class Pool(Service):
     """Keeps `config.pool_size` containers ready, at most `config.capacity` in all."""
 
@@ -96,6 +107,9 @@ class Pool(Service):
         new_id: Callable[[int], str] = ids.new_container_id,
         new_token: Callable[[], str] = ids.new_token,
         server_status: ServerStatus = readiness.server_status,
+        max_booting: int = MAX_BOOTING,
+        adopt: bool = False,
+        keep_assigned: bool = False,
     ) -> None:
         self._reactor = reactor  # a Clock in tests: readiness is the only user of more
         self._docker = docker
@@ -107,6 +121,11 @@ class Pool(Service):
         self._new_id = new_id
         self._new_token = new_token
         self._server_status = server_status
+        self._max_booting = max_booting
+        self._adopt = adopt  # take over an earlier run's containers instead of removing them
+        self._keep_assigned = keep_assigned  # on stop, leave the visitors' containers running
+        self._booting = 0
+        self._waiting: list[str] = []  # requested machines, in the order they were made
         self._machines: dict[str, ContainerInputs] = {}
         self._tokens: dict[str, str] = {}
         self._states: dict[str, str] = {}  # as the machines reported them
@@ -130,24 +149,24 @@ class Pool(Service):
         if not self._watching:
             self._watching = True
             self._docker.watch(self._docker_event)
-        self._starting = Deferred.fromCoroutine(self._remove_leftovers())
+        self._starting = Deferred.fromCoroutine(self._take_over_leftovers())
         self._starting.addErrback(lambda f: log.failure("starting the pool", f))
         # LoopingCall waits for each sweep's Deferred: sweeps never overlap.
         self._heartbeat.start(self.config.cull_period, now=False).addErrback(
             lambda f: log.failure("the heartbeat stopped", f)
         )
 
-    async def _remove_leftovers(self) -> None:
+    async def _take_over_leftovers(self) -> None:
+        """An earlier run's containers: adopted (with `adopt`) or removed; then fill."""
         try:
             leftovers = await self._docker.list_ours()
         except Exception:
             log.failure("listing leftover containers of instance {instance}", instance=self.spec.instance)
             leftovers = []
-        removals = [
-            self._docker.remove(record.docker_id, record.container_id)
-            for record in leftovers
-            if record.container_id not in self._machines
-        ]
+        leftovers = [r for r in leftovers if r.container_id not in self._machines]
+        if self._adopt:
+            leftovers = await self._adopt_leftovers(leftovers)
+        removals = [self._docker.remove(r.docker_id, r.container_id) for r in leftovers]
         if removals:
             log.info(
                 "removing {count} leftover containers of instance {instance}",
@@ -161,15 +180,18 @@ class Pool(Service):
         self.fill()
 
     def stopService(self) -> Deferred[None]:
-        """Cull every container; fires when all of them are removed."""
+        """Cull every container (with `keep_assigned`: all but the visitors'); fires when all
+        of them are removed."""
         super().stopService()
         if self._heartbeat.running:
             self._heartbeat.stop()
         if self._pause is not None and self._pause.active():
             self._pause.cancel()
         waits: list[Deferred[Any]] = [] if self._starting is None else [self._starting]
-        waits += list(self._removals.values())
-        for machine in list(self._machines.values()):
+        for container_id, machine in list(self._machines.items()):
+            if self._keep_assigned and self._states[container_id] in HANDED_OUT:
+                continue  # left running, route and all, for the next start to adopt
+            waits.append(self._removals[container_id])
             machine.cull("stopping")
         done: Deferred[Any] = gatherResults(waits, consumeErrors=True)
         done.addErrback(lambda f: log.failure("stopping the pool", f))
@@ -220,7 +242,7 @@ class Pool(Service):
             return
         if self._pause is not None and self._pause.active():
             return
-        stock = sum(1 for state in self._states.values() if state in STOCK)
+        stock = self._stock()
         while stock < self.config.pool_size and len(self._machines) < self.config.capacity:
             self._start_machine()
             stock += 1
@@ -229,9 +251,14 @@ class Pool(Service):
         container_id = self._new_id(self.config.user_length)
         while container_id in self._machines:
             container_id = self._new_id(self.config.user_length)
+        self._new_machine(container_id, self._new_token())
+        self._waiting.append(container_id)
+        self._boot_waiting()
+
+    def _new_machine(self, container_id: str, token: str) -> ContainerInputs:
         core = ContainerCore(
             container_id=container_id,
-            token=self._new_token(),
+            token=token,
             spec=self.spec,
             config=self.config,
             clock=self._reactor,
@@ -246,7 +273,84 @@ class Pool(Service):
         self._tokens[container_id] = core.token
         self._states[container_id] = "requested"
         self._removals[container_id] = Deferred()
-        machine.boot()
+        return machine
+
+    # -- an earlier run's containers
+
+    async def _adopt_leftovers(self, leftovers: list[Any]) -> list[Any]:
+        """Adopt what can be; return the records to remove.
+
+        A container with a route of ours in the proxy is a visitor's: assigned again, its
+        assigned_at from the route. Without a route, the server's api/status decides: never
+        used (last_activity is its start) → pooled after the usual readiness check; used →
+        a visitor's whose route was lost: assigned again, route restored. Stopped, silent or
+        beyond capacity and pool size → removed.
+        """
+        try:
+            routes = await self._proxy.list_routes()
+        except Exception:
+            log.failure("listing routes to adopt containers")
+            routes = {}
+        routed = {
+            data.get("container"): data
+            for data in routes.values()
+            if data.get("instance") == self.spec.instance and data.get("container")
+        }
+        usable = [r for r in leftovers if r.running and r.container_id and r.token]
+        statuses = await gatherResults(
+            [Deferred.fromCoroutine(self._status_of(r.container_id, r.token)) for r in usable],
+            consumeErrors=True,
+        )
+        assigned: list[tuple[Any, float]] = []
+        unused: list[Any] = []
+        for record, status in zip(usable, statuses):
+            route = routed.get(record.container_id)
+            if route is not None:
+                assigned.append((record, float(route.get("assigned_at") or record.created)))
+            elif status is not None and never_used(status):
+                unused.append(record)
+            elif status is not None:
+                assigned.append((record, timestamp(status.get("started")) or record.created))
+        adopted = set()
+        for record, assigned_at in assigned:  # visitors first: they are using theirs
+            if len(self._machines) < self.config.capacity:
+                self._new_machine(record.container_id, record.token).adopt(record.docker_id, assigned_at)
+                adopted.add(record.docker_id)
+        for record in unused:
+            if len(self._machines) < self.config.capacity and self._stock() < self.config.pool_size:
+                self._new_machine(record.container_id, record.token).launched(record.docker_id)
+                adopted.add(record.docker_id)
+        log.info(
+            "adopted {assigned} assigned and {pooled} unused containers of instance {instance}",
+            assigned=sum(1 for r, _ in assigned if r.docker_id in adopted),
+            pooled=sum(1 for r in unused if r.docker_id in adopted),
+            instance=self.spec.instance,
+        )
+        return [r for r in leftovers if r.docker_id not in adopted]
+
+    async def _status_of(self, container_id: str, token: str) -> dict[str, Any] | None:
+        d = self._server_status(
+            self._reactor,
+            sockets.socket_path(self.spec, container_id),
+            f"/user/{container_id}/",
+            token,
+        )
+        d.addTimeout(STATUS_TIMEOUT, self._reactor)
+        try:
+            return await d
+        except Exception as e:
+            log.info("no status from {container}: {cause}", container=container_id, cause=repr(e))
+            return None
+
+    def _stock(self) -> int:
+        return sum(1 for state in self._states.values() if state in STOCK)
+
+    def _boot_waiting(self) -> None:
+        """Boot requested machines, oldest first, while fewer than max_booting are booting."""
+        while self._waiting and self._booting < self._max_booting:
+            container_id = self._waiting.pop(0)
+            if self._states.get(container_id) == "requested":
+                self._machines[container_id].boot()
 
     def _ready_check(self, socket_path: str, base_path: str, token: str) -> Deferred[dict]:
         return self._wait_ready(
@@ -263,6 +367,10 @@ class Pool(Service):
     def _transition(self, event: TransitionEvent) -> None:
         container_id = event.container
         self._states[container_id] = event.to_state
+        if event.to_state == "booting" and event.from_state != "booting":
+            self._booting += 1
+        elif event.from_state == "booting" and event.to_state != "booting":
+            self._booting -= 1
         if event.to_state == "pooled":
             self._pooled.append(container_id)
             self._give_ups = 0
@@ -279,6 +387,8 @@ class Pool(Service):
             self._last_failed.discard(container_id)
             if event.to_state == "culled":  # the machine gave up after its last attempt
                 self._gave_up()
+        if event.from_state == "booting" and event.to_state != "booting":
+            self._boot_waiting()
         if event.to_state == "culled":
             self.fill()
 
@@ -300,6 +410,8 @@ class Pool(Service):
         del self._machines[container_id]
         del self._states[container_id]
         del self._tokens[container_id]
+        if container_id in self._waiting:  # culled before it could boot
+            self._waiting.remove(container_id)
         self._removals.pop(container_id).callback(None)
         self.fill()
 
@@ -356,21 +468,8 @@ class Pool(Service):
 
     async def _server_activity(self, container_id: str) -> float | None:
         """The server's own last_activity; None when it does not answer in time."""
-        d = self._server_status(
-            self._reactor,
-            sockets.socket_path(self.spec, container_id),
-            f"/user/{container_id}/",
-            self._tokens.get(container_id, ""),
-        )
-        d.addTimeout(STATUS_TIMEOUT, self._reactor)
-        try:
-            status = await d
-        except Exception as e:
-            log.info(
-                "no status from {container}: {cause}", container=container_id, cause=repr(e)
-            )
-            return None
-        return timestamp(status.get("last_activity"))
+        status = await self._status_of(container_id, self._tokens.get(container_id, ""))
+        return None if status is None else timestamp(status.get("last_activity"))
 
     async def _reconcile(self) -> None:
         """Tell machines whose containers exited or vanished without an event, and remove

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from automat import TypeMachineBuilder
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.task import deferLater
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -79,7 +79,8 @@ class ContainerInputs(Protocol):
         """Start booting; in booting, start the next attempt (after the backoff)."""
 
     def launched(self, docker_id: str) -> None:
-        """Docker created and started the container."""
+        """Docker created and started the container; in requested: adopt a running container
+        of an earlier run, which then only needs its readiness check to be pooled."""
 
     def ready(self) -> None:
         """The server answered api/status over its socket."""
@@ -89,6 +90,9 @@ class ContainerInputs(Protocol):
 
     def assign(self) -> Deferred[Assignment] | None:
         """Hand the container to a visitor: None unless it is pooled."""
+
+    def adopt(self, docker_id: str, assigned_at: float) -> None:
+        """Take back a container an earlier run handed out: it is assigned, route restored."""
 
     def activity(self, when: float) -> None:
         """The visitor was last active at `when` (heartbeat)."""
@@ -240,8 +244,12 @@ class Culled:
     removed: bool = False
 
 
-def first_attempt(inputs: ContainerInputs, core: ContainerCore) -> Boot:
-    return Boot()
+def first_attempt(
+    inputs: ContainerInputs, core: ContainerCore, docker_id: str | None = None
+) -> Boot:
+    # Entered by boot() (attempt 1 is yet to start) or, adopting, by launched(docker_id):
+    # the container of attempt 1 already runs.
+    return Boot(attempt=0 if docker_id is None else 1)
 
 
 def idle_since(inputs: ContainerInputs, core: ContainerCore, since: float) -> Idle:
@@ -271,6 +279,14 @@ def start_booting(inputs: ContainerInputs, core: ContainerCore) -> None:
     inputs.boot()
 
 
+@requested.upon(ContainerInputs.launched).to(booting)
+def adopt_running(inputs: ContainerInputs, core: ContainerCore, docker_id: str) -> None:
+    core.docker_id = docker_id
+    core.may_exist = True
+    core.moved("requested", "booting", "launched")
+    inputs.launched(docker_id)  # in booting, with its data: wait for readiness
+
+
 @booting.upon(ContainerInputs.boot).loop()
 def launch(inputs: ContainerInputs, core: ContainerCore, boot: Boot) -> None:
     boot.attempt += 1
@@ -283,7 +299,9 @@ def launch(inputs: ContainerInputs, core: ContainerCore, boot: Boot) -> None:
         socket_dir=sockets.socket_dir(core.spec, core.container_id),
         spec=core.spec,
     )
-    d = core.docker_call = core.docker.launch(request)
+    # maybeDeferred: a handle that raises instead of failing its Deferred must not make
+    # this behaviour raise.
+    d = core.docker_call = maybeDeferred(core.docker.launch, request)
 
     def finished(result: str | Failure) -> None:
         core.docker_call = None
@@ -302,7 +320,7 @@ def wait_until_ready(
     core.docker_id = docker_id
     timeout = core.config.boot_timeout
     boot.cancel_cause = None
-    d = boot.readiness = core.wait_ready(core.socket_path, core.base_path, core.token)
+    d = boot.readiness = maybeDeferred(core.wait_ready, core.socket_path, core.base_path, core.token)
 
     def too_late() -> None:
         boot.cancel_cause = f"not ready within {timeout:g}s"
@@ -347,7 +365,7 @@ def retry_or_give_up(
         inputs.cull(f"gave up after {boot.attempt} boot attempts: {cause}")
         return
     delay = backoff_delay(core.config, boot.attempt)
-    d = core.docker_call = core.docker.remove(core.docker_ref(), core.container_id)
+    d = core.docker_call = maybeDeferred(core.docker.remove, core.docker_ref(), core.container_id)
     core.docker_id = None
 
     def cleaned(result: object) -> None:
@@ -381,16 +399,25 @@ def died_while_booting(
 # -- handing out --------------------------------------------------------------------------
 
 
+def add_route(core: ContainerCore) -> Deferred[None]:
+    # assigned_at travels with the route, so a restarted tmpnb can still enforce cull_max.
+    return maybeDeferred(
+        core.proxy.add_route,
+        core.route_path,
+        sockets.proxy_target(core.socket_path),
+        container=core.container_id,
+        instance=core.spec.instance,
+        assigned_at=core.assigned_at,
+    )
+
+
 @pooled.upon(ContainerInputs.assign).to(assigned)
 def hand_out(inputs: ContainerInputs, core: ContainerCore) -> Deferred[Assignment]:
     core.assigned_at = core.last_activity = core.clock.seconds()
     core.routed = True
     core.moved("pooled", "assigned", "assign")
     result: Deferred[Assignment] = Deferred()
-    target = sockets.proxy_target(core.socket_path)
-    d = core.proxy.add_route(
-        core.route_path, target, container=core.container_id, instance=core.spec.instance
-    )
+    d = add_route(core)
 
     def routed(_: object) -> None:
         result.callback(Assignment(core.container_id, core.base_path, core.token))
@@ -403,6 +430,23 @@ def hand_out(inputs: ContainerInputs, core: ContainerCore) -> Deferred[Assignmen
 
     d.addCallbacks(routed, unroutable)
     return result
+
+
+@requested.upon(ContainerInputs.adopt).to(assigned)
+def adopt_assigned(
+    inputs: ContainerInputs, core: ContainerCore, docker_id: str, assigned_at: float
+) -> None:
+    core.docker_id = docker_id
+    core.may_exist = True
+    core.routed = True
+    core.assigned_at = core.last_activity = assigned_at
+    core.moved("requested", "assigned", "adopt")
+
+    def unroutable(failure: Failure) -> None:
+        inputs.cull(f"route not restored: {failure_cause(failure)}")
+
+    # The proxy may have kept the route (CHP, tmpnb-proxy) or not: adding it again is safe.
+    add_route(core).addErrback(unroutable)
 
 
 @assigned.upon(ContainerInputs.activity).loop()

@@ -168,3 +168,40 @@ async def test_an_image_whose_command_exits_at_once_is_retried_then_culled_witho
         assert not os.path.exists(sockets.socket_dir(spec, first))
     finally:
         await real.stop(docker_client)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_heartbeat_keeps_a_busy_server_and_culls_it_once_idle(docker_client, container_spec):
+    from twisted.internet import reactor
+
+    from tmpnb.readiness import unix_http_client
+
+    real = RealPool(reactor, container_spec, fast(pool_size=1, capacity=2, cull_period=1.0, cull_timeout=4.0))
+    real.pool.startService()
+    try:
+        await real.until(lambda: real.pool.stats()["available"] == 1, 60, "1 pooled")
+        d = real.pool.acquire()
+        assert d is not None
+        visitor = await d
+        http = unix_http_client(reactor, sockets.socket_path(container_spec, visitor.container_id))
+        # The visitor works with the server directly (no proxy): only the server's own
+        # last_activity, read from api/status, can keep the container.
+        for _ in range(8):
+            response = await http.get(
+                f"http://localhost{visitor.path}api/contents",
+                headers={"Authorization": f"token {visitor.token}"},
+            )
+            assert response.code == 200
+            await response.content()
+            await deferLater(reactor, 1.0)
+        culled = [e for e in real.events if e.container == visitor.container_id and e.to_state == "culled"]
+        assert culled == []
+        await real.until(
+            lambda: any(e.container == visitor.container_id and e.to_state == "culled" for e in real.events),
+            10,
+            "culled once idle",
+        )
+        [cull] = [e for e in real.events if e.container == visitor.container_id and e.to_state == "culled"]
+        assert cull.cause is not None and cull.cause.startswith("idle: no activity for")
+    finally:
+        await real.stop(docker_client)

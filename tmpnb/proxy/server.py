@@ -542,6 +542,8 @@ class ProxyServerProtocol(Protocol):
         self._splice = Splice(self.transport, backend.transport, self._touch_throttled)
         buffered, self._buffer = self._buffer, bytearray()
         self._held = False
+        self._head = None  # a WebSocket may live for hours: keep only what the pipe needs
+        self._resp_buffer = bytearray()
         self._splice.start(from_client=bytes(buffered), from_backend=rest)
 
     def _touch_throttled(self) -> None:

@@ -1,0 +1,356 @@
+"""Run `twistd -n tmpnb` as a subprocess and talk to it from outside, as a visitor would.
+
+Shared by the real-engine tests (tests/integration/) and benchmarks/soak.py, so it uses no
+pytest: a server that dies or never gets ready raises `TmpnbError` with the end of its log.
+Every server gets free loopback ports, its own --instance and --socket-root, and is stopped
+with SIGTERM by its PID. Keeping the same `Tmpnb` object for a second `start()` restarts it
+on the same ports, instance and socket root (what a restart test needs).
+
+The visitor side is plain blocking HTTP and a websocket client: everything asynchronous
+happens in the server process.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import websocket
+
+REPO = Path(__file__).resolve().parents[2]
+CHP = os.environ.get("TMPNB_CHP", "/opt/chp/node_modules/configurable-http-proxy/bin/configurable-http-proxy")
+ADMIN_TOKEN = "it-admin-" + secrets.token_hex(8)
+INSTANCE_LABEL = "org.tmpnb.instance"
+ID_LABEL = "org.tmpnb.id"
+BOOT_WAIT = 90.0  # seconds for a small pool to fill on a busy 2-core machine
+
+
+class TmpnbError(AssertionError):
+    """The server did not do what the caller waited for (pytest shows it as a failure)."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def call(base: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+         timeout: float = 30) -> Reply:
+    """One HTTP exchange, redirects not followed."""
+    parts = urlsplit(base)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+    finally:
+        connection.close()
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
+    """Poll `condition` until it returns something true; that value. Connection errors count as
+    "not yet"; after `timeout` seconds raise TmpnbError naming `what`."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            value = condition()
+            if value:
+                return value
+        except (OSError, ValueError, http.client.HTTPException) as e:
+            last_error = e
+        if time.monotonic() > deadline:
+            raise TmpnbError(f"{what}: not within {timeout:g}s" + (f" (last error: {last_error!r})" if last_error else ""))
+        time.sleep(interval)
+
+
+@dataclass
+class Tmpnb:
+    """One `twistd -n tmpnb` process and what a test needs to reach it."""
+
+    instance: str
+    socket_root: str
+    args: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    admin_port: int = field(default_factory=free_port)
+    proxy_api_port: int = field(default_factory=free_port)
+    proxy_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    process: subprocess.Popen | None = None
+    log_path: str = ""
+    lifecycle_log: str = ""
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_base(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def start(self) -> None:
+        """Start (or start again: same ports, instance and socket root; the log is appended to)."""
+        os.makedirs(self.socket_root, exist_ok=True)
+        self.log_path = os.path.join(self.socket_root, "twistd.log")
+        self.lifecycle_log = self.lifecycle_log or os.path.join(self.socket_root, "lifecycle.jsonl")
+        argv = [
+            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            "-n", "--pidfile=", f"--logfile={self.log_path}", "tmpnb",
+            f"--instance={self.instance}", f"--socket-root={self.socket_root}",
+            f"--listen=tcp:{self.port}:interface=127.0.0.1",
+            f"--proxy-api-listen=tcp:{self.proxy_api_port}:interface=127.0.0.1",
+            f"--admin-port={self.admin_port}",
+            f"--lifecycle-log={self.lifecycle_log}",
+            f"--image={os.environ.get('TMPNB_TEST_IMAGE', 'tmpnb/notebook:latest')}",
+            *self.args,
+        ]
+        env = {**os.environ, "PYTHONPATH": str(REPO), "ADMIN_AUTH_TOKEN": ADMIN_TOKEN,
+               "CONFIGPROXY_AUTH_TOKEN": self.proxy_token, **self.env}
+        self.process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log(self) -> str:
+        return Path(self.log_path).read_text() if os.path.exists(self.log_path) else ""
+
+    def lifecycle(self) -> list[dict]:
+        """The transitions recorded so far (--lifecycle-log), oldest first."""
+        if not os.path.exists(self.lifecycle_log):
+            return []
+        return [json.loads(line) for line in Path(self.lifecycle_log).read_text().splitlines() if line.strip()]
+
+    def check_alive(self) -> None:
+        if not self.running():
+            code = None if self.process is None else self.process.returncode
+            raise TmpnbError(f"tmpnb exited with {code}:\n{self.log()[-4000:]}")
+
+    def stats(self, base: str | None = None) -> dict:
+        return call(base or self.base, "GET", "/api/stats").json()
+
+    def wait_available(self, count: int, base: str | None = None, timeout: float = BOOT_WAIT) -> dict:
+        """Wait until `count` containers are pooled; the stats then."""
+
+        def enough():
+            self.check_alive()
+            stats = self.stats(base)
+            return stats if stats["available"] >= count else None
+
+        try:
+            return wait_until(enough, timeout, f"{count} containers available")
+        except TmpnbError as e:
+            raise TmpnbError(f"{e}; stats {self.stats(base)}\n{self.log()[-3000:]}") from None
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM by PID; the exit status once it has cleaned up.
+
+        twistd ends itself with the signal that stopped it, so a clean stop is -SIGTERM.
+        """
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()  # our own child, by its PID
+            self.process.wait()
+            raise TmpnbError(f"tmpnb did not stop within {timeout:g}s of SIGTERM:\n{self.log()[-4000:]}") from None
+
+    def admin(self, method: str, path: str) -> Reply:
+        return call(self.admin_base, method, path, headers={"Authorization": f"token {ADMIN_TOKEN}"})
+
+    def containers(self) -> dict[str, dict]:
+        """The admin API's listing, by tmpnb id."""
+        return {c["id"]: c for c in self.admin("GET", "/api/containers").json()["containers"]}
+
+    def health(self) -> Reply:
+        return call(self.admin_base, "GET", "/health", headers={"Authorization": f"token {ADMIN_TOKEN}"})
+
+    def routes(self) -> dict[str, dict]:
+        """The embedded proxy's routes, through its CHP-compatible REST API."""
+        reply = call(f"http://127.0.0.1:{self.proxy_api_port}", "GET", "/api/routes",
+                     headers={"Authorization": f"token {self.proxy_token}"})
+        assert reply.status == 200, reply
+        return reply.json()
+
+    def socket_dirs(self) -> set[str]:
+        """Names of the containers' socket directories under <socket-root>/<instance>/."""
+        root = Path(self.socket_root, self.instance)
+        return {p.name for p in root.iterdir() if p.is_dir()} if root.exists() else set()
+
+
+def visit(base: str, path: str = "/") -> tuple[str, str, str]:
+    """A visitor opens `path`: (their /user/<id>/ prefix, token, the URL they landed on)."""
+    reply = call(base, "GET", path)
+    if reply.status != 302:
+        raise TmpnbError(f"no redirect from {path}: {reply.status} {reply.body[:300]!r}")
+    location = reply.headers["location"]
+    match = re.fullmatch(r"(/user/[A-Za-z0-9]+/)([^?]*)\?token=([0-9a-f]+)", location)
+    if not match:
+        raise TmpnbError(f"unexpected redirect {location}")
+    return match.group(1), match.group(3), location
+
+
+def container_id_of(prefix: str) -> str:
+    """"/user/<id>/" → "<id>"."""
+    return prefix.split("/")[2]
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"token {token}", "Content-Type": "application/json"}
+
+
+def start_kernel(base: str, prefix: str, token: str) -> str:
+    """Start a python3 kernel in the visitor's server; its id."""
+    kernel = call(base, "POST", prefix + "api/kernels", json.dumps({"name": "python3"}).encode(), auth(token))
+    if kernel.status != 201:
+        raise TmpnbError(f"kernel not started: {kernel.status} {kernel.body[:300]!r}")
+    return kernel.json()["id"]
+
+
+def execute(base: str, prefix: str, token: str, kernel_id: str, code: str, timeout: float = 60) -> str | None:
+    """Run `code` in the kernel over its websocket (through the proxy); the text/plain result
+    (None for a statement without a value)."""
+    ws_url = base.replace("http://", "ws://") + f"{prefix}api/kernels/{kernel_id}/channels?token={token}"
+    ws = websocket.create_connection(ws_url, timeout=timeout)
+    try:
+        msg_id = uuid.uuid4().hex
+        ws.send(json.dumps({
+            "header": {"msg_id": msg_id, "username": "it", "session": uuid.uuid4().hex,
+                       "msg_type": "execute_request", "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+            "content": {"code": code, "silent": False, "store_history": False,
+                        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+        }))
+        result = None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = json.loads(ws.recv())
+            if message["parent_header"].get("msg_id") != msg_id:
+                continue
+            if message["msg_type"] == "execute_result":
+                result = message["content"]["data"]["text/plain"]
+            elif message["msg_type"] == "error":
+                raise TmpnbError(f"{code!r} failed: {message['content']['ename']}: {message['content']['evalue']}")
+            elif message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+                return result
+        raise TmpnbError(f"{code!r}: no reply within {timeout:g}s")
+    finally:
+        ws.close()
+
+
+def run_one_plus_one(base: str, prefix: str, token: str) -> str:
+    """Start a kernel, execute 1+1 over its websocket; the text/plain result."""
+    return execute(base, prefix, token, start_kernel(base, prefix, token), "1+1")
+
+
+def is_friendly_gone_page(reply: Reply) -> bool:
+    """The orchestrator's "this notebook has ended" page, which a culled visitor lands on."""
+    return reply.status == 404 and b"This notebook has ended" in reply.body
+
+
+@dataclass
+class Chp:
+    """configurable-http-proxy 5.3 as a subprocess on loopback; restartable on the same ports."""
+
+    default_target: str
+    port: int = field(default_factory=free_port)
+    api_port: int = field(default_factory=free_port)
+    token: str = field(default_factory=lambda: secrets.token_hex(16))
+    process: subprocess.Popen | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [CHP, "--ip", "127.0.0.1", "--port", str(self.port), "--api-ip", "127.0.0.1",
+             "--api-port", str(self.api_port), "--default-target", self.default_target],
+            env={**os.environ, "CONFIGPROXY_AUTH_TOKEN": self.token},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: self.routes() is not None, 20, "configurable-http-proxy answering", 0.1)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)  # our own child, by its PID
+        self.process.wait(timeout=20)
+
+    def routes(self) -> dict[str, dict]:
+        reply = call(self.api, "GET", "/api/routes", headers={"Authorization": f"token {self.token}"})
+        assert reply.status == 200, reply
+        return reply.json()
+
+    def add_route(self, path: str, target: str) -> None:
+        reply = call(self.api, "POST", "/api/routes" + path, json.dumps({"target": target}).encode(),
+                     {"Authorization": f"token {self.token}", "Content-Type": "application/json"})
+        assert reply.status == 201, reply
+
+
+class Launcher:
+    """Starts tmpnb servers for one test module and, at the end, stops each (by PID), removes
+    whatever containers its instance left and its socket root."""
+
+    def __init__(self, docker_client, prefix: str) -> None:
+        self._docker = docker_client
+        self._prefix = prefix
+        self.started: list[Tmpnb] = []
+
+    def __call__(self, *args: str, env: dict | None = None, start: bool = True) -> Tmpnb:
+        import tempfile
+
+        server = Tmpnb(f"test-{self._prefix}-{secrets.token_hex(4)}",
+                       tempfile.mkdtemp(prefix="tnb" + self._prefix[:2], dir="/tmp"), list(args), env or {})
+        self.started.append(server)
+        if start:
+            server.start()
+        return server
+
+    def instance_containers(self, server: Tmpnb) -> list:
+        return self._docker.containers.list(all=True, filters={"label": f"{INSTANCE_LABEL}={server.instance}"})
+
+    def close(self) -> None:
+        import shutil
+
+        for server in self.started:
+            if server.running():
+                try:
+                    server.stop()
+                except TmpnbError:
+                    pass
+            for container in self.instance_containers(server):
+                try:
+                    container.remove(force=True)
+                except Exception:  # already gone, or dockerd restarting: nothing left to do
+                    pass
+            shutil.rmtree(server.socket_root, ignore_errors=True)
