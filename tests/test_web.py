@@ -385,14 +385,6 @@ def test_frame_ancestors_lets_the_configured_site_embed_the_pages():
     assert header(response, "Content-Security-Policy") == "frame-ancestors 'self' https://journal.example"
 
 
-def test_static_dir_is_served(tmp_path):
-    (tmp_path / "logo.svg").write_text("<svg/>")
-    # HEAD: a file's body is pulled by the global cooperator, which unit tests do not run.
-    response = done(client(FakePool(), static_dir=str(tmp_path)).head(BASE + "/static/logo.svg"))
-    assert response.code == 200
-    assert header(response, "Content-Length") == "6"
-
-
 # -- the path rules on their own ---------------------------------------------------
 
 

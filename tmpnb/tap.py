@@ -104,7 +104,7 @@ class Options(usage.Options):
         ["max-age", None, None, "Access-Control-Max-Age.", _optional_int],
         ["frame-ancestors", None, _SPEC.frame_ancestors,
          "CSP frame-ancestors: the sites that may show the notebooks in an iframe."],
-        ["static-dir", None, None, "Directory served at /static/ (orchestrator) and to notebooks (embedded proxy)."],
+        ["static-dir", None, None, "Notebook static files extracted by `python -m tmpnb.image extract-static`, served centrally by the embedded proxy."],
         ["lifecycle-log", None, None, "Append every container transition to this file as JSON lines."],
         # Listeners
         ["listen", None, "tcp:8000:interface=127.0.0.1", "Public endpoint (the orchestrator's own with --proxy-api-url)."],
@@ -185,7 +185,6 @@ def web_settings(options: Options, environ: dict[str, str]) -> WebSettings:
             expose_headers=options["expose-headers"],
             max_age=options["max-age"],
         ),
-        static_dir=options["static-dir"],
     )
 
 

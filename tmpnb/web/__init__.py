@@ -19,7 +19,7 @@ from tmpnb.web.api import SpawnAPI, StatsAPI
 from tmpnb.web.gone import GonePage
 from tmpnb.web.handout import HandOut, Spawner
 from tmpnb.web.headers import CorsPolicy, ResponseHeaders
-from tmpnb.web.methods import OnlyAllowed, StaticFiles
+from tmpnb.web.methods import OnlyAllowed
 from tmpnb.web.paths import below_from_redirect_uri
 from tmpnb.web.spawn import SpawnPage
 
@@ -45,7 +45,6 @@ class WebSettings:
     frame_ancestors: str = "'self'"
     cors: CorsPolicy = field(default_factory=CorsPolicy)
     retry_after: int = 5
-    static_dir: str | None = None
 
 
 class NotFoundPage(Resource):
@@ -117,6 +116,4 @@ def make_resource(pool: Spawner, settings: WebSettings) -> Resource:
     root.putChild(b"stats", Redirect(b"/api/stats"))
     root.putChild(b"user", GonePage())
     root.putChild(b"robots.txt", RobotsTxt())
-    if settings.static_dir:
-        root.putChild(b"static", StaticFiles(settings.static_dir))
     return root

@@ -9,7 +9,6 @@ from __future__ import annotations
 from twisted.web.error import UnsupportedMethod
 from twisted.web.resource import Resource
 from twisted.web.server import Request
-from twisted.web.static import File
 
 from tmpnb.web import replies
 
@@ -23,7 +22,3 @@ class OnlyAllowed(Resource):
                 raise  # twisted.web fakes HEAD from GET itself
             request.setHeader(b"Allow", b", ".join(e.allowedMethods))
             return replies.json_reply(request, 405, {"status": "method not allowed"})
-
-
-class StaticFiles(OnlyAllowed, File):
-    """--static-dir; File makes its children with type(self), so they answer 405 too."""
