@@ -32,9 +32,23 @@ class PoolMachine(RuleBasedStateMachine):
         attempts=st.integers(1, 3),
         leftovers=st.integers(0, 2),
         max_booting=st.integers(1, 4),
+        adopt=st.booleans(),
+        keep_assigned=st.booleans(),
     )
-    def start(self, pool_size: int, extra: int, attempts: int, leftovers: int, max_booting: int) -> None:
+    def start(
+        self,
+        pool_size: int,
+        extra: int,
+        attempts: int,
+        leftovers: int,
+        max_booting: int,
+        adopt: bool,
+        keep_assigned: bool,
+    ) -> None:
         self.max_booting = max_booting
+        self.adopt = adopt
+        self.keep_assigned = keep_assigned
+        self.kept: set[str] = set()  # visitors' containers a stop left running
         self.config = PoolConfig(
             pool_size=pool_size,
             capacity=pool_size + extra,
@@ -53,18 +67,8 @@ class PoolMachine(RuleBasedStateMachine):
             self.docker.plant(f"leftover{n}")
         self.servers = FakeServers(self.docker)
         self.routes = RouteTable(self.clock)
-        self.pool = Pool(
-            self.clock,
-            self.docker,
-            self.servers.wait_ready,
-            InProcessProxyAPI(self.routes),
-            SPEC,
-            self.config,
-            # Ids in a known order, so hypothesis can replay what it found.
-            new_id=lambda length, numbers=count(): f"c{next(numbers):04d}",
-            server_status=self.servers.server_status,
-            max_booting=max_booting,
-        )
+        self.ids = count()
+        self.pool = self.new_pool()
         self.failures: list[dict] = []  # anything logged as a failure is a bug here
         globalLogPublisher.addObserver(self.log_failures)
         self.handed: list[Assignment] = []  # every assignment ever made
@@ -72,6 +76,22 @@ class PoolMachine(RuleBasedStateMachine):
         self.stopped = False
         self.pool.startService()  # the leftovers are removed before it fills
         self.docker.hold("remove")
+
+    def new_pool(self) -> Pool:
+        return Pool(
+            self.clock,
+            self.docker,
+            self.servers.wait_ready,
+            InProcessProxyAPI(self.routes),
+            SPEC,
+            self.config,
+            # Ids in a known order, so hypothesis can replay what it found.
+            new_id=lambda length: f"c{next(self.ids):04d}",
+            server_status=self.servers.server_status,
+            max_booting=self.max_booting,
+            adopt=self.adopt,
+            keep_assigned=self.keep_assigned,
+        )
 
     # -- Docker and the servers
 
@@ -170,6 +190,18 @@ class PoolMachine(RuleBasedStateMachine):
     def the_pool_stops(self, ok: bool, removals_first: bool) -> None:
         self.stop_and_check(ok, removals_first)
 
+    @precondition(lambda self: not self.stopped and self.adopt and self.keep_assigned)
+    @rule(removals_first=st.booleans())
+    def tmpnb_restarts(self, removals_first: bool) -> None:
+        """Stop, keeping the visitors' containers; a new pool adopts them."""
+        self.stop_and_check(ok=True, removals_first=removals_first)
+        self.pool = self.new_pool()
+        self.stopped = False
+        self.pool.startService()
+        adopted = {c["container"]: c["state"] for c in self.pool.containers()}
+        alive = set(self.docker.running())
+        assert all(adopted.get(cid) == "assigned" for cid in self.kept & alive)
+
     def teardown(self) -> None:
         try:
             if not self.stopped:
@@ -184,6 +216,8 @@ class PoolMachine(RuleBasedStateMachine):
 
     def stop_and_check(self, ok: bool, removals_first: bool) -> None:
         done: list[object] = []
+        handed_out = {c["container"] for c in self.pool.containers() if c["state"] in ("assigned", "idle")}
+        self.kept = handed_out if self.keep_assigned else set()
         d: Deferred[None] = self.pool.stopService()
         d.addBoth(done.append)
         self.stopped = True
@@ -198,9 +232,10 @@ class PoolMachine(RuleBasedStateMachine):
                 call.succeed() if (ok or call.operation == "remove") else call.fail("late")
             self.clock.advance(1.0)
         assert done == [None]
-        assert self.docker.ours() == []
-        assert self.docker.socket_dirs == set()
-        assert self.routes.all() == {}
+        # Only visitors' containers may be left, and only when the pool keeps them.
+        assert {c.container_id for c in self.docker.ours()} <= self.kept
+        assert self.docker.socket_dirs <= {sockets.socket_dir(SPEC, cid) for cid in self.kept}
+        assert set(self.routes.all()) <= {f"/user/{cid}" for cid in self.kept}
         assert self.pool.stats()["total"] == 0
 
     # -- what must always hold
@@ -232,7 +267,10 @@ class PoolMachine(RuleBasedStateMachine):
 
     @invariant()
     def every_container_docker_has_belongs_to_a_live_machine(self) -> None:
-        live = {c["container"] for c in self.pool.containers()}
+        # Kept: left running by a stop for the next start, which has not come (yet).
+        live = {c["container"] for c in self.pool.containers()} | (self.kept if self.stopped else set())
+        # Or being removed: an earlier run's container that a start did not adopt.
+        live |= {call.args[1] for call in self.docker.held_calls("remove")}
         assert {c.container_id for c in self.docker.ours()} <= live
         assert self.docker.socket_dirs <= {sockets.socket_dir(SPEC, cid) for cid in live}
 
@@ -254,14 +292,15 @@ class PoolMachine(RuleBasedStateMachine):
 
     @invariant()
     def after_stop_nothing_runs(self) -> None:
+        # Nothing but the visitors' containers, when the pool keeps them for the next start.
         if self.stopped:
-            assert self.docker.ours() == []
+            assert {c.container_id for c in self.docker.ours()} <= self.kept
             assert self.docker.held == []
             assert self.pool.stats()["total"] == 0
 
 
 PoolMachine.TestCase.settings = settings(
-    max_examples=150,
+    max_examples=100,
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

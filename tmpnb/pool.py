@@ -20,13 +20,14 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from tmpnb import ids, readiness, sockets
 from tmpnb.config import ContainerSpec, PoolConfig
+from tmpnb.dockerapi import container_name
 from tmpnb.states import (
     Assignment,
     ContainerCore,
@@ -126,6 +127,7 @@ class Pool(Service):
         self._keep_assigned = keep_assigned  # on stop, leave the visitors' containers running
         self._booting = 0
         self._waiting: list[str] = []  # requested machines, in the order they were made
+        self._adoptable: dict[str, str] = {}  # waiting ones that have a container: docker id
         self._machines: dict[str, ContainerInputs] = {}
         self._tokens: dict[str, str] = {}
         self._states: dict[str, str] = {}  # as the machines reported them
@@ -190,7 +192,10 @@ class Pool(Service):
         waits: list[Deferred[Any]] = [] if self._starting is None else [self._starting]
         for container_id, machine in list(self._machines.items()):
             if self._keep_assigned and self._states[container_id] in HANDED_OUT:
-                continue  # left running, route and all, for the next start to adopt
+                # Left running, route and all, for the next start to adopt; this pool lets
+                # go of it, so nothing it hears from now on can cull it.
+                self._forget(container_id)
+                continue
             waits.append(self._removals[container_id])
             machine.cull("stopping")
         done: Deferred[Any] = gatherResults(waits, consumeErrors=True)
@@ -318,8 +323,12 @@ class Pool(Service):
                 adopted.add(record.docker_id)
         for record in unused:
             if len(self._machines) < self.config.capacity and self._stock() < self.config.pool_size:
-                self._new_machine(record.container_id, record.token).launched(record.docker_id)
+                self._new_machine(record.container_id, record.token)
+                self._adoptable[record.container_id] = record.docker_id
+                self._waiting.append(record.container_id)
                 adopted.add(record.docker_id)
+        self._boot_waiting()
+        await self._forget_stale_routes(routed, leftovers, adopted)
         log.info(
             "adopted {assigned} assigned and {pooled} unused containers of instance {instance}",
             assigned=sum(1 for r, _ in assigned if r.docker_id in adopted),
@@ -327,6 +336,26 @@ class Pool(Service):
             instance=self.spec.instance,
         )
         return [r for r in leftovers if r.docker_id not in adopted]
+
+    async def _forget_stale_routes(
+        self, routed: dict[Any, dict], leftovers: list[Any], adopted: set[str]
+    ) -> None:
+        """Routes of ours to containers not adopted go; so does the socket directory of a
+        container that vanished (the removal of those still there comes after)."""
+        present = {r.container_id for r in leftovers}
+        kept = {r.container_id for r in leftovers if r.docker_id in adopted}
+        calls = []
+        for container_id in routed:
+            if container_id in kept:
+                continue
+            calls.append(maybeDeferred(self._proxy.delete_route, f"/user/{container_id}"))
+            if container_id not in present:
+                name = container_name(self.spec.instance, container_id)
+                calls.append(maybeDeferred(self._docker.remove, name, container_id))
+        if calls:
+            await gatherResults(calls, consumeErrors=True).addErrback(
+                lambda f: log.failure("removing stale routes", f)
+            )
 
     async def _status_of(self, container_id: str, token: str) -> dict[str, Any] | None:
         d = self._server_status(
@@ -349,8 +378,13 @@ class Pool(Service):
         """Boot requested machines, oldest first, while fewer than max_booting are booting."""
         while self._waiting and self._booting < self._max_booting:
             container_id = self._waiting.pop(0)
-            if self._states.get(container_id) == "requested":
+            docker_id = self._adoptable.pop(container_id, None)
+            if self._states.get(container_id) != "requested":
+                continue
+            if docker_id is None:
                 self._machines[container_id].boot()
+            else:  # an earlier run's unused container: only its readiness check is left
+                self._machines[container_id].launched(docker_id)
 
     def _ready_check(self, socket_path: str, base_path: str, token: str) -> Deferred[dict]:
         return self._wait_ready(
@@ -407,13 +441,18 @@ class Pool(Service):
         self._pause = self._reactor.callLater(delay, self.fill)
 
     def _removed(self, container_id: str) -> None:
+        self._forget(container_id).callback(None)
+        self.fill()
+
+    def _forget(self, container_id: str) -> Deferred[None]:
+        """Drop a machine from every record; returns its removal Deferred (not fired)."""
         del self._machines[container_id]
         del self._states[container_id]
         del self._tokens[container_id]
+        self._adoptable.pop(container_id, None)
         if container_id in self._waiting:  # culled before it could boot
             self._waiting.remove(container_id)
-        self._removals.pop(container_id).callback(None)
-        self.fill()
+        return self._removals.pop(container_id)
 
     def _docker_event(self, container_id: str, action: str) -> None:
         machine = self._machines.get(container_id)

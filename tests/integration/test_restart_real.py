@@ -61,7 +61,7 @@ def test_after_a_restart_the_visitor_keeps_their_kernel_at_the_same_url(launch):
     assert running_ids(launch, server) == {container_id_of(prefix)}
 
     server.start()  # same instance, socket root and ports
-    wait_until(lambda: answers(server.base, prefix, token), 60, "the visitor's server through the restarted tmpnb")
+    wait_until(lambda: answers(server.base, prefix, token), 30, "the visitor's server through the restarted tmpnb")
     assert execute(server.base, prefix, token, kernel, "x + 1") == "42"
     assert server.containers()[container_id_of(prefix)]["state"] in ("assigned", "idle")
     server.wait_available(1)  # and the pool refilled beside it
@@ -82,7 +82,7 @@ def test_after_a_hard_kill_pooled_and_assigned_containers_are_adopted(launch):
 
     server.start()
     server.wait_available(1)
-    wait_until(lambda: answers(server.base, prefix, token), 60, "the visitor's server after the restart")
+    wait_until(lambda: answers(server.base, prefix, token), 30, "the visitor's server after the restart")
     states = {cid: c["state"] for cid, c in server.containers().items()}
     # The pooled container re-entered the pool after its readiness check: none was booted anew.
     assert states == {container_id_of(prefix): "assigned", **{cid: "pooled" for cid in pooled}}

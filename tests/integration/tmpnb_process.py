@@ -354,3 +354,69 @@ class Launcher:
                 except Exception:  # already gone, or dockerd restarting: nothing left to do
                     pass
             shutil.rmtree(server.socket_root, ignore_errors=True)
+
+
+# -- stopping and starting the shared dockerd --------------------------------------------------
+
+DOCKERD_PIDFILE = "/var/run/docker.pid"
+DOCKERD_LOG = "/var/log/tmpnb-dockerd.log"
+# Others working on this machine see this file while dockerd is down on purpose.
+DOCKERD_ANNOUNCEMENT = "/tmp/DOCKERD_RESTARTING"
+ALLOW_DOCKERD_RESTART = "TMPNB_ALLOW_DOCKERD_RESTART"
+
+
+def dockerd_restart_allowed() -> bool:
+    return os.environ.get(ALLOW_DOCKERD_RESTART) == "1"
+
+
+def docker_answers() -> bool:
+    return subprocess.run(["docker", "info"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          timeout=30).returncode == 0
+
+
+def stop_dockerd(timeout: float = 60) -> float:
+    """SIGTERM to dockerd by the PID in its pidfile; seconds until it was gone. Its containers
+    die with it (no live-restore)."""
+    pid = int(Path(DOCKERD_PIDFILE).read_text())
+    started = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}"), timeout, f"dockerd (pid {pid}) stopped", 0.05)
+    return time.monotonic() - started
+
+
+def start_dockerd(timeout: float = 60) -> float:
+    """Start dockerd as tools/setup does, in its own session; seconds until `docker info` answers."""
+    started = time.monotonic()
+    subprocess.Popen(f"nohup dockerd >{DOCKERD_LOG} 2>&1 &", shell=True, start_new_session=True,
+                     stdin=subprocess.DEVNULL).wait()
+    wait_until(docker_answers, timeout, "dockerd answering again", 0.1)
+    return time.monotonic() - started
+
+
+class DockerdStopped:
+    """`with DockerdStopped():` dockerd is down inside the block and ALWAYS started again after.
+
+    Announced in DOCKERD_ANNOUNCEMENT for as long as it lasts. `.stopping` and `.starting` are
+    the seconds dockerd took to go away and to answer again.
+    """
+
+    stopping = starting = 0.0
+
+    def __enter__(self) -> DockerdStopped:
+        Path(DOCKERD_ANNOUNCEMENT).write_text(f"stopped by pid {os.getpid()} at {time.time():.0f}\n")
+        try:
+            self.stopping = stop_dockerd()
+        except BaseException:
+            self._start_again()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._start_again()
+
+    def _start_again(self) -> None:
+        try:
+            if not docker_answers():
+                self.starting = start_dockerd()
+        finally:
+            Path(DOCKERD_ANNOUNCEMENT).unlink(missing_ok=True)
