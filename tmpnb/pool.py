@@ -260,10 +260,13 @@ class Pool(Service):
         self._waiting.append(container_id)
         self._boot_waiting()
 
-    def _new_machine(self, container_id: str, token: str) -> ContainerInputs:
+    def _new_machine(self, container_id: str, token: str, docker_id: str | None = None) -> ContainerInputs:
         core = ContainerCore(
             container_id=container_id,
             token=token,
+            # An adopted container exists already: culled before it is checked, it is removed.
+            docker_id=docker_id,
+            may_exist=docker_id is not None,
             spec=self.spec,
             config=self.config,
             clock=self._reactor,
@@ -319,11 +322,12 @@ class Pool(Service):
         adopted = set()
         for record, assigned_at in assigned:  # visitors first: they are using theirs
             if len(self._machines) < self.config.capacity:
-                self._new_machine(record.container_id, record.token).adopt(record.docker_id, assigned_at)
+                machine = self._new_machine(record.container_id, record.token, record.docker_id)
+                machine.adopt(record.docker_id, assigned_at)
                 adopted.add(record.docker_id)
         for record in unused:
             if len(self._machines) < self.config.capacity and self._stock() < self.config.pool_size:
-                self._new_machine(record.container_id, record.token)
+                self._new_machine(record.container_id, record.token, record.docker_id)
                 self._adoptable[record.container_id] = record.docker_id
                 self._waiting.append(record.container_id)
                 adopted.add(record.docker_id)

@@ -9,6 +9,7 @@ on the next heartbeat, and routes that point at no container of ours are deleted
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 
@@ -30,7 +31,8 @@ from tmpnb_process import (
 
 pytestmark = pytest.mark.integration
 
-ADOPTION = "adoption of running containers at start is not implemented yet (tmpnb/pool.py)"
+ADOPTION = ("adoption is in tmpnb/pool.py (Pool(adopt=True)) but tmpnb/tap.py does not wire it yet:"
+            " SIGTERM removes every container and a start removes leftovers")
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +87,14 @@ def test_after_a_hard_kill_pooled_and_assigned_containers_are_adopted(launch):
     wait_until(lambda: answers(server.base, prefix, token), 30, "the visitor's server after the restart")
     states = {cid: c["state"] for cid, c in server.containers().items()}
     # The pooled container re-entered the pool after its readiness check: none was booted anew.
-    assert states == {container_id_of(prefix): "assigned", **{cid: "pooled" for cid in pooled}}
+    assert set(states) == pooled | {container_id_of(prefix)}
+    assert [states[cid] for cid in pooled] == ["pooled"]
+    assert states[container_id_of(prefix)] in ("assigned", "idle")
 
 
 @pytest.fixture
 def chp() -> Iterator[Chp]:
-    if not __import__("os").path.exists(CHP):
+    if not os.path.exists(CHP):
         pytest.skip("configurable-http-proxy 5.3 not installed (npm install --prefix /opt/chp configurable-http-proxy@5.3.0)")
     proxy = Chp(default_target=f"http://127.0.0.1:{free_port()}")
     proxy.start()
