@@ -212,7 +212,7 @@ def landing_of(location: str) -> tuple[str, str, str]:
 def run_cycles(client: docker.DockerClient, options: argparse.Namespace) -> bool:
     pool, capacity = options.pool, options.capacity
     server = new_server([f"--pool-size={pool}", f"--capacity={capacity}", "--cull-period=1",
-                         f"--cull-timeout={options.cull_timeout:g}", "--cull-max=600"], "cycles")
+                         f"--cull-timeout={options.cull_timeout:g}", "--cull-max=600", "--cleanup-on-stop"], "cycles")
     print(f"\n### cycles: {options.cycles} visitors, pool {pool}, capacity {capacity}, "
           f"{options.workers} at a time, --cull-period 1 --cull-timeout {options.cull_timeout:g}")
     try:
@@ -282,7 +282,7 @@ def reactor_cpu(pid: int) -> float:
 def run_heartbeat(client: docker.DockerClient, options: argparse.Namespace) -> bool:
     live, period = options.live, 5.0
     server = new_server([f"--pool-size={live}", f"--capacity={live}", f"--cull-period={period:g}",
-                         "--cull-timeout=3600", "--cull-max=7200", "--boot-timeout=120"], "live")
+                         "--cull-timeout=3600", "--cull-max=7200", "--boot-timeout=120", "--cleanup-on-stop"], "live")
     print(f"\n### heartbeat with {live} live containers, all handed out, --cull-period {period:g}")
     try:
         began = time.monotonic()

@@ -64,7 +64,7 @@ class Server:
             "-n", "--pidfile=", f"--logfile={self.socket_root}/twistd.log", "tmpnb",
             f"--instance={self.instance}", f"--socket-root={self.socket_root}", f"--image={IMAGE}",
             f"--listen=tcp:{self.port}:interface=127.0.0.1",
-            f"--proxy-api-listen=tcp:{free_port()}:interface=127.0.0.1", *args,
+            f"--proxy-api-listen=tcp:{free_port()}:interface=127.0.0.1", "--cleanup-on-stop", *args,
         ]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)

@@ -9,6 +9,14 @@ socket directory comes and goes with the container, events ("die", "destroy") re
 `watch` callbacks asynchronously (on the clock), and another instance's containers are
 never touched. `kill(container_id)` stops a container from outside.
 
+dockerd can also fail as a whole: `go_down()` makes every call fail with the real
+`DockerUnavailable`, `go_down(hang=True)` makes every call wait and fail with `DockerTimeout`
+after `call_timeout` (as DockerAPI's own timeout does), and `come_back()` ends either (calls
+still hanging are then answered). While down or hung, events are lost, as the events
+stream is; `restart_daemon()` stops every container without an event, as a dockerd restart
+without live-restore does. `answered` lists the calls that succeeded, in order (a test can
+tell whether Docker answered a listing since some moment).
+
 `FakeServers` answers readiness waits: each wait is held until the test calls
 `answer(container_id)` (only a running container's server can answer) or the wait times out;
 and status requests at once, with the server's last_activity as the test set it (`touch`).
@@ -34,6 +42,8 @@ from tmpnb.dockerapi import (
     INSTANCE_LABEL,
     TOKEN_LABEL,
     ContainerRecord,
+    DockerTimeout,
+    DockerUnavailable,
     LaunchRequest,
     container_name,
 )
@@ -94,15 +104,21 @@ class HeldCall:
 class FakeDocker:
     """The DockerAPI of one tmpnb instance, over an in-memory engine."""
 
-    def __init__(self, clock: Clock, spec: ContainerSpec) -> None:
+    def __init__(self, clock: Clock, spec: ContainerSpec, call_timeout: float = 30.0) -> None:
         self.clock = clock
         self.spec = spec
+        self.call_timeout = call_timeout  # how long a call waits on a hung dockerd
+        self.reachable = True  # False: down (unreachable) or hung
+        self.hanging = False  # hung: calls wait and time out; down: they fail at once
+        self.hung: list[HeldCall] = []  # calls waiting on a hung dockerd
         self.containers: dict[str, FakeContainer] = {}  # by docker id, every instance's
         self.socket_dirs: set[str] = set()
         self.holding: set[str] = set()
         self.held: list[HeldCall] = []
         self.calls: list[tuple[str, Any]] = []
+        self.answered: list[tuple[str, Any]] = []  # the calls that succeeded, in order
         self._watchers: list[Callable[[str, str], None]] = []
+        self._timers: dict[int, IDelayedCall] = {}  # a hung call's timeout, by id(call)
         self._ids = count(1)
 
     # -- what a test sees and does
@@ -137,6 +153,26 @@ class FakeDocker:
             if c.container_id == container_id:
                 del self.containers[c.docker_id]
 
+    def go_down(self, hang: bool = False) -> None:
+        """dockerd stops answering: down (every call fails at once with DockerUnavailable) or,
+        with `hang`, hung (every call waits `call_timeout`, then fails with DockerTimeout;
+        /_ping still answers, as the deadlocked dockerd seen on this machine did)."""
+        self.reachable = False
+        self.hanging = hang
+
+    def come_back(self) -> None:
+        """dockerd answers again; calls hanging on it are answered now."""
+        self.reachable = True
+        self.hanging = False
+        for call in list(self.hung):
+            call.succeed()
+
+    def restart_daemon(self) -> None:
+        """dockerd restarts without live-restore: every container stops, and the events
+        stream, broken meanwhile, says nothing about it."""
+        for c in self.containers.values():
+            c.running = False
+
     def plant(
         self, container_id: str, instance: str | None = None, running: bool = True, token: str = "planted"
     ) -> str:
@@ -162,15 +198,19 @@ class FakeDocker:
         return self._call("remove", (docker_id, container_id), lambda: self._remove(docker_id, container_id))
 
     def inspect(self, docker_id: str) -> Deferred[ContainerRecord | None]:
-        found = self._find(docker_id)
-        ours = found is not None and found.labels.get(INSTANCE_LABEL) == self.spec.instance
-        return succeed(found.record() if ours else None)
+        def perform() -> ContainerRecord | None:
+            found = self._find(docker_id)
+            ours = found is not None and found.labels.get(INSTANCE_LABEL) == self.spec.instance
+            return found.record() if ours else None
+
+        return self._call("inspect", (docker_id,), perform)
 
     def list_ours(self) -> Deferred[list[ContainerRecord]]:
         return self._call("list", (), lambda: [c.record() for c in self.ours()])
 
     def ping(self) -> Deferred[bool]:
-        return succeed(True)
+        # A hung dockerd still answers /_ping; a down one does not.
+        return succeed(self.reachable or self.hanging)
 
     def watch(self, on_event: Callable[[str, str], None]) -> None:
         self._watchers.append(on_event)
@@ -179,14 +219,41 @@ class FakeDocker:
 
     def _call(self, operation: str, args: tuple[Any, ...], perform: Callable[[], Any]) -> Deferred[Any]:
         self.calls.append((operation, args))
+
+        def answer() -> Any:
+            result = perform()
+            self.answered.append((operation, args))
+            return result
+
+        if not self.reachable:
+            return self._unanswered(operation, args, answer)
         if operation not in self.holding:
             try:
-                return succeed(perform())
+                return succeed(answer())
             except Exception as e:
                 return fail(e)
-        call = HeldCall(operation, args, Deferred(), perform, self.held.remove)
+        call = HeldCall(operation, args, Deferred(), answer, self.held.remove)
         self.held.append(call)
         return call.deferred
+
+    def _unanswered(self, operation: str, args: tuple[Any, ...], perform: Callable[[], Any]) -> Deferred[Any]:
+        if not self.hanging:
+            return fail(DockerUnavailable(f"{operation}: dockerd is down"))
+        call = HeldCall(operation, args, Deferred(), perform, self._stop_hanging)
+        timer = self.clock.callLater(self.call_timeout, self._time_out, call)
+        self._timers[id(call)] = timer
+        self.hung.append(call)
+        return call.deferred
+
+    def _stop_hanging(self, call: HeldCall) -> None:
+        self.hung.remove(call)
+        timer = self._timers.pop(id(call))
+        if timer.active():
+            timer.cancel()
+
+    def _time_out(self, call: HeldCall) -> None:
+        self._stop_hanging(call)
+        call.deferred.errback(DockerTimeout(f"{call.operation}: no answer in {self.call_timeout:g}s"))
 
     def _create(self, request: LaunchRequest) -> str:
         name = container_name(request.spec.instance, request.container_id)
@@ -223,6 +290,8 @@ class FakeDocker:
 
     def _emit(self, container_id: str, action: str, instance: str | None = None) -> None:
         if (instance or self.spec.instance) != self.spec.instance:
+            return
+        if not self.reachable:  # the events stream is broken too: the event is lost
             return
         for watcher in list(self._watchers):
             # dockerd's events arrive later, from the events thread.

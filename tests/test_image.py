@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import time
@@ -274,3 +275,55 @@ def test_extract_static_refuses_an_image_that_does_not_say_where_its_files_are(
     assert not (tmp_path / "dest" / "manifest.json").exists()
     leftovers = docker_client.containers.list(all=True, filters={"label": static.EXTRACT_LABEL})
     assert leftovers == []
+
+
+# What every start costs: the image keeps the server's imports to what a visitor uses.
+SERVER_START_PROBE = """
+PYTHONPROFILEIMPORTTIME=1 jupyter notebook --no-browser --ServerApp.base_url=/user/probe/ \
+    --ServerApp.sock=/tmp/probe.sock --IdentityProvider.token=probe 2> /tmp/server.log &
+for i in $(seq 300); do [ -S /tmp/probe.sock ] && break; sleep 0.1; done
+sleep 1; kill $!; wait
+echo socket $(test -S /tmp/probe.sock && echo yes || echo no)
+grep -v '^import time:' /tmp/server.log | grep -o '[a-z_]* | extension was successfully loaded'
+grep '^import time:' /tmp/server.log | grep -oE '[|] +[A-Za-z_]+$' | tr -d '| ' | sort -u
+"""
+
+
+@pytest.mark.integration
+def test_a_server_start_loads_only_what_a_visitor_uses(docker_client, notebook_image, instance):
+    output = docker_client.containers.run(
+        notebook_image,
+        ["sh", "-c", SERVER_START_PROBE],
+        name=f"tmpnb-{instance}-imports",
+        labels={"org.tmpnb.instance": instance},
+        network_mode="none",
+        remove=True,
+    )
+    lines = output.decode().splitlines()
+    assert lines[0] == "socket yes"
+    loaded = {line.split(" | ")[0] for line in lines if "successfully loaded" in line}
+    assert loaded == {"jupyterlab", "notebook", "jupyter_server_terminals"}
+    imported = set(lines) - set(line for line in lines if " " in line)
+    assert {"jupyter_server", "notebook", "jupyterlab", "tornado", "zmq"} <= imported
+    # IPython belongs in the kernel; the server pulled it in only to look in ~/.ipython.
+    # arrow & co. checked string formats of event schemas; lsp has no language server to serve.
+    assert not imported & {"IPython", "arrow", "isoduration", "webcolors", "jupyter_lsp"}
+
+
+@pytest.mark.integration
+def test_jupyter_notebook_starts_the_server_directly_and_other_subcommands_still_work(
+    docker_client, notebook_image, instance
+):
+    script = "jupyter notebook --version; jupyter --paths | head -1; jupyter kernelspec list"
+    output = docker_client.containers.run(
+        notebook_image,
+        ["sh", "-c", script],
+        name=f"tmpnb-{instance}-jupyter",
+        labels={"org.tmpnb.instance": instance},
+        network_mode="none",
+        remove=True,
+    )
+    version, paths, *kernelspecs = output.decode().splitlines()
+    assert re.fullmatch(r"7\.\d+\.\d+", version)
+    assert paths == "config:"
+    assert any(line.split()[:1] == ["python3"] for line in kernelspecs)

@@ -6,14 +6,16 @@ In memory: FakeDocker, FakeServers, the real in-process route table, a Clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
+from twisted.internet.defer import fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakedocker import FakeDocker, FakeServers
 from tmpnb.config import ContainerSpec, PoolConfig
+from tmpnb.dockerapi import DockerUnavailable
 from tmpnb.pool import Assignment, Pool
 from tmpnb.proxy.routes import RouteTable
 from tmpnb.proxyapi import InProcessProxyAPI
@@ -546,3 +548,146 @@ def test_a_restart_keeps_the_visitors_containers_and_removes_the_rest() -> None:
     assert not set(pooled) & {c["container"] for c in after.containers()}
     results.successResultOf(after.stopService())
     assert before.docker.ours() == []
+
+
+# -- Docker away ---------------------------------------------------------------------------------
+
+
+class AwayDocker(FakeDocker):
+    """FakeDocker whose daemon can be down: every call then fails as DockerAPI's do."""
+
+    down = False
+
+    def _call(self, operation, args, perform):  # type: ignore[no-untyped-def]
+        if self.down:
+            self.calls.append((operation, args))
+            return fail(DockerUnavailable("Error while fetching server API version"))
+        return super()._call(operation, args, perform)
+
+
+def with_away_docker(config: PoolConfig) -> World:
+    world = World(config=config)
+    world.docker = AwayDocker(world.clock, world.spec)
+    world.servers = FakeServers(world.docker)
+    world.pool = Pool(
+        world.clock, world.docker, world.servers.wait_ready, InProcessProxyAPI(world.routes), world.spec,
+        world.config, on_transition=world.events.append, server_status=world.servers.server_status,
+    )
+    return world
+
+
+AWAY = PoolConfig(pool_size=2, capacity=4, boot_attempts=2, backoff_initial=1.0, backoff_max=8.0, cull_period=5.0)
+
+
+def test_docker_down_at_start_the_pool_asks_again_with_backoff_and_fills_once_it_answers() -> None:
+    world = with_away_docker(AWAY)
+    world.docker.down = True
+    world.pool.startService()
+    world.clock.pump([1.0, 2.0, 4.0, 8.0, 8.0])
+    lists = [call for call in world.docker.calls if call[0] == "list"]
+    assert len(lists) == 6  # at 0, 1, 3, 7, 15, 23: doubling, capped at backoff_max
+    assert [call for call in world.docker.calls if call[0] == "launch"] == []  # nothing booted blind
+    world.docker.down = False
+    world.clock.advance(8.0)
+    world.answer_all()
+    assert world.pool.stats()["available"] == 2
+
+
+def test_a_pool_stopped_before_docker_ever_answered_stops_at_once() -> None:
+    world = with_away_docker(AWAY)
+    world.docker.down = True
+    world.pool.startService()
+    world.clock.advance(1.0)
+    results.successResultOf(world.pool.stopService())
+    assert world.clock.getDelayedCalls() == []
+
+
+def test_a_long_docker_outage_pauses_refilling_with_bounded_backoff_and_it_resumes_when_docker_answers() -> None:
+    world = with_away_docker(replace(AWAY, backoff_max=60.0))
+    world.started()
+    world.docker.down = True
+    before = len(world.docker.calls)
+    for victim in list(world.docker.running()):
+        world.pool.cull(victim, "admin")  # their removal fails too, and gives up
+    world.clock.pump([1.0] * 60)  # a minute of outage
+    launches = [call for call in world.docker.calls[before:] if call[0] == "launch"]
+    # Each round: pool_size machines × boot_attempts, then a pause that doubles: four rounds
+    # in a minute (at 1, 4, 13 and 46 s), not a tight loop.
+    assert len(launches) <= 4 * AWAY.pool_size * AWAY.boot_attempts
+    assert world.pool.stats()["states"].get("pooled", 0) == 0
+    assert world.pool.stats()["total"] == 0  # paused for longer than a heartbeat
+    world.docker.down = False
+    world.clock.advance(AWAY.cull_period)  # the heartbeat's listing answers: refill now
+    world.answer_all()
+    assert world.pool.stats()["available"] == 2
+    assert world.docker.ours() and set(world.docker.running()) == {c["container"] for c in world.pool.containers()}
+
+
+def test_boot_failures_that_are_not_docker_being_away_keep_their_pause() -> None:
+    world = World(config=PoolConfig(pool_size=1, capacity=2, boot_attempts=1, backoff_initial=8.0,
+                                    backoff_max=8.0, cull_period=1.0))
+    world.docker.hold("launch")
+    world.pool.startService()
+    world.docker.held_calls("launch")[0].fail("No such image")
+    world.clock.advance(7.9)  # heartbeats come and go, Docker answers them
+    assert world.docker.held_calls("launch") == []
+    world.clock.advance(0.1)
+    assert len(world.docker.held_calls("launch")) == 1
+
+
+def test_max_booting_comes_from_the_config() -> None:
+    world = World(config=PoolConfig(pool_size=4, capacity=4, max_booting=1))
+    world.docker.hold("launch")
+    world.pool.startService()
+    assert world.pool.stats()["states"] == {"booting": 1, "requested": 3}
+
+
+# -- the proxy's routes ------------------------------------------------------------------------
+
+
+def test_a_proxy_that_lost_its_routes_gets_them_back_at_the_next_heartbeat() -> None:
+    world = World(config=HEARTBEAT).started()
+    visitor = handed_out(world)
+    route = world.routes.get(f"/user/{visitor}")
+    assert route is not None
+    world.routes.remove(f"/user/{visitor}")  # an external proxy restarted
+    world.clock.advance(10)
+    again = world.routes.get(f"/user/{visitor}")
+    assert again is not None
+    assert (again["target"], again["container"], again["assigned_at"]) == (
+        route["target"], visitor, route["assigned_at"])
+
+
+def test_routes_that_lead_to_no_container_of_ours_are_deleted_and_another_instances_are_kept() -> None:
+    world = World(config=HEARTBEAT).started()
+    visitor = handed_out(world)
+    world.routes.add("/user/nowhere0000", {"target": "http://127.0.0.1:9"})
+    world.routes.add("/user/gone1", {"target": "http+unix://x", "container": "gone1", "instance": world.spec.instance})
+    world.routes.add("/user/theirs1", {"target": "http+unix://y", "container": "theirs1", "instance": "other"})
+    world.routes.add("/", {"target": "http://127.0.0.1:8000"})
+    world.clock.advance(10)
+    assert set(world.routes.all()) == {f"/user/{visitor}", "/user/theirs1", "/"}
+
+
+def test_the_heartbeat_waits_for_the_start_to_have_seen_every_container() -> None:
+    world = World(config=HEARTBEAT)
+    world.docker.plant("earlier1")
+    world.docker.hold("list")
+    world.pool.startService()
+    world.clock.advance(10)  # a heartbeat while the start's listing is still out
+    assert len(world.docker.held_calls("list")) == 1
+    assert "earlier1" in world.docker.running()
+
+
+def test_a_stop_boots_none_of_the_waiting_machines_when_it_culls_the_booting_ones() -> None:
+    world = with_away_docker(PoolConfig(pool_size=2, capacity=2, max_booting=1, boot_attempts=1))
+    world.docker.hold("launch")
+    world.pool.startService()
+    assert world.pool.stats()["states"] == {"booting": 1, "requested": 1}
+    world.docker.down = True
+    stopped = world.pool.stopService()
+    world.docker.held_calls("launch")[0].fail("dockerd went away")
+    world.clock.advance(0)
+    results.successResultOf(stopped)
+    assert sum(1 for operation, _ in world.docker.calls if operation == "launch") == 1
+    assert world.pool.stats()["total"] == 0

@@ -14,7 +14,7 @@ from twisted.python.usage import UsageError
 
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.sockets import proxy_target
-from tmpnb.tap import Options, container_spec, makeService, pool_config, web_settings, web_socket_path
+from tmpnb.tap import Options, container_spec, makeService, pool_config, restarts, web_settings, web_socket_path
 
 
 def parse(*argv: str) -> Options:
@@ -59,6 +59,16 @@ def test_tmpnb_option_names_fill_the_settings():
     assert (config.boot_attempts, config.boot_timeout) == (2, 9)
 
 
+def test_max_booting_reaches_the_pool_config():
+    assert pool_config(parse("--max-booting=2")).max_booting == 2
+
+
+def test_by_default_a_restart_keeps_the_visitors_and_the_flags_clean_up_instead():
+    assert restarts(parse()) == {"adopt": True, "keep_assigned": True}
+    assert restarts(parse("--cleanup-on-start")) == {"adopt": False, "keep_assigned": True}
+    assert restarts(parse("--cleanup-on-stop")) == {"adopt": True, "keep_assigned": False}
+
+
 def test_cors_options_and_api_token_reach_the_web_settings():
     options = parse("--allow-origin=*", "--allow-credentials=true", "--allow-methods=GET, POST",
                     "--allow-headers=Authorization", "--expose-headers=Location", "--max-age=600")
@@ -73,7 +83,7 @@ def test_cors_options_and_api_token_reach_the_web_settings():
     "argv",
     [["--pool-size=30", "--capacity=20"], ["--capacity=0"], ["--redirect-uri=https://evil.example/"],
      ["--user-length=0"], ["--use-tokens", "--no-tokens"], ["--allow-credentials=maybe"],
-     ["--cleanup-on-stop=no"]],
+     ["--cleanup-on-stop=no"], ["--cleanup-on-start=yes"], ["--max-booting=0"]],
 )
 def test_nonsense_is_refused_at_parse_time(argv):
     with pytest.raises(UsageError):

@@ -55,6 +55,9 @@ class PoolConfig:
 
     pool_size: int = 3
     capacity: int = 20
+    # Booting is CPU-bound (about 1.1 CPU-seconds a server): on 2 cores, 50 at once come up
+    # slower in all than a few at a time (benchmarks/RESULTS.md); the rest wait their turn.
+    max_booting: int = 6
     user_length: int = 12
     boot_attempts: int = 3
     boot_timeout: float = 30.0

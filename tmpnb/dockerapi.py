@@ -100,7 +100,10 @@ class ReactorForDocker(Protocol):
 
 def make_docker_threadpool(reactor: Any, max_workers: int = 4) -> ThreadPool:
     """The one bounded pool every Docker call runs in (--max-dock-workers)."""
-    pool = ThreadPool(minthreads=0, maxthreads=max_workers, name="tmpnb-docker")
+    # Workers live as long as the pool: each keeps its own docker client (one connection to
+    # dockerd), and a worker that came and went would leave its client to the garbage collector,
+    # its socket open until then.
+    pool = ThreadPool(minthreads=max_workers, maxthreads=max_workers, name="tmpnb-docker")
     reactor.callWhenRunning(pool.start)
     reactor.addSystemEventTrigger("after", "shutdown", pool.stop)
     return pool

@@ -20,14 +20,15 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
 from tmpnb import ids, readiness, sockets
+from tmpnb.assignments import AssignmentMarks, MarkedRemovals
 from tmpnb.config import ContainerSpec, PoolConfig
-from tmpnb.dockerapi import container_name
+from tmpnb.dockerapi import DockerTimeout, DockerUnavailable, container_name
 from tmpnb.states import (
     Assignment,
     ContainerCore,
@@ -52,9 +53,9 @@ RUNNING = frozenset({"pooled", "assigned", "idle"})
 HANDED_OUT = frozenset({"assigned", "idle"})
 # A server that does not answer its status in this long is taken as silent this time.
 STATUS_TIMEOUT = 5.0
-# Booting is CPU-bound (about 1.1 CPU-seconds a server): on 2 cores, 50 at once come up
-# slower in all than a few at a time (benchmarks/RESULTS.md); the rest wait in requested.
-MAX_BOOTING = 6
+# Boot failures that say Docker itself is away, not that the image or the container is bad
+# (tmpnb.states.failure_cause names the exception type first).
+DOCKER_AWAY = tuple(f"{error.__name__}:" for error in (DockerUnavailable, DockerTimeout))
 
 
 class PoolDocker(DockerOps, Protocol):
@@ -108,12 +109,16 @@ class Pool(Service):
         new_id: Callable[[int], str] = ids.new_container_id,
         new_token: Callable[[], str] = ids.new_token,
         server_status: ServerStatus = readiness.server_status,
-        max_booting: int = MAX_BOOTING,
+        max_booting: int | None = None,
         adopt: bool = False,
         keep_assigned: bool = False,
+        assignment_marks: AssignmentMarks | None = None,
     ) -> None:
         self._reactor = reactor  # a Clock in tests: readiness is the only user of more
-        self._docker = docker
+        # With marks, every assignment is recorded on the host and the record goes with the
+        # container (tmpnb/assignments.py): adoption then never pools a visitor's container.
+        self._marks = assignment_marks
+        self._docker: PoolDocker = docker if assignment_marks is None else MarkedRemovals(docker, assignment_marks)
         self._wait_ready = wait_ready
         self._proxy = proxy
         self.spec = spec
@@ -122,7 +127,7 @@ class Pool(Service):
         self._new_id = new_id
         self._new_token = new_token
         self._server_status = server_status
-        self._max_booting = max_booting
+        self._max_booting = config.max_booting if max_booting is None else max_booting
         self._adopt = adopt  # take over an earlier run's containers instead of removing them
         self._keep_assigned = keep_assigned  # on stop, leave the visitors' containers running
         self._booting = 0
@@ -135,12 +140,14 @@ class Pool(Service):
         self._removals: dict[str, Deferred[None]] = {}
         self._cleaned = False  # leftovers of an earlier run removed: filling may begin
         self._starting: Deferred[None] | None = None
+        self._listing: Deferred[Any] | None = None  # the start's listing, or its retry wait
         self._watching = False
         # After machines give up booting (a broken image, Docker failing), refilling waits,
         # so a broken setup does not boot in a tight loop.
         self._give_ups = 0
         self._pause: IDelayedCall | None = None
-        self._last_failed: set[str] = set()  # machines whose latest report was a failed boot
+        self._paused_for_docker = False  # the give-ups were Docker being away: lift on its answer
+        self._last_failed: dict[str, str] = {}  # machines whose latest report was a failed boot: cause
         self._heartbeat = LoopingCall(self.sweep)
         self._heartbeat.clock = reactor
 
@@ -160,14 +167,16 @@ class Pool(Service):
 
     async def _take_over_leftovers(self) -> None:
         """An earlier run's containers: adopted (with `adopt`) or removed; then fill."""
-        try:
-            leftovers = await self._docker.list_ours()
-        except Exception:
-            log.failure("listing leftover containers of instance {instance}", instance=self.spec.instance)
-            leftovers = []
+        leftovers = await self._list_leftovers()
+        if leftovers is None:  # stopped before Docker ever answered
+            return
+        if self._marks is not None:
+            self._marks.forget_all_but(r.container_id for r in leftovers)
         leftovers = [r for r in leftovers if r.container_id not in self._machines]
         if self._adopt:
             leftovers = await self._adopt_leftovers(leftovers)
+        else:  # the routes of the containers about to be removed go too
+            await self._forget_stale_routes(await self._our_routes(), leftovers, set())
         removals = [self._docker.remove(r.docker_id, r.container_id) for r in leftovers]
         if removals:
             log.info(
@@ -181,6 +190,39 @@ class Pool(Service):
         self._cleaned = True
         self.fill()
 
+    async def _list_leftovers(self) -> list[Any] | None:
+        """This instance's containers, asked until Docker answers (it may be down or hung at
+        start): filling before would boot beside containers we have not seen, and the heartbeat
+        would take a visitor's container for an orphan. None if the pool stops first."""
+        attempt = 0
+        while self.running:
+            try:
+                return await self._cancellable(maybeDeferred(self._docker.list_ours))
+            except CancelledError:
+                return None
+            except Exception as e:
+                attempt += 1
+                delay = backoff_delay(self.config, attempt)
+                log.warn(
+                    "cannot list the containers of instance {instance} ({cause}); retrying in {delay:g}s",
+                    instance=self.spec.instance,
+                    cause=repr(e),
+                    delay=delay,
+                )
+            try:
+                await self._cancellable(deferLater(self._reactor, delay))
+            except CancelledError:
+                return None
+        return None
+
+    async def _cancellable(self, d: Deferred[Any]) -> Any:
+        """Await `d`, which stopService cancels (a stop must not wait for a hung dockerd)."""
+        self._listing = d
+        try:
+            return await d
+        finally:
+            self._listing = None
+
     def stopService(self) -> Deferred[None]:
         """Cull every container (with `keep_assigned`: all but the visitors'); fires when all
         of them are removed."""
@@ -189,8 +231,12 @@ class Pool(Service):
             self._heartbeat.stop()
         if self._pause is not None and self._pause.active():
             self._pause.cancel()
+        if self._listing is not None:  # Docker never answered the start's listing: stop asking
+            self._listing.cancel()
         waits: list[Deferred[Any]] = [] if self._starting is None else [self._starting]
         for container_id, machine in list(self._machines.items()):
+            if container_id not in self._machines:  # a cull before this one removed it at once
+                continue
             if self._keep_assigned and self._states[container_id] in HANDED_OUT:
                 # Left running, route and all, for the next start to adopt; this pool lets
                 # go of it, so nothing it hears from now on can cull it.
@@ -294,16 +340,8 @@ class Pool(Service):
         a visitor's whose route was lost: assigned again, route restored. Stopped, silent or
         beyond capacity and pool size → removed.
         """
-        try:
-            routes = await self._proxy.list_routes()
-        except Exception:
-            log.failure("listing routes to adopt containers")
-            routes = {}
-        routed = {
-            data.get("container"): data
-            for data in routes.values()
-            if data.get("instance") == self.spec.instance and data.get("container")
-        }
+        routed = await self._our_routes()
+        marked = {} if self._marks is None else self._marks.recorded()
         usable = [r for r in leftovers if r.running and r.container_id and r.token]
         statuses = await gatherResults(
             [Deferred.fromCoroutine(self._status_of(r.container_id, r.token)) for r in usable],
@@ -313,7 +351,10 @@ class Pool(Service):
         unused: list[Any] = []
         for record, status in zip(usable, statuses):
             route = routed.get(record.container_id)
-            if route is not None:
+            if record.container_id in marked:  # handed out, opened or not: never pooled again
+                when = marked[record.container_id] or (route or {}).get("assigned_at") or record.created
+                assigned.append((record, float(when)))
+            elif route is not None:
                 assigned.append((record, float(route.get("assigned_at") or record.created)))
             elif status is not None and never_used(status):
                 unused.append(record)
@@ -323,6 +364,8 @@ class Pool(Service):
         for record, assigned_at in assigned:  # visitors first: they are using theirs
             if len(self._machines) < self.config.capacity:
                 machine = self._new_machine(record.container_id, record.token, record.docker_id)
+                if self._marks is not None:  # a route-only or used one is recorded from now on
+                    self._marks.mark(record.container_id, assigned_at)
                 machine.adopt(record.docker_id, assigned_at)
                 adopted.add(record.docker_id)
         for record in unused:
@@ -340,6 +383,19 @@ class Pool(Service):
             instance=self.spec.instance,
         )
         return [r for r in leftovers if r.docker_id not in adopted]
+
+    async def _our_routes(self) -> dict[Any, dict]:
+        """The proxy's routes this instance added, by container id (none if it cannot tell)."""
+        try:
+            routes = await self._proxy.list_routes()
+        except Exception:
+            log.failure("listing the proxy's routes at start")
+            return {}
+        return {
+            data.get("container"): data
+            for data in routes.values()
+            if data.get("instance") == self.spec.instance and data.get("container")
+        }
 
     async def _forget_stale_routes(
         self, routed: dict[Any, dict], leftovers: list[Any], adopted: set[str]
@@ -380,7 +436,8 @@ class Pool(Service):
 
     def _boot_waiting(self) -> None:
         """Boot requested machines, oldest first, while fewer than max_booting are booting."""
-        while self._waiting and self._booting < self._max_booting:
+        # A stopping pool boots nothing more: a slot freed by a cull stays free.
+        while self.running and self._waiting and self._booting < self._max_booting:
             container_id = self._waiting.pop(0)
             docker_id = self._adoptable.pop(container_id, None)
             if self._states.get(container_id) != "requested":
@@ -412,28 +469,34 @@ class Pool(Service):
         if event.to_state == "pooled":
             self._pooled.append(container_id)
             self._give_ups = 0
+            self._paused_for_docker = False
         elif event.from_state == "pooled":
             self._pooled.remove(container_id)
+        if event.input == "assign" and self._marks is not None:
+            # Before the visitor gets the URL (the route is added after this report).
+            self._marks.mark(container_id, event.time)
         if self._on_transition is not None:
             try:
                 self._on_transition(event)
             except Exception:
                 log.failure("on_transition hook failed for {container}", container=container_id)
         if event.input == "bootFailed":
-            self._last_failed.add(container_id)
+            self._last_failed[container_id] = event.cause or ""
         elif container_id in self._last_failed:
-            self._last_failed.discard(container_id)
+            cause = self._last_failed.pop(container_id)
             if event.to_state == "culled":  # the machine gave up after its last attempt
-                self._gave_up()
+                self._gave_up(docker_away=cause.startswith(DOCKER_AWAY))
         if event.from_state == "booting" and event.to_state != "booting":
             self._boot_waiting()
         if event.to_state == "culled":
             self.fill()
 
-    def _gave_up(self) -> None:
+    def _gave_up(self, docker_away: bool) -> None:
         if not self.running:
             return
         self._give_ups += 1
+        # Lifted early only if every give-up of this pause was Docker being away.
+        self._paused_for_docker = docker_away and (self._paused_for_docker or self._give_ups == 1)
         delay = backoff_delay(self.config, self._give_ups)
         log.warn(
             "{count} containers in a row failed to boot; refilling in {delay:g}s",
@@ -443,6 +506,16 @@ class Pool(Service):
         if self._pause is not None and self._pause.active():
             self._pause.cancel()
         self._pause = self._reactor.callLater(delay, self.fill)
+
+    def _docker_answered(self) -> None:
+        """Docker answered a listing: a pause caused only by Docker being away ends now, so
+        the pool refills as soon as Docker is back rather than after the longest backoff."""
+        if self._paused_for_docker and self._pause is not None and self._pause.active():
+            log.info("Docker answers again; refilling")
+            self._pause.cancel()
+            self._give_ups = 0
+            self._paused_for_docker = False
+            self.fill()
 
     def _removed(self, container_id: str) -> None:
         self._forget(container_id).callback(None)
@@ -472,18 +545,27 @@ class Pool(Service):
         return d.addErrback(lambda f: log.failure("heartbeat", f))
 
     async def _sweep(self) -> None:
-        await self._reconcile()
-        handed = [cid for cid, state in self._states.items() if state in HANDED_OUT]
-        if not handed:
+        if not self._cleaned:
+            # The start has not seen this instance's containers yet: an unseen one is not
+            # an orphan, and its route is not stray.
             return
+        # Judged only if handed out before we asked: one handed out meanwhile may be missing
+        # from the answers without anything being wrong.
+        handed = [cid for cid, state in self._states.items() if state in HANDED_OUT]
+        await self._reconcile()
         try:
             routes = await self._proxy.list_routes()
         except Exception:
             log.failure("listing the proxy's routes")
-            routes = {}
+            routes = None
+        if routes is not None:
+            await self._reconcile_routes(routes, handed)
+        handed = [cid for cid in handed if self._states.get(cid) in HANDED_OUT]
+        if not handed:
+            return
         route_activity = {
             str(data.get("container") or path.rsplit("/", 1)[-1]): timestamp(data.get("last_activity"))
-            for path, data in routes.items()
+            for path, data in (routes or {}).items()
         }
         server_activity = await gatherResults(
             [Deferred.fromCoroutine(self._server_activity(cid)) for cid in handed],
@@ -497,6 +579,30 @@ class Pool(Service):
             seen = machine.describe()
             times = [seen["assigned_at"], seen["last_activity"], route_activity.get(container_id), from_server]
             self._judge(machine, seen, max(t for t in times if t is not None), now)
+
+    async def _reconcile_routes(self, routes: dict[str, dict], handed: list[str]) -> None:
+        """The proxy's routes against the machines: a handed-out container without its route
+        (an external proxy restarted) gets it back; a route under /user/ that no machine owns
+        (ours, or carrying no instance at all: it points nowhere) is deleted. Routes another
+        tmpnb instance labelled are never touched."""
+        for container_id in handed:
+            machine = self._machines.get(container_id)
+            if machine is not None and f"/user/{container_id}" not in routes:
+                log.info("the proxy lost the route of {container}; adding it again", container=container_id)
+                machine.routeLost()
+        stray = [
+            path
+            for path, data in routes.items()
+            if path.startswith("/user/")
+            and data.get("instance", self.spec.instance) == self.spec.instance
+            and str(data.get("container") or path[len("/user/"):]) not in self._machines
+        ]
+        for path in stray:
+            log.info("deleting route {path}: it leads to no container of ours", path=path)
+        if stray:
+            await gatherResults(
+                [maybeDeferred(self._proxy.delete_route, path) for path in stray], consumeErrors=True
+            ).addErrback(lambda f: log.failure("deleting stray routes", f))
 
     def _judge(self, machine: ContainerInputs, seen: dict[str, Any], activity: float, now: float) -> None:
         config = self.config
@@ -525,6 +631,7 @@ class Pool(Service):
         except Exception:
             log.failure("listing containers for the heartbeat")
             return
+        self._docker_answered()
         present = {record.container_id: record for record in records}
         for container_id in running:
             machine = self._machines.get(container_id)

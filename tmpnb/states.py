@@ -94,6 +94,9 @@ class ContainerInputs(Protocol):
     def adopt(self, docker_id: str, assigned_at: float) -> None:
         """Take back a container an earlier run handed out: it is assigned, route restored."""
 
+    def routeLost(self) -> None:
+        """The proxy has no route to this container (it restarted): add it again if handed out."""
+
     def activity(self, when: float) -> None:
         """The visitor was last active at `when` (heartbeat)."""
 
@@ -449,6 +452,18 @@ def adopt_assigned(
     add_route(core).addErrback(unroutable)
 
 
+def restore_route(inputs: ContainerInputs, core: ContainerCore, *data: object) -> None:
+    # An external proxy that restarted lost the route; the visitor's URL must work again.
+    # A failure is only logged: the next heartbeat notices the route missing and tries again.
+    add_route(core).addErrback(
+        lambda failure: log.failure("restoring the route of {container}", failure, container=core.container_id)
+    )
+
+
+assigned.upon(ContainerInputs.routeLost).loop()(restore_route)
+idle.upon(ContainerInputs.routeLost).loop()(restore_route)
+
+
 @assigned.upon(ContainerInputs.activity).loop()
 def active(inputs: ContainerInputs, core: ContainerCore, when: float) -> None:
     core.last_activity = max(core.last_activity or when, when)
@@ -575,6 +590,12 @@ ignored = [
     (idle, ContainerInputs.idle),
     (culled, ContainerInputs.activity),
     (culled, ContainerInputs.idle),
+    # Only a handed-out container has a route to lose; the heartbeat's listing may predate a
+    # cull or come before the assignment.
+    (requested, ContainerInputs.routeLost),
+    (booting, ContainerInputs.routeLost),
+    (pooled, ContainerInputs.routeLost),
+    (culled, ContainerInputs.routeLost),
     # Before a launch there is nothing to die.
     (requested, ContainerInputs.exited),
     # Late: the backoff timer and the readiness wait are cancelled on cull, but a readiness

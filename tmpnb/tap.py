@@ -69,6 +69,9 @@ class Options(usage.Options):
         ["host-network", None, "Containers use the host's network (127.0.0.1 ports) instead of a unix socket."],
         ["no-tokens", None, "Do not protect notebook servers with a token (--use-tokens is the default)."],
         ["use-tokens", None, "Protect each notebook server with its own token (default)."],
+        # Restarts: by default visitors keep their containers across a restart.
+        ["cleanup-on-start", None, "Remove this instance's leftover containers at start instead of adopting them."],
+        ["cleanup-on-stop", None, "Remove the visitors' containers too when stopping (default: leave them for the next start)."],
     ]
     optParameters = [
         # The pool
@@ -80,6 +83,7 @@ class Options(usage.Options):
         ["user-length", None, _POOL.user_length, "Length of the random id in /user/<id>/.", int],
         ["boot-attempts", None, _POOL.boot_attempts, "Tries to boot a container before giving up.", int],
         ["boot-timeout", None, _POOL.boot_timeout, "Seconds a container may take to answer.", float],
+        ["max-booting", None, _POOL.max_booting, "Most containers booting at once (booting is CPU-bound).", int],
         # The containers
         ["image", None, DEFAULT_IMAGE, "Notebook image (must exist locally: python -m tmpnb.image build)."],
         ["command", None, DEFAULT_COMMAND,
@@ -112,9 +116,6 @@ class Options(usage.Options):
         ["proxy-api-url", None, None, f"Use this external configurable-http-proxy API (token in ${PROXY_TOKEN_VARIABLE})."],
         ["proxy-api-listen", None, "tcp:8001:interface=127.0.0.1", "Embedded proxy's REST API endpoint ('none': off)."],
         ["admin-port", None, None, f"Admin API port or endpoint, on loopback (token in ${ADMIN_TOKEN_VARIABLE})."],
-        # Restarts
-        ["cleanup-on-start", None, True, "Remove this instance's leftover containers at start.", _yes_no],
-        ["cleanup-on-stop", None, True, "Remove this instance's containers when stopping.", _yes_no],
     ]
 
     def postOptions(self) -> None:
@@ -128,9 +129,8 @@ class Options(usage.Options):
             below_from_redirect_uri(self["redirect-uri"])
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
-        if not (self["cleanup-on-start"] and self["cleanup-on-stop"]):
-            # The pool always removes its instance's containers at start and stop today.
-            raise usage.UsageError("--cleanup-on-start/--cleanup-on-stop no: not supported by this pool yet")
+        if self["max-booting"] < 1:
+            raise usage.UsageError("--max-booting must be at least 1")
         if self["proxy-api-url"] and not os.environ.get(PROXY_TOKEN_VARIABLE):
             raise usage.UsageError(f"--proxy-api-url needs ${PROXY_TOKEN_VARIABLE}")
         if self["admin-port"] is not None:
@@ -164,10 +164,16 @@ def pool_config(options: Options) -> PoolConfig:
         user_length=options["user-length"],
         boot_attempts=options["boot-attempts"],
         boot_timeout=options["boot-timeout"],
+        max_booting=options["max-booting"],
         cull_period=options["cull-period"],
         cull_timeout=options["cull-timeout"],
         cull_max=options["cull-max"],
     )
+
+
+def restarts(options: Options) -> dict[str, bool]:
+    """What the pool does with this instance's containers at start and stop."""
+    return {"adopt": not options["cleanup-on-start"], "keep_assigned": not options["cleanup-on-stop"]}
 
 
 def web_settings(options: Options, environ: dict[str, str]) -> WebSettings:
@@ -270,6 +276,7 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
 
     # Imported here so that `twistd --help` and option parsing stay light.
     from tmpnb.admin import AdminResource
+    from tmpnb.assignments import AssignmentMarks, assigned_dir
     from tmpnb.dockerapi import DockerAPI, docker_client_factory, make_docker_threadpool
     from tmpnb.health import Health
     from tmpnb.lifecycle import LifecycleRecorder, lifecycle_log_observer
@@ -305,7 +312,14 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
         # After shutdown: the pool's last culls happen while the reactor shuts down.
         reactor.addSystemEventTrigger("after", "shutdown", _close_observer, observer)
 
-    pool = Pool(reactor, docker, wait_ready, proxy, spec, config, on_transition=LifecycleRecorder())
+    pool = Pool(
+        reactor, docker, wait_ready, proxy, spec, config,
+        on_transition=LifecycleRecorder(),
+        # Restarts keep visitors (docs/lifecycle.md, Restarts); the markers make adoption
+        # safe with the embedded proxy, whose routes die with this process.
+        **restarts(options),
+        assignment_marks=AssignmentMarks(assigned_dir(spec)),
+    )
     pool.setName("pool")
     pool.setServiceParent(top)
 

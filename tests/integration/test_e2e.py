@@ -94,6 +94,9 @@ class Tmpnb:
             f"--proxy-api-listen=tcp:{free_port()}:interface=127.0.0.1",
             f"--admin-port={self.admin_port}",
             f"--image={os.environ.get('TMPNB_TEST_IMAGE', 'tmpnb/notebook:latest')}",
+            # these tests check that a stop leaves nothing; keeping visitors across a
+            # restart (the default) is tests/integration/test_restart_real.py's subject
+            "--cleanup-on-stop",
             *self.args,
         ]
         env = {**os.environ, "PYTHONPATH": str(REPO), "ADMIN_AUTH_TOKEN": ADMIN_TOKEN, **self.env}
@@ -284,7 +287,7 @@ def test_when_full_no_vacancy_page_and_429(launch):
     assert api.json() == {"status": "full"}
 
 
-def test_sigterm_removes_every_container(launch, docker_client):
+def test_sigterm_with_cleanup_on_stop_removes_every_container(launch, docker_client):
     tmpnb = launch("--pool-size=2", "--capacity=3")
     tmpnb.wait_available(2)
     visit(tmpnb.base)

@@ -31,9 +31,6 @@ from tmpnb_process import (
 
 pytestmark = pytest.mark.integration
 
-ADOPTION = ("adoption is in tmpnb/pool.py (Pool(adopt=True)) but tmpnb/tap.py does not wire it yet:"
-            " SIGTERM removes every container and a start removes leftovers")
-
 
 @pytest.fixture(scope="module")
 def launch(docker_client, notebook_image) -> Iterator[Launcher]:
@@ -50,7 +47,6 @@ def answers(base: str, prefix: str, token: str) -> bool:
     return call(base, "GET", prefix + "api/status", headers=auth(token)).status == 200
 
 
-@pytest.mark.xfail(reason=ADOPTION, strict=True)
 def test_after_a_restart_the_visitor_keeps_their_kernel_at_the_same_url(launch):
     server = launch("--pool-size=1", "--capacity=3", "--cull-period=1", "--cull-timeout=120")
     server.wait_available(1)
@@ -69,13 +65,15 @@ def test_after_a_restart_the_visitor_keeps_their_kernel_at_the_same_url(launch):
     server.wait_available(1)  # and the pool refilled beside it
 
 
-@pytest.mark.xfail(reason=ADOPTION, strict=True)
 def test_after_a_hard_kill_pooled_and_assigned_containers_are_adopted(launch):
     server = launch("--pool-size=1", "--capacity=3", "--cull-period=1", "--cull-timeout=120")
     server.wait_available(1)
     prefix, token, _ = visit(server.base)
-    server.wait_available(1)
-    pooled = {c["id"] for c in server.containers().values() if c["state"] == "pooled"}
+    # The visitor uses their server (as the notebook UI does at once): that is how a restarted
+    # tmpnb, whose embedded proxy lost its routes, tells their container from an unused one.
+    assert call(server.base, "GET", prefix + "api/contents", headers=auth(token)).status == 200
+    pooled = wait_until(
+        lambda: {cid for cid, c in server.containers().items() if c["state"] == "pooled"}, 60, "a pooled replacement")
     assert len(pooled) == 1
 
     server.process.kill()  # SIGKILL to our own child: no chance to clean up
@@ -104,7 +102,6 @@ def chp() -> Iterator[Chp]:
 
 
 @pytest.mark.chp
-@pytest.mark.xfail(reason="the heartbeat does not reconcile the proxy's routes yet (tmpnb/pool.py)", strict=True)
 def test_a_restarted_external_proxy_gets_its_routes_back(launch, chp):
     server = launch("--pool-size=1", "--capacity=3", "--cull-period=1", "--cull-timeout=120",
                     f"--proxy-api-url={chp.api}", env={"CONFIGPROXY_AUTH_TOKEN": chp.token}, start=False)

@@ -1,0 +1,218 @@
+"""Restarts keep visitors, and never hand one visitor's container to another.
+
+Every assignment leaves a marker on the host (tmpnb/assignments.py) that lives as long as
+the container. On start, a container with a marker is a visitor's, opened or not, even
+when the embedded proxy lost every route with the process that restarted; one without a
+marker, route or use is pooled again after its readiness check.
+
+In memory: FakeDocker, FakeServers, the real route table and marker files in tmp_path.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.fakedocker import FakeDocker, FakeServers
+from tmpnb.assignments import AssignmentMarks, assigned_dir
+from tmpnb.config import ContainerSpec, PoolConfig
+from tmpnb.pool import Pool
+from tmpnb.proxy.routes import RouteTable
+from tmpnb.proxyapi import InProcessProxyAPI
+from tmpnb.states import TransitionEvent
+
+results = SynchronousTestCase()
+
+
+@dataclass
+class Host:
+    """What outlives a tmpnb process: dockerd, the servers, the marker files and the clock."""
+
+    root: Path
+    clock: Clock = field(default_factory=Clock)
+
+    def __post_init__(self) -> None:
+        self.spec = ContainerSpec(instance="test-adopt", socket_root=str(self.root))
+        self.docker = FakeDocker(self.clock, self.spec)
+        self.servers = FakeServers(self.docker)
+        self.marks = AssignmentMarks(assigned_dir(self.spec))
+        self.clock.advance(1000)
+
+    def tmpnb(self, adopt: bool = True, keep_assigned: bool = True, routes: RouteTable | None = None,
+              config: PoolConfig = PoolConfig(pool_size=1, capacity=4, cull_max=300.0)) -> "Run":
+        """One tmpnb process; a fresh route table unless given: the embedded proxy's routes
+        die with the process."""
+        return Run(self, routes or RouteTable(self.clock), adopt, keep_assigned, config)
+
+    def answer_all(self) -> None:
+        while self.servers.waiting():
+            for container_id in self.servers.waiting():
+                self.servers.answer(container_id)
+
+
+@dataclass
+class Run:
+    host: Host
+    routes: RouteTable
+    adopt: bool
+    keep_assigned: bool
+    config: PoolConfig
+    events: list[TransitionEvent] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        host = self.host
+        self.pool = Pool(
+            host.clock, host.docker, host.servers.wait_ready, InProcessProxyAPI(self.routes), host.spec,
+            self.config, on_transition=self.events.append, server_status=host.servers.server_status,
+            adopt=self.adopt, keep_assigned=self.keep_assigned, assignment_marks=host.marks,
+        )
+
+    def start(self) -> "Run":
+        self.pool.startService()
+        self.host.answer_all()
+        return self
+
+    def hand_out(self) -> str:
+        d = self.pool.acquire()
+        assert d is not None
+        container_id = results.successResultOf(d).container_id
+        self.host.answer_all()  # the replacement
+        return container_id
+
+    def stop(self) -> None:
+        results.successResultOf(self.pool.stopService())
+
+    def states(self) -> dict[str, str]:
+        return {c["container"]: c["state"] for c in self.pool.containers()}
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Host:
+    return Host(tmp_path)
+
+
+# -- the markers themselves -------------------------------------------------------------------
+
+
+def test_a_marker_records_when_and_goes_away(tmp_path: Path) -> None:
+    marks = AssignmentMarks(str(tmp_path / "i.assigned"))
+    marks.mark("abc123", 1234.5)
+    assert marks.recorded() == {"abc123": 1234.5}
+    assert stat.S_IMODE(os.stat(tmp_path / "i.assigned").st_mode) == 0o700  # tmpnb's own
+    marks.unmark("abc123")
+    marks.unmark("abc123")  # already gone is fine
+    assert marks.recorded() == {}
+
+
+def test_names_that_are_not_container_ids_are_neither_written_nor_read(tmp_path: Path) -> None:
+    marks = AssignmentMarks(str(tmp_path / "i.assigned"))
+    marks.mark("../escape", 1.0)
+    assert not (tmp_path / "escape").exists()
+    marks.mark("ok1", 2.0)
+    (tmp_path / "i.assigned" / "x.y").write_text("1")
+    (tmp_path / "i.assigned" / "garbled").write_text("not a time")
+    assert marks.recorded() == {"ok1": 2.0, "garbled": None}
+
+
+def test_the_markers_live_beside_not_inside_the_containers_socket_directories(host: Host) -> None:
+    inside = os.path.join(host.spec.socket_root, host.spec.instance) + os.sep
+    assert not assigned_dir(host.spec).startswith(inside)
+
+
+def test_no_directory_means_no_markers(tmp_path: Path) -> None:
+    assert AssignmentMarks(str(tmp_path / "missing")).recorded() == {}
+
+
+# -- the pool keeps them ----------------------------------------------------------------------
+
+
+def test_handing_out_records_the_assignment_before_the_visitor_gets_the_url(host: Host) -> None:
+    run = host.tmpnb().start()
+    d = run.pool.acquire()
+    assert d is not None
+    container_id = results.successResultOf(d).container_id
+    assert host.marks.recorded() == {container_id: 1000.0}
+    assert run.pool.stats()["available"] == 0  # and it left the pool as usual
+    assert run.pool.acquire() is None
+
+
+def test_the_marker_goes_only_once_the_container_is_removed(host: Host) -> None:
+    run = host.tmpnb().start()
+    visitor = run.hand_out()
+    host.docker.hold("remove")
+    run.pool.cull(visitor, "admin")
+    [removal] = host.docker.held_calls("remove")
+    removal.fail("dockerd hung")
+    assert visitor in host.marks.recorded()  # the container may still be there: so is the marker
+    host.clock.advance(1)  # the retry
+    host.docker.held_calls("remove")[0].succeed()
+    assert host.marks.recorded() == {}
+
+
+def test_a_stop_that_keeps_the_visitors_keeps_their_markers_and_cleanup_removes_them(host: Host) -> None:
+    run = host.tmpnb(keep_assigned=True).start()
+    visitor = run.hand_out()
+    run.stop()
+    assert set(host.docker.running()) == {visitor}
+    assert set(host.marks.recorded()) == {visitor}
+
+    cleaning = host.tmpnb(adopt=False).start()  # --cleanup-on-start
+    assert visitor not in host.docker.running()
+    assert visitor not in host.marks.recorded()
+    cleaning.stop()
+
+
+def test_markers_of_containers_that_no_longer_exist_are_forgotten_at_start(host: Host) -> None:
+    host.marks.mark("gone1", 900.0)
+    host.tmpnb().start()
+    assert "gone1" not in host.marks.recorded()
+
+
+# -- adoption -----------------------------------------------------------------------------------
+
+
+def test_a_container_handed_out_but_never_opened_is_not_pooled_again_after_a_restart(host: Host) -> None:
+    # The embedded proxy: its routes die with tmpnb. The visitor got a URL and has not opened
+    # it yet: their server saw no activity (FakeServers reports last_activity == started
+    # until touched), exactly like a pooled one.
+    first = host.tmpnb().start()
+    visitor = first.hand_out()
+    first.stop()
+
+    second = host.tmpnb().start()  # a new route table: no routes
+    assert second.states()[visitor] == "assigned"
+    assert second.routes.get(f"/user/{visitor}") is not None  # their URL works again
+    d = second.pool.acquire()  # and the next visitor gets another container
+    assert d is not None and results.successResultOf(d).container_id != visitor
+    second.stop()
+
+
+def test_an_unmarked_unused_container_is_pooled_again(host: Host) -> None:
+    first = host.tmpnb().start()
+    [pooled] = first.states()
+    host.clock.advance(10)
+    # A hard kill: nothing is removed, nothing runs the stop.
+    second = host.tmpnb()
+    second.pool.startService()
+    assert second.states() == {pooled: "booting"}  # only its readiness check is left
+    host.answer_all()
+    assert second.states() == {pooled: "pooled"}
+
+
+def test_cull_max_counts_from_the_first_assignment_recorded_in_the_marker(host: Host) -> None:
+    first = host.tmpnb().start()
+    visitor = first.hand_out()  # at t=1000
+    first.stop()
+    host.clock.advance(200)
+    second = host.tmpnb().start()
+    culled = [e for e in second.events if e.container == visitor and e.to_state == "culled"]
+    assert culled == []
+    host.clock.advance(100)  # the heartbeat at t=1360 finds it assigned 360 s ago > cull_max 300
+    [cull] = [e for e in second.events if e.container == visitor and e.to_state == "culled"]
+    assert cull.cause is not None and cull.cause.startswith("too old")
