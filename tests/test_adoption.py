@@ -216,3 +216,34 @@ def test_cull_max_counts_from_the_first_assignment_recorded_in_the_marker(host: 
     host.clock.advance(100)  # the heartbeat at t=1360 finds it assigned 360 s ago > cull_max 300
     [cull] = [e for e in second.events if e.container == visitor and e.to_state == "culled"]
     assert cull.cause is not None and cull.cause.startswith("too old")
+
+
+def test_a_restart_is_not_the_visitors_activity(tmp_path):
+    """Adding the route again stamps its last_activity; that must not keep an idle
+    container alive past --cull-timeout (a crash loop would otherwise keep it to cull_max)."""
+    clock = Clock()
+    spec = ContainerSpec(instance="restart", socket_root=str(tmp_path))
+    docker = FakeDocker(clock, spec)
+    servers = FakeServers(docker)
+    routes = RouteTable(clock)
+    config = PoolConfig(pool_size=1, capacity=2, cull_period=10, cull_timeout=30, cull_max=600)
+
+    def pool() -> Pool:
+        return Pool(clock, docker, servers.wait_ready, InProcessProxyAPI(routes), spec, config,
+                    server_status=servers.server_status, adopt=True, keep_assigned=True,
+                    assignment_marks=AssignmentMarks(assigned_dir(spec)))
+
+    first = pool()
+    first.startService()
+    servers.answer(servers.waiting()[0])
+    visitor = results.successResultOf(first.acquire())  # assigned at 0, never active again
+    clock.advance(25)
+    first.stopService()
+    clock.advance(1)
+    second = pool()
+    second.startService()  # adopts it and adds its route again at 26
+    assert routes.get(f"/user/{visitor.container_id}") is not None
+    for _ in range(25):
+        clock.advance(1)
+    assert visitor.container_id not in docker.running()  # idle since 0: culled by 40
+    second.stopService()

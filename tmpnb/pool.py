@@ -94,6 +94,21 @@ def never_used(status: dict[str, Any]) -> bool:
     return idle_since_start and not status.get("connections") and not status.get("kernels")
 
 
+
+# A proxy stamps last_activity when a route is added; that instant (and the proxy's clock
+# being a little behind or ahead of ours) is not the visitor's activity.
+ROUTE_ADDED_SLACK = 2.0
+
+
+def _route_activity(last_activity: float | None, route_added_at: float | None) -> float | None:
+    """The route's last_activity, unless it only records our own (re)adding of the route:
+    otherwise every restart, or every restore after an external proxy lost its routes,
+    would count as the visitor's activity and keep an idle container alive until cull_max."""
+    if last_activity is None or route_added_at is None:
+        return last_activity
+    return last_activity if last_activity > route_added_at + ROUTE_ADDED_SLACK else None
+
+
 class Pool(Service):
     """Keeps `config.pool_size` containers ready, at most `config.capacity` in all."""
 
@@ -577,7 +592,8 @@ class Pool(Service):
             if machine is None:  # removed while we asked
                 continue
             seen = machine.describe()
-            times = [seen["assigned_at"], seen["last_activity"], route_activity.get(container_id), from_server]
+            from_route = _route_activity(route_activity.get(container_id), seen["route_added_at"])
+            times = [seen["assigned_at"], seen["last_activity"], from_route, from_server]
             self._judge(machine, seen, max(t for t in times if t is not None), now)
 
     async def _reconcile_routes(self, routes: dict[str, dict], handed: list[str]) -> None:

@@ -141,6 +141,9 @@ class ContainerCore:
     routed: bool = False
     assigned_at: float | None = None
     last_activity: float | None = None
+    # When we last (re)added the route: a proxy stamps a new route's last_activity, which is
+    # not the visitor's doing (see Pool._route_activity).
+    route_added_at: float | None = None
 
     def __post_init__(self) -> None:
         self.created_at = self.entered_at = self.clock.seconds()
@@ -198,6 +201,7 @@ class ContainerCore:
             "in_state_since": self.entered_at,
             "assigned_at": self.assigned_at,
             "last_activity": self.last_activity,
+            "route_added_at": self.route_added_at,
             **more,
         }
 
@@ -404,6 +408,7 @@ def died_while_booting(
 
 def add_route(core: ContainerCore) -> Deferred[None]:
     # assigned_at travels with the route, so a restarted tmpnb can still enforce cull_max.
+    core.route_added_at = core.clock.seconds()
     return maybeDeferred(
         core.proxy.add_route,
         core.route_path,
