@@ -17,6 +17,7 @@ import docker.errors
 import pytest
 
 from tmpnb import config
+from tmpnb_process import CHP, Chp, Launcher, free_port
 
 INSTANCE_LABEL = "org.tmpnb.instance"
 
@@ -86,3 +87,31 @@ def remove_instance_containers(client: docker.DockerClient, instance: str) -> No
             container.remove(force=True)
         except docker.errors.NotFound:
             pass
+
+
+# -- tmpnb as a subprocess (tmpnb_process.py) ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def launch(request: pytest.FixtureRequest, docker_client: docker.DockerClient, notebook_image: str) -> Iterator[Launcher]:
+    """Starts `twistd -n tmpnb` servers for one module; afterwards stops each and fails unless
+    each stopped cleanly on SIGTERM and left no container behind. Modules about restarts,
+    where a stop keeps the visitors' containers, define their own `launch`."""
+    # These servers must leave nothing when stopped; keeping visitors across a restart
+    # (the default) is tests/integration/test_restart_real.py's subject.
+    launcher = Launcher(docker_client, request.module.__name__.removeprefix("test_"), ["--cleanup-on-stop"])
+    yield launcher
+    assert launcher.close() == []
+
+
+@pytest.fixture
+def chp() -> Iterator[Chp]:
+    """configurable-http-proxy 5.3 on loopback, its default target a free port for tmpnb
+    (`chp.default_port`); skips the test where it is not installed."""
+    if not os.path.exists(CHP):
+        pytest.skip("configurable-http-proxy 5.3 not installed (npm install --prefix /opt/chp configurable-http-proxy@5.3.0)")
+    proxy = Chp(default_target=f"http://127.0.0.1:{free_port()}")
+    proxy.start()
+    yield proxy
+    if proxy.process.poll() is None:
+        proxy.stop()

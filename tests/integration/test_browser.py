@@ -1,7 +1,8 @@
 """A real browser: headless Chromium opens /, lands in the notebook UI, runs a cell.
 
 Debian's chromium through Python playwright (no browser download). The screenshot is
-kept in test-artifacts/ at the repository root, whether the test passes or not.
+kept in test-artifacts/ at the repository root, whether the test passes or not. tmpnb is
+started and checked for leftovers by the `launch` fixture in conftest.py.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import re
 from pathlib import Path
 
 import pytest
-
-from test_e2e import launch  # noqa: F401  (the fixture that starts and stops tmpnb)
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -34,7 +33,7 @@ def browser():
         browser.close()
 
 
-def test_a_visitor_runs_a_cell_in_a_fresh_notebook(launch, browser):  # noqa: F811
+def test_a_visitor_runs_a_cell_in_a_fresh_notebook(launch, browser):
     tmpnb = launch("--pool-size=1", "--capacity=2")
     tmpnb.wait_available(1)
     ARTIFACTS.mkdir(exist_ok=True)

@@ -9,21 +9,17 @@ on the next heartbeat, and routes that point at no container of ours are deleted
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Iterator
 
 import pytest
 
 from tmpnb_process import (
-    CHP,
-    Chp,
     Launcher,
     auth,
     call,
     container_id_of,
     execute,
-    free_port,
     start_kernel,
     visit,
     wait_until,
@@ -88,17 +84,6 @@ def test_after_a_hard_kill_pooled_and_assigned_containers_are_adopted(launch):
     assert set(states) == pooled | {container_id_of(prefix)}
     assert [states[cid] for cid in pooled] == ["pooled"]
     assert states[container_id_of(prefix)] in ("assigned", "idle")
-
-
-@pytest.fixture
-def chp() -> Iterator[Chp]:
-    if not os.path.exists(CHP):
-        pytest.skip("configurable-http-proxy 5.3 not installed (npm install --prefix /opt/chp configurable-http-proxy@5.3.0)")
-    proxy = Chp(default_target=f"http://127.0.0.1:{free_port()}")
-    proxy.start()
-    yield proxy
-    if proxy.process.poll() is None:
-        proxy.stop()
 
 
 @pytest.mark.chp

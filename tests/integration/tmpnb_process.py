@@ -17,13 +17,15 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -293,6 +295,11 @@ class Chp:
     def api(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
+    @property
+    def default_port(self) -> int:
+        """The default target's port: where tmpnb listens when it sits behind this proxy."""
+        return urlsplit(self.default_target).port
+
     def start(self) -> None:
         self.process = subprocess.Popen(
             [CHP, "--ip", "127.0.0.1", "--port", str(self.port), "--api-ip", "127.0.0.1",
@@ -319,18 +326,24 @@ class Chp:
 
 class Launcher:
     """Starts tmpnb servers for one test module and, at the end, stops each (by PID), removes
-    whatever containers its instance left and its socket root."""
+    whatever containers its instance left and its socket root.
 
-    def __init__(self, docker_client, prefix: str) -> None:
+    `server_args` go to every server it starts, before each call's own arguments.
+    """
+
+    def __init__(self, docker_client, prefix: str, server_args: Sequence[str] = ()) -> None:
         self._docker = docker_client
         self._prefix = prefix
+        self._server_args = list(server_args)
         self.started: list[Tmpnb] = []
 
-    def __call__(self, *args: str, env: dict | None = None, start: bool = True) -> Tmpnb:
-        import tempfile
-
+    def __call__(self, *args: str, env: dict | None = None, start: bool = True, port: int | None = None) -> Tmpnb:
+        """A new server (started unless `start` is false), on `port` if given, else a free one."""
         server = Tmpnb(f"test-{self._prefix}-{secrets.token_hex(4)}",
-                       tempfile.mkdtemp(prefix="tnb" + self._prefix[:2], dir="/tmp"), list(args), env or {})
+                       tempfile.mkdtemp(prefix="tnb" + self._prefix[:2], dir="/tmp"),
+                       [*self._server_args, *args], env or {})
+        if port is not None:
+            server.port = port
         self.started.append(server)
         if start:
             server.start()
@@ -339,21 +352,28 @@ class Launcher:
     def instance_containers(self, server: Tmpnb) -> list:
         return self._docker.containers.list(all=True, filters={"label": f"{INSTANCE_LABEL}={server.instance}"})
 
-    def close(self) -> None:
-        import shutil
-
+    def close(self) -> list[str]:
+        """Clean up after every server; what a server that should leave nothing (one run with
+        --cleanup-on-stop) did wrong: not stopping cleanly on SIGTERM, or leaving containers."""
+        problems = []
         for server in self.started:
             if server.running():
                 try:
-                    server.stop()
-                except TmpnbError:
-                    pass
-            for container in self.instance_containers(server):
+                    code = server.stop()
+                    if code != -signal.SIGTERM:
+                        problems.append(f"{server.instance} exited with {code}")
+                except TmpnbError as e:
+                    problems.append(f"{server.instance}: {e}")
+            left = self.instance_containers(server)
+            if left:
+                problems.append(f"{server.instance} left {len(left)} containers behind")
+            for container in left:
                 try:
                     container.remove(force=True)
                 except Exception:  # already gone, or dockerd restarting: nothing left to do
                     pass
             shutil.rmtree(server.socket_root, ignore_errors=True)
+        return problems
 
 
 # -- stopping and starting the shared dockerd --------------------------------------------------
