@@ -2,6 +2,7 @@
 
     TMPNB_ALLOW_DOCKERD_RESTART=1 python benchmarks/soak.py      # 300 cycles, then 200 live
     python benchmarks/soak.py --cycles 40 --no-dockerd-restart --live 0   # a quick look
+    python benchmarks/soak.py --heartbeat-only                            # 200 live only
 
 cycles:    `twistd -n tmpnb` with pool 20, capacity 40, --cull-period 1, --cull-timeout 8.
            Visitors (a few threads of blocking HTTP) each open /, follow to their notebook
@@ -15,7 +16,10 @@ heartbeat: a second tmpnb with --live containers (default 200) all handed out, a
            heartbeat every 5 s. The reactor thread's CPU time (/proc/<pid>/task/<pid>/stat)
            over 6 heartbeats, divided by 6, bounds the reactor time one heartbeat takes
            (target <= 50 ms); a probe asking /api/stats every 50 ms meanwhile shows the
-           longest stall a visitor would see.
+           longest stall a visitor would see. The pool's own log event per heartbeat
+           ("heartbeat over N handed-out containers took …s, … ms of reactor CPU") gives
+           each heartbeat's reactor CPU as tmpnb measures it (time.thread_time over the sweep);
+           the heartbeat part passes when every such event is <= 50 ms.
 
 dockerd is shared: the restart needs TMPNB_ALLOW_DOCKERD_RESTART=1, is announced in
 /tmp/DOCKERD_RESTARTING and dockerd is always started again. Every tmpnb runs on free
@@ -35,6 +39,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import docker
@@ -279,6 +284,22 @@ def reactor_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICK  # utime, stime: fields 14 and 15
 
 
+HEARTBEAT_EVENT = re.compile(
+    r"^(\S+) \[tmpnb\.pool#info\] heartbeat over (\d+) handed-out containers took ([\d.]+)s, ([\d.]+) ms of reactor CPU \(([\d.]+) ms judging",
+    re.MULTILINE,
+)
+
+
+def heartbeats_logged(server: Tmpnb, since: float) -> list[tuple[int, float, float, float]]:
+    """The pool's heartbeat events logged from `since` (unix time) on: (count, wall s, reactor
+    CPU ms, judging ms). twistd rotates its log at 1 MB: only the current file is read."""
+    return [
+        (int(n), float(wall), float(cpu), float(judge))
+        for when, n, wall, cpu, judge in HEARTBEAT_EVENT.findall(server.log())
+        if datetime.strptime(when, "%Y-%m-%dT%H:%M:%S%z").timestamp() >= since
+    ]
+
+
 def run_heartbeat(client: docker.DockerClient, options: argparse.Namespace) -> bool:
     live, period = options.live, 5.0
     server = new_server([f"--pool-size={live}", f"--capacity={live}", f"--cull-period={period:g}",
@@ -294,12 +315,23 @@ def run_heartbeat(client: docker.DockerClient, options: argparse.Namespace) -> b
         time.sleep(2 * period)  # the first heartbeats over them have run: their states settled
 
         heartbeats = 6
+        window = int(time.time()) + 1  # the log's times are whole seconds
         cpu, began = reactor_cpu(server.pid), time.monotonic()
         time.sleep(heartbeats * period)
         spent, elapsed = reactor_cpu(server.pid) - cpu, time.monotonic() - began
         per_heartbeat = spent / (elapsed / period)
         print(f"reactor-thread CPU over {elapsed:.1f}s ({elapsed / period:.1f} heartbeats, no visitors): "
               f"{spent * 1000:.0f} ms, so at most {per_heartbeat * 1000:.0f} ms per heartbeat (target <= 50 ms)")
+        logged = [h for h in heartbeats_logged(server, window) if h[0] == live]
+        if logged:
+            cpus, walls, judging = [h[2] for h in logged], [h[1] for h in logged], [h[3] for h in logged]
+            print(f"the pool's heartbeat events over {live} containers ({len(logged)}): reactor CPU p50 "
+                  f"{statistics.median(cpus):.1f} ms, max {max(cpus):.1f} ms; wall p50 {statistics.median(walls):.3f}s, "
+                  f"max {max(walls):.3f}s; judging max {max(judging):.1f} ms in one go")
+        else:
+            print(f"!! no heartbeat event over {live} containers in the log")
+        silent = server.log().count("no status from")
+        print(f"status requests that got no answer (in the current log file): {silent}")
 
         latencies: list[float] = []
         end = time.monotonic() + 3 * period
@@ -313,7 +345,8 @@ def run_heartbeat(client: docker.DockerClient, options: argparse.Namespace) -> b
               f"p50 {statistics.median(latencies) * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms")
         stats = server.stats()
         print(f"states at the end: {stats['states']}")
-        return per_heartbeat <= 0.05 and stats["total"] == live
+        logged_ok = bool(logged) and max(h[2] for h in logged) <= 50
+        return logged_ok and stats["total"] == live
     finally:
         finish(client, server, options.logs)
 
@@ -332,7 +365,11 @@ def main() -> int:
     parser.add_argument("--kernel-every", type=int, default=10, help="every Nth visitor runs 1+1 in a kernel")
     parser.add_argument("--logs", help="keep each tmpnb's twistd.log and lifecycle log in this directory")
     parser.add_argument("--lifecycle-out", help="copy the cycles' lifecycle log (JSON lines) here")
+    parser.add_argument("--heartbeat-only", action="store_true",
+                        help="only the heartbeat with --live containers: no cycles, no dockerd restart")
     options = parser.parse_args()
+    if options.heartbeat_only:
+        options.cycles, options.dockerd_restart = 0, False
     if options.dockerd_restart and not dockerd_restart_allowed():
         parser.error(f"the dockerd restart stops the shared daemon: set {ALLOW_DOCKERD_RESTART}=1 "
                      "or pass --no-dockerd-restart")

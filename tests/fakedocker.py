@@ -20,6 +20,8 @@ tell whether Docker answered a listing since some moment).
 `FakeServers` answers readiness waits: each wait is held until the test calls
 `answer(container_id)` (only a running container's server can answer) or the wait times out;
 and status requests at once, with the server's last_activity as the test set it (`touch`).
+After `hold_status()` status requests wait in `status_requests` until the test calls
+`answer_status()`, so a test can see how many are in flight at once.
 """
 
 from __future__ import annotations
@@ -311,6 +313,16 @@ class ReadinessWait:
     timer: IDelayedCall | None = None
 
 
+@dataclass
+class HeldStatus:
+    """A status request the test answers later (`FakeServers.answer_status`)."""
+
+    container_id: str
+    token: str
+    socket_path: str
+    deferred: Deferred[dict]
+
+
 class FakeServers:
     """wait_ready over FakeDocker: a server answers only when the test says, and only if its
     container runs with that token; a wait nobody answers times out, like the real one."""
@@ -320,6 +332,20 @@ class FakeServers:
         self.waits: list[ReadinessWait] = []
         self.last_activity: dict[str, float] = {}  # by container id, as the servers report it
         self.silent: set[str] = set()  # servers that accept but never answer
+        self.holding_status = False
+        self.status_requests: list[HeldStatus] = []  # held ones, oldest first
+        self.status_asked: list[str] = []  # every status request, by container id, in order
+
+    def hold_status(self) -> None:
+        """Status requests wait in `status_requests` until `answer_status()`."""
+        self.holding_status = True
+
+    def answer_status(self) -> str:
+        """The oldest held status request is answered (as its server would answer it now);
+        the container it asked."""
+        held = self.status_requests.pop(0)
+        self._answer(held.container_id, held.token, held.socket_path).chainDeferred(held.deferred)
+        return held.container_id
 
     def touch(self, container_id: str, when: float) -> None:
         """The visitor did something the server saw (a kernel ran, a file was saved)."""
@@ -328,6 +354,18 @@ class FakeServers:
     def server_status(self, reactor: Any, socket_path: str, base_path: str, token: str) -> Deferred[dict]:
         """tmpnb.readiness.server_status over FakeDocker: only a running server answers."""
         container_id = base_path.strip("/").split("/")[-1]
+        self.status_asked.append(container_id)
+        if self.holding_status:
+            held = HeldStatus(container_id, token, socket_path, Deferred(lambda d: self._drop_status(d)))
+            self.status_requests.append(held)
+            return held.deferred
+        return self._answer(container_id, token, socket_path)
+
+    def _drop_status(self, cancelled: Deferred[dict]) -> None:
+        """A cancelled (timed out) request is no longer in flight."""
+        self.status_requests = [h for h in self.status_requests if h.deferred is not cancelled]
+
+    def _answer(self, container_id: str, token: str, socket_path: str) -> Deferred[dict]:
         running = self.docker.running().get(container_id)
         if running is None:
             return fail(ConnectionRefusedError(socket_path))

@@ -185,10 +185,15 @@ class FakeEngine:
         self.fail_start = False
         self.honours_filters = True
         self.clients_made = 0
+        self.clients_closed = 0
 
     def client(self) -> FakeClient:
         self.clients_made += 1
         return FakeClient(self)
+
+    @property
+    def clients_open(self) -> int:
+        return self.clients_made - self.clients_closed
 
     def add_foreign(self, instance: str, container_id: str = "foreign") -> FakeContainer:
         """A running container of another tmpnb instance sharing this dockerd."""
@@ -216,6 +221,7 @@ class FakeClient:
 
     def close(self) -> None:
         self.closed = True
+        self.engine.clients_closed += 1
 
 
 # -- fixtures -----------------------------------------------------------------------------
@@ -568,33 +574,34 @@ def test_dockerd_down_is_docker_unavailable_and_ping_says_false(clock, spec):
     assert check.successResultOf(api.ping()) is False
 
 
-def test_docker_py_socket_timeout_is_docker_timeout_and_the_client_is_renewed(clock, engine, spec):
+def test_docker_py_socket_timeout_is_docker_timeout_and_its_client_is_closed(clock, engine, spec):
     clients: list[FakeClient] = []
-
-    def client_factory() -> FakeClient:
-        client = engine.client()
-        clients.append(client)
-        return client
-
-    api = DockerAPI(clock, SynchronousThreadPool(), client_factory, spec)
-    check.successResultOf(api.ping())
 
     def hung_list(**kwargs: Any) -> None:
         raise requests.exceptions.ReadTimeout("UnixHTTPConnectionPool: Read timed out.")
 
-    clients[0].containers.list = hung_list
+    def client_factory() -> FakeClient:
+        client = engine.client()
+        if not clients:
+            client.containers.list = hung_list
+        clients.append(client)
+        return client
+
+    api = DockerAPI(clock, SynchronousThreadPool(), client_factory, spec)
     check.failureResultOf(api.list_ours(), DockerTimeout)
     check.successResultOf(api.list_ours())
 
-    assert clients[0].closed
-    assert len(clients) == 2
+    assert [client.closed for client in clients] == [True, True]
 
 
-def test_one_client_is_reused_while_it_works(api, engine):
+def test_every_call_has_its_own_client_closed_after_it(api, engine):
+    """docker-py keeps a connection pool per URL (per container id): a long-lived client
+    would hold dozens of sockets to dockerd."""
     check.successResultOf(api.ping())
     check.successResultOf(api.list_ours())
 
-    assert engine.clients_made == 1
+    assert engine.clients_made == 2
+    assert engine.clients_open == 0
 
 
 # -- the thread pool ----------------------------------------------------------------------

@@ -6,17 +6,24 @@ In memory: FakeDocker, FakeServers, the real in-process route table, a Clock.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 
 import pytest
-from twisted.internet.defer import fail
+from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakedocker import FakeDocker, FakeServers
+from tmpnb import readiness
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.dockerapi import DockerUnavailable
-from tmpnb.pool import Assignment, Pool
+from tmpnb.pool import STATUS_CONCURRENCY, STATUS_TIMEOUT, Assignment, Pool
 from tmpnb.proxy.routes import RouteTable
 from tmpnb.proxyapi import InProcessProxyAPI
 from tmpnb.states import TransitionEvent
@@ -402,6 +409,60 @@ def test_a_failing_sweep_is_logged_and_the_next_one_comes() -> None:
     assert [c[0] for c in culls(world)] == [visitor]
 
 
+def many_handed_out(count: int) -> World:
+    """A started pool with `count` containers handed out and one pooled."""
+    world = World(
+        config=PoolConfig(pool_size=1, capacity=count + 1, cull_period=10.0, cull_timeout=60.0, cull_max=300.0)
+    ).started()
+    for _ in range(count):
+        handed_out(world)
+    return world
+
+
+def test_the_heartbeat_asks_every_server_with_at_most_status_concurrency_requests_in_flight() -> None:
+    world = many_handed_out(3 * STATUS_CONCURRENCY + 2)
+    handed = {c["container"] for c in world.pool.containers() if c["state"] == "assigned"}
+    world.servers.hold_status()
+    world.clock.advance(10)  # a heartbeat
+    most_in_flight = 0
+    while world.servers.status_requests:
+        most_in_flight = max(most_in_flight, len(world.servers.status_requests))
+        world.servers.answer_status()  # each answer lets the next request go
+    assert most_in_flight == STATUS_CONCURRENCY
+    assert sorted(world.servers.status_asked) == sorted(handed)  # each asked once
+
+
+def test_a_status_request_is_timed_from_when_it_is_sent_not_from_when_it_waits_for_a_slot() -> None:
+    world = many_handed_out(STATUS_CONCURRENCY + 1)
+    world.servers.hold_status()
+    world.clock.advance(10)  # a heartbeat: the last request waits for a slot
+    assert len(world.servers.status_requests) == STATUS_CONCURRENCY
+    world.clock.advance(STATUS_TIMEOUT)  # the first ones time out, freeing their slots
+    [last] = world.servers.status_requests
+    world.clock.advance(STATUS_TIMEOUT - 0.1)
+    assert world.servers.status_requests == [last]  # its own timeout has not passed yet
+    world.servers.answer_status()
+    assert culls(world) == []
+
+
+def test_every_heartbeat_logs_how_many_containers_it_judged_and_what_it_cost() -> None:
+    world = many_handed_out(3)
+    world.servers.hold_status()
+    events = EventLoggingObserver()
+    globalLogPublisher.addObserver(events)
+    try:
+        world.clock.advance(10)  # a heartbeat, waiting for the servers' answers...
+        world.clock.advance(1.5)
+        while world.servers.status_requests:
+            world.servers.answer_status()  # ...which come 1.5 s after it began
+    finally:
+        globalLogPublisher.removeObserver(events)
+    [event] = [e for e in events if e["log_format"].startswith("heartbeat over")]
+    assert event["count"] == 3
+    assert event["wall"] == 1.5
+    assert event["cpu_ms"] >= event["judge_ms"] >= 0
+
+
 def test_ids_and_tokens_are_random_alphanumerics_of_user_length_and_long_hex() -> None:
     world = World(config=PoolConfig(pool_size=20, capacity=20, user_length=9))
     world.pool.startService()
@@ -691,3 +752,80 @@ def test_a_stop_boots_none_of_the_waiting_machines_when_it_culls_the_booting_one
     results.successResultOf(stopped)
     assert sum(1 for operation, _ in world.docker.calls if operation == "launch") == 1
     assert world.pool.stats()["total"] == 0
+
+
+# -- the heartbeat's status request on a server's socket ------------------------------------
+# tmpnb.readiness.server_status without a client: one plain HTTP/1.0 exchange, cheap enough
+# for hundreds a heartbeat. (These belong with tests/test_readiness.py.)
+
+SOCKET = "/run/tmpnb/test/abc/jupyter.sock"
+
+
+def status_request(reactor: MemoryReactorClock, token: str = "secret") -> tuple[Deferred, StringTransport, Protocol]:
+    """server_status on a memory reactor, connected: (its Deferred, the transport, the protocol)."""
+    d = readiness.server_status(reactor, SOCKET, "/user/abc/", token)
+    [(path, factory, _, _)] = reactor.unixClients
+    assert path == SOCKET
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return d, transport, protocol
+
+
+def test_the_status_request_asks_the_socket_with_the_token_and_answers_the_json() -> None:
+    d, transport, protocol = status_request(MemoryReactorClock())
+    assert transport.value() == (
+        b"GET /user/abc/api/status HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n"
+        b"Authorization: token secret\r\n\r\n"
+    )
+    status = {"started": "2026-11-22T01:00:00Z", "last_activity": "2026-11-22T01:00:02Z", "kernels": 0}
+    body = json.dumps(status).encode()
+    protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+    protocol.dataReceived(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    results.assertNoResult(d)  # the answer ends when the server closes
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert results.successResultOf(d) == status
+
+
+def test_the_status_request_sends_no_authorization_without_a_token() -> None:
+    _, transport, _ = status_request(MemoryReactorClock(), token="")
+    assert b"Authorization" not in transport.value()
+
+
+def test_a_status_answer_other_than_200_is_not_ready_with_its_code() -> None:
+    d, _, protocol = status_request(MemoryReactorClock())
+    protocol.dataReceived(b'HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\n\r\nForbidden')
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert results.failureResultOf(d, readiness.NotReady).value.code == 403
+
+
+def test_a_status_answer_cut_off_is_the_connections_error() -> None:
+    d, _, protocol = status_request(MemoryReactorClock())
+    protocol.dataReceived(b"HTTP/1.1 200 OK\r\n")
+    protocol.connectionLost(Failure(ConnectionLost("reset")))
+    results.failureResultOf(d, ConnectionLost)
+
+
+def test_a_refused_status_request_fails_with_the_refusal() -> None:
+    reactor = MemoryReactorClock()
+    d = readiness.server_status(reactor, SOCKET, "/user/abc/", "secret")
+    [(_, factory, _, _)] = reactor.unixClients
+    factory.clientConnectionFailed(None, Failure(ConnectionRefusedError("no socket")))
+    results.failureResultOf(d, ConnectionRefusedError)
+
+
+def test_a_cancelled_status_request_lets_go_of_the_socket() -> None:
+    reactor = MemoryReactorClock()
+    d, _, protocol = status_request(reactor)
+    d.cancel()
+    results.failureResultOf(d, CancelledError)
+    [connector] = reactor.connectors
+    assert connector._disconnected
+    protocol.connectionLost(Failure(ConnectionDone()))  # the close that follows is ignored
+
+
+def test_an_answer_larger_than_any_status_is_refused_and_the_connection_dropped() -> None:
+    d, transport, protocol = status_request(MemoryReactorClock())
+    protocol.dataReceived(b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * readiness.MAX_STATUS_BYTES)
+    results.failureResultOf(d, readiness.StatusTooLarge)
+    assert transport.disconnected

@@ -100,10 +100,7 @@ class ReactorForDocker(Protocol):
 
 def make_docker_threadpool(reactor: Any, max_workers: int = 4) -> ThreadPool:
     """The one bounded pool every Docker call runs in (--max-dock-workers)."""
-    # Workers live as long as the pool: each keeps its own docker client (one connection to
-    # dockerd), and a worker that came and went would leave its client to the garbage collector,
-    # its socket open until then.
-    pool = ThreadPool(minthreads=max_workers, maxthreads=max_workers, name="tmpnb-docker")
+    pool = ThreadPool(minthreads=0, maxthreads=max_workers, name="tmpnb-docker")
     reactor.callWhenRunning(pool.start)
     reactor.addSystemEventTrigger("after", "shutdown", pool.stop)
     return pool
@@ -116,8 +113,19 @@ def docker_client_factory(
 
     `timeout` is docker-py's per-call socket timeout: keep it a little under DockerAPI's
     call_timeout so the thread is usually free again soon after its caller gave up.
+    With version "auto", the API version is negotiated by the first client only: DockerAPI
+    makes a client per call, and a /version request before each would double the calls.
     """
-    return partial(docker.DockerClient, base_url=base_url, timeout=timeout, version=version)
+    negotiated: list[str] = []
+
+    def make() -> docker.DockerClient:
+        wanted = negotiated[0] if negotiated else version
+        client = docker.DockerClient(base_url=base_url, timeout=timeout, version=wanted)
+        if version == "auto" and not negotiated:
+            negotiated.append(client.api.api_version)
+        return client
+
+    return make
 
 
 # -- what a container is made of ----------------------------------------------------------
@@ -310,6 +318,13 @@ def _thd_ping(client: Any) -> bool:
     return bool(client.ping())
 
 
+def _close_quietly(client: Any) -> None:
+    try:
+        client.close()
+    except Exception:
+        pass  # closing is tidying up: the call's own outcome is what counts
+
+
 def _translate(e: BaseException) -> BaseException:
     """docker-py's transport errors as DockerTimeout / DockerUnavailable; others unchanged."""
     if isinstance(e, docker.errors.APIError):
@@ -473,7 +488,6 @@ class DockerAPI:
         self._spec = spec
         self._call_timeout = call_timeout
         # One client per pool thread: docker-py's clients are not shared across threads.
-        self._clients = threading.local()
         self._watcher: EventWatcher | None = None
 
     # -- operations
@@ -586,26 +600,18 @@ class DockerAPI:
         if call.abandoned.is_set():
             raise _Abandoned()  # queued behind stuck workers; its caller has moved on
         try:
-            client = getattr(self._clients, "client", None)
-            if client is None:
-                client = self._clients.client = self._client_factory()
-            return f(client, *args)
+            # A client per call, closed after it: docker-py opens a connection pool per URL
+            # (per container id), so a long-lived client keeps dozens of sockets to dockerd.
+            client = self._client_factory()
+            try:
+                return f(client, *args)
+            finally:
+                _close_quietly(client)
         except BaseException as e:
             translated = _translate(e)
-            if isinstance(translated, (DockerTimeout, DockerUnavailable)):
-                self._thd_drop_client()  # its connection may be dead; start afresh next time
             if translated is e:
                 raise
             raise translated from e
-
-    def _thd_drop_client(self) -> None:
-        client = getattr(self._clients, "client", None)
-        self._clients.client = None
-        if client is not None:
-            try:
-                client.close()
-            except Exception:
-                pass
 
     def _remove_late(self, request: LaunchRequest, docker_id: str) -> None:
         """A launch finished after its caller gave up: nobody will use it, so remove it."""

@@ -14,13 +14,20 @@ latest of the proxy route's and the server's own last_activity) or assigned for 
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, gatherResults, maybeDeferred
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredSemaphore,
+    gatherResults,
+    maybeDeferred,
+)
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
@@ -53,6 +60,11 @@ RUNNING = frozenset({"pooled", "assigned", "idle"})
 HANDED_OUT = frozenset({"assigned", "idle"})
 # A server that does not answer its status in this long is taken as silent this time.
 STATUS_TIMEOUT = 5.0
+# Status requests in flight at once. All of them at once put every request's work (and every
+# answer's) into a few reactor turns: with 200 handed-out servers visitors saw a 200 ms stall.
+# A few at a time, answers arrive a few per turn and the reactor serves others in between; a
+# silent server holds its slot for STATUS_TIMEOUT at most.
+STATUS_CONCURRENCY = 12
 # Boot failures that say Docker itself is away, not that the image or the container is bad
 # (tmpnb.states.failure_cause names the exception type first).
 DOCKER_AWAY = tuple(f"{error.__name__}:" for error in (DockerUnavailable, DockerTimeout))
@@ -163,6 +175,8 @@ class Pool(Service):
         self._pause: IDelayedCall | None = None
         self._paused_for_docker = False  # the give-ups were Docker being away: lift on its answer
         self._last_failed: dict[str, str] = {}  # machines whose latest report was a failed boot: cause
+        self._status_slots = DeferredSemaphore(STATUS_CONCURRENCY)
+        self._in_stock = 0  # machines in a STOCK state: fill() runs on every transition
         self._heartbeat = LoopingCall(self.sweep)
         self._heartbeat.clock = reactor
 
@@ -341,6 +355,7 @@ class Pool(Service):
         self._machines[container_id] = machine
         self._tokens[container_id] = core.token
         self._states[container_id] = "requested"
+        self._in_stock += 1
         self._removals[container_id] = Deferred()
         return machine
 
@@ -433,21 +448,24 @@ class Pool(Service):
             )
 
     async def _status_of(self, container_id: str, token: str) -> dict[str, Any] | None:
-        d = self._server_status(
-            self._reactor,
-            sockets.socket_path(self.spec, container_id),
-            f"/user/{container_id}/",
-            token,
-        )
-        d.addTimeout(STATUS_TIMEOUT, self._reactor)
+        def ask() -> Deferred[dict]:
+            d = self._server_status(
+                self._reactor,
+                sockets.socket_path(self.spec, container_id),
+                f"/user/{container_id}/",
+                token,
+            )
+            # Timed from the request, not from the wait for a slot.
+            return d.addTimeout(STATUS_TIMEOUT, self._reactor)
+
         try:
-            return await d
+            return await self._status_slots.run(ask)
         except Exception as e:
             log.info("no status from {container}: {cause}", container=container_id, cause=repr(e))
             return None
 
     def _stock(self) -> int:
-        return sum(1 for state in self._states.values() if state in STOCK)
+        return self._in_stock
 
     def _boot_waiting(self) -> None:
         """Boot requested machines, oldest first, while fewer than max_booting are booting."""
@@ -476,6 +494,7 @@ class Pool(Service):
 
     def _transition(self, event: TransitionEvent) -> None:
         container_id = event.container
+        self._in_stock += (event.to_state in STOCK) - (self._states.get(container_id) in STOCK)
         self._states[container_id] = event.to_state
         if event.to_state == "booting" and event.from_state != "booting":
             self._booting += 1
@@ -539,7 +558,7 @@ class Pool(Service):
     def _forget(self, container_id: str) -> Deferred[None]:
         """Drop a machine from every record; returns its removal Deferred (not fired)."""
         del self._machines[container_id]
-        del self._states[container_id]
+        self._in_stock -= self._states.pop(container_id) in STOCK
         del self._tokens[container_id]
         self._adoptable.pop(container_id, None)
         if container_id in self._waiting:  # culled before it could boot
@@ -564,6 +583,24 @@ class Pool(Service):
             # The start has not seen this instance's containers yet: an unseen one is not
             # an orphan, and its route is not stray.
             return
+        # What a heartbeat costs the reactor: this thread's CPU time from the sweep's start to
+        # its end. The reactor runs on this thread, so it is all reactor time, but it also
+        # counts whatever else the reactor did meanwhile (visitors, boots): an upper bound.
+        # Judging is the sweep's longest stretch without yielding to the reactor.
+        began, cpu_began = self._reactor.seconds(), time.thread_time()
+        count, judging = await self._judge_handed_out()
+        log.info(
+            "heartbeat over {count} handed-out containers took {wall:.3f}s, {cpu_ms:.1f} ms of"
+            " reactor CPU ({judge_ms:.1f} ms judging them in one go)",
+            count=count,
+            wall=self._reactor.seconds() - began,
+            cpu_ms=(time.thread_time() - cpu_began) * 1000,
+            judge_ms=judging * 1000,
+        )
+
+    async def _judge_handed_out(self) -> tuple[int, float]:
+        """Reconcile, then judge every handed-out container: how many were judged, and the
+        thread CPU seconds the judging took."""
         # Judged only if handed out before we asked: one handed out meanwhile may be missing
         # from the answers without anything being wrong.
         handed = [cid for cid, state in self._states.items() if state in HANDED_OUT]
@@ -577,15 +614,17 @@ class Pool(Service):
             await self._reconcile_routes(routes, handed)
         handed = [cid for cid in handed if self._states.get(cid) in HANDED_OUT]
         if not handed:
-            return
+            return 0, 0.0
         route_activity = {
             str(data.get("container") or path.rsplit("/", 1)[-1]): timestamp(data.get("last_activity"))
             for path, data in (routes or {}).items()
         }
+        # At most STATUS_CONCURRENCY requests are in flight (see _status_of).
         server_activity = await gatherResults(
             [Deferred.fromCoroutine(self._server_activity(cid)) for cid in handed],
             consumeErrors=True,
         )
+        judging = time.thread_time()
         now = self._reactor.seconds()
         for container_id, from_server in zip(handed, server_activity):
             machine = self._machines.get(container_id)
@@ -595,6 +634,7 @@ class Pool(Service):
             from_route = _route_activity(route_activity.get(container_id), seen["route_added_at"])
             times = [seen["assigned_at"], seen["last_activity"], from_route, from_server]
             self._judge(machine, seen, max(t for t in times if t is not None), now)
+        return len(handed), time.thread_time() - judging
 
     async def _reconcile_routes(self, routes: dict[str, dict], handed: list[str]) -> None:
         """The proxy's routes against the machines: a handed-out container without its route
