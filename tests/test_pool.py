@@ -6,21 +6,16 @@ In memory: FakeDocker, FakeServers, the real in-process route table, a Clock.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 
 import pytest
-from twisted.internet.defer import CancelledError, Deferred, fail
-from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
-from twisted.internet.protocol import Protocol
+from twisted.internet.defer import fail
 from twisted.internet.task import Clock
-from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
+from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakedocker import FakeDocker, FakeServers
-from tmpnb import readiness
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.dockerapi import DockerUnavailable
 from tmpnb.pool import STATUS_CONCURRENCY, STATUS_TIMEOUT, Assignment, Pool
@@ -752,80 +747,3 @@ def test_a_stop_boots_none_of_the_waiting_machines_when_it_culls_the_booting_one
     results.successResultOf(stopped)
     assert sum(1 for operation, _ in world.docker.calls if operation == "launch") == 1
     assert world.pool.stats()["total"] == 0
-
-
-# -- the heartbeat's status request on a server's socket ------------------------------------
-# tmpnb.readiness.server_status without a client: one plain HTTP/1.0 exchange, cheap enough
-# for hundreds a heartbeat. (These belong with tests/test_readiness.py.)
-
-SOCKET = "/run/tmpnb/test/abc/jupyter.sock"
-
-
-def status_request(reactor: MemoryReactorClock, token: str = "secret") -> tuple[Deferred, StringTransport, Protocol]:
-    """server_status on a memory reactor, connected: (its Deferred, the transport, the protocol)."""
-    d = readiness.server_status(reactor, SOCKET, "/user/abc/", token)
-    [(path, factory, _, _)] = reactor.unixClients
-    assert path == SOCKET
-    protocol = factory.buildProtocol(None)
-    transport = StringTransport()
-    protocol.makeConnection(transport)
-    return d, transport, protocol
-
-
-def test_the_status_request_asks_the_socket_with_the_token_and_answers_the_json() -> None:
-    d, transport, protocol = status_request(MemoryReactorClock())
-    assert transport.value() == (
-        b"GET /user/abc/api/status HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n"
-        b"Authorization: token secret\r\n\r\n"
-    )
-    status = {"started": "2026-11-22T01:00:00Z", "last_activity": "2026-11-22T01:00:02Z", "kernels": 0}
-    body = json.dumps(status).encode()
-    protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
-    protocol.dataReceived(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-    results.assertNoResult(d)  # the answer ends when the server closes
-    protocol.connectionLost(Failure(ConnectionDone()))
-    assert results.successResultOf(d) == status
-
-
-def test_the_status_request_sends_no_authorization_without_a_token() -> None:
-    _, transport, _ = status_request(MemoryReactorClock(), token="")
-    assert b"Authorization" not in transport.value()
-
-
-def test_a_status_answer_other_than_200_is_not_ready_with_its_code() -> None:
-    d, _, protocol = status_request(MemoryReactorClock())
-    protocol.dataReceived(b'HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\n\r\nForbidden')
-    protocol.connectionLost(Failure(ConnectionDone()))
-    assert results.failureResultOf(d, readiness.NotReady).value.code == 403
-
-
-def test_a_status_answer_cut_off_is_the_connections_error() -> None:
-    d, _, protocol = status_request(MemoryReactorClock())
-    protocol.dataReceived(b"HTTP/1.1 200 OK\r\n")
-    protocol.connectionLost(Failure(ConnectionLost("reset")))
-    results.failureResultOf(d, ConnectionLost)
-
-
-def test_a_refused_status_request_fails_with_the_refusal() -> None:
-    reactor = MemoryReactorClock()
-    d = readiness.server_status(reactor, SOCKET, "/user/abc/", "secret")
-    [(_, factory, _, _)] = reactor.unixClients
-    factory.clientConnectionFailed(None, Failure(ConnectionRefusedError("no socket")))
-    results.failureResultOf(d, ConnectionRefusedError)
-
-
-def test_a_cancelled_status_request_lets_go_of_the_socket() -> None:
-    reactor = MemoryReactorClock()
-    d, _, protocol = status_request(reactor)
-    d.cancel()
-    results.failureResultOf(d, CancelledError)
-    [connector] = reactor.connectors
-    assert connector._disconnected
-    protocol.connectionLost(Failure(ConnectionDone()))  # the close that follows is ignored
-
-
-def test_an_answer_larger_than_any_status_is_refused_and_the_connection_dropped() -> None:
-    d, transport, protocol = status_request(MemoryReactorClock())
-    protocol.dataReceived(b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * readiness.MAX_STATUS_BYTES)
-    results.failureResultOf(d, readiness.StatusTooLarge)
-    assert transport.disconnected
