@@ -178,14 +178,8 @@ class ContainerCore:
         )
         if from_state != to_state:
             self.entered_at = now
-        log.debug(
-            "container {container} {from_state} -> {to_state} on {input}",
-            container=self.container_id,
-            from_state=from_state,
-            to_state=to_state,
-            input=input,
-            cause=cause,
-        )
+        # No log event here: the owner's hook (tmpnb.lifecycle.LifecycleRecorder in the
+        # service) makes the one structured event per transition.
         try:
             self.on_transition(event)
         except Exception:
