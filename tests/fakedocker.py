@@ -21,23 +21,24 @@ tell whether Docker answered a listing since some moment).
 `answer(container_id)` (only a running container's server can answer) or the wait times out;
 and status requests at once, with the server's last_activity as the test set it (`touch`).
 After `hold_status()` status requests wait in `status_requests` until the test calls
-`answer_status()`, so a test can see how many are in flight at once.
+`answer_status()`, so a test can see what is asked and answer late.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import count
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import Clock
 
 from tmpnb import sockets
 from tmpnb.config import ContainerSpec
+from tmpnb.statusround import TIMEOUT, StatusAnswers, StatusAsk
 from tmpnb.dockerapi import (
     CREATED_LABEL,
     ID_LABEL,
@@ -340,10 +341,11 @@ class FakeServers:
         """Status requests wait in `status_requests` until `answer_status()`."""
         self.holding_status = True
 
-    def answer_status(self) -> str:
-        """The oldest held status request is answered (as its server would answer it now);
-        the container it asked."""
-        held = self.status_requests.pop(0)
+    def answer_status(self, container_id: str | None = None) -> str:
+        """The oldest held status request (or the one asking `container_id`) is answered, as
+        its server would answer it now; the container it asked."""
+        held = next(h for h in self.status_requests if container_id in (None, h.container_id))
+        self.status_requests.remove(held)
         self._answer(held.container_id, held.token, held.socket_path).chainDeferred(held.deferred)
         return held.container_id
 
@@ -351,8 +353,21 @@ class FakeServers:
         """The visitor did something the server saw (a kernel ran, a file was saved)."""
         self.last_activity[container_id] = when
 
+    def ask_statuses(self, asks: Sequence[StatusAsk]) -> Deferred[StatusAnswers]:
+        """tmpnb.statusround.StatusRounds.ask over FakeDocker: every server asked at once; one
+        that has not answered after TIMEOUT (silent, or held) answers a TimeoutError."""
+        clock = self.docker.clock
+
+        def one(ask: StatusAsk) -> Deferred[tuple[str, Any]]:
+            d = self.server_status(clock, ask.socket_path, ask.base_path, ask.token)
+            d.addTimeout(TIMEOUT, clock)
+            return d.addCallbacks(lambda status: (ask.key, status), lambda failure: (ask.key, failure.value))
+
+        return gatherResults([one(ask) for ask in asks]).addCallback(dict)
+
     def server_status(self, reactor: Any, socket_path: str, base_path: str, token: str) -> Deferred[dict]:
-        """tmpnb.readiness.server_status over FakeDocker: only a running server answers."""
+        """One server's answer (tmpnb.readiness.server_status) over FakeDocker: only a
+        running server answers."""
         container_id = base_path.strip("/").split("/")[-1]
         self.status_asked.append(container_id)
         if self.holding_status:

@@ -69,7 +69,7 @@ class Run:
         host = self.host
         self.pool = Pool(
             host.clock, host.docker, host.servers.wait_ready, InProcessProxyAPI(self.routes), host.spec,
-            self.config, on_transition=self.events.append, server_status=host.servers.server_status,
+            self.config, on_transition=self.events.append, ask_statuses=host.servers.ask_statuses,
             adopt=self.adopt, keep_assigned=self.keep_assigned, assignment_marks=host.marks,
         )
 
@@ -230,7 +230,7 @@ def test_a_restart_is_not_the_visitors_activity(tmp_path):
 
     def pool() -> Pool:
         return Pool(clock, docker, servers.wait_ready, InProcessProxyAPI(routes), spec, config,
-                    server_status=servers.server_status, adopt=True, keep_assigned=True,
+                    ask_statuses=servers.ask_statuses, adopt=True, keep_assigned=True,
                     assignment_marks=AssignmentMarks(assigned_dir(spec)))
 
     first = pool()

@@ -18,7 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.fakedocker import FakeDocker, FakeServers
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.dockerapi import DockerUnavailable
-from tmpnb.pool import STATUS_CONCURRENCY, STATUS_TIMEOUT, Assignment, Pool
+from tmpnb.pool import Assignment, Pool
+from tmpnb.statusround import TIMEOUT as ROUND_TIMEOUT
 from tmpnb.proxy.routes import RouteTable
 from tmpnb.proxyapi import InProcessProxyAPI
 from tmpnb.states import TransitionEvent
@@ -45,7 +46,7 @@ class World:
             self.spec,
             self.config,
             on_transition=self.events.append,
-            server_status=self.servers.server_status,
+            ask_statuses=self.servers.ask_statuses,
         )
 
     def answer_all(self) -> None:
@@ -414,29 +415,28 @@ def many_handed_out(count: int) -> World:
     return world
 
 
-def test_the_heartbeat_asks_every_server_with_at_most_status_concurrency_requests_in_flight() -> None:
-    world = many_handed_out(3 * STATUS_CONCURRENCY + 2)
+def test_the_heartbeat_asks_every_handed_out_server_once_in_one_round() -> None:
+    world = many_handed_out(5)
     handed = {c["container"] for c in world.pool.containers() if c["state"] == "assigned"}
     world.servers.hold_status()
     world.clock.advance(10)  # a heartbeat
-    most_in_flight = 0
+    assert sorted(world.servers.status_asked) == sorted(handed)  # all at once, each once
     while world.servers.status_requests:
-        most_in_flight = max(most_in_flight, len(world.servers.status_requests))
-        world.servers.answer_status()  # each answer lets the next request go
-    assert most_in_flight == STATUS_CONCURRENCY
-    assert sorted(world.servers.status_asked) == sorted(handed)  # each asked once
+        world.servers.answer_status()
+    assert culls(world) == []
 
 
-def test_a_status_request_is_timed_from_when_it_is_sent_not_from_when_it_waits_for_a_slot() -> None:
-    world = many_handed_out(STATUS_CONCURRENCY + 1)
+def test_a_server_silent_for_the_whole_round_is_judged_on_the_rest() -> None:
+    world = many_handed_out(2)
+    quiet, talking = sorted(c["container"] for c in world.pool.containers() if c["state"] == "assigned")
     world.servers.hold_status()
-    world.clock.advance(10)  # a heartbeat: the last request waits for a slot
-    assert len(world.servers.status_requests) == STATUS_CONCURRENCY
-    world.clock.advance(STATUS_TIMEOUT)  # the first ones time out, freeing their slots
-    [last] = world.servers.status_requests
-    world.clock.advance(STATUS_TIMEOUT - 0.1)
-    assert world.servers.status_requests == [last]  # its own timeout has not passed yet
-    world.servers.answer_status()
+    world.clock.advance(10)  # a heartbeat: one server answers, the other never does
+    world.servers.touch(talking, world.clock.seconds())  # its kernel is working
+    world.servers.answer_status(talking)
+    world.clock.advance(ROUND_TIMEOUT)
+    states = {c["container"]: c["state"] for c in world.pool.containers()}
+    assert states[talking] == "assigned"
+    assert states[quiet] == "idle"  # nothing seen for a period, but no reason to cull it
     assert culls(world) == []
 
 
@@ -484,7 +484,7 @@ def adopting(config: PoolConfig = PoolConfig(pool_size=1, capacity=4, cull_max=3
         world.spec,
         world.config,
         on_transition=world.events.append,
-        server_status=world.servers.server_status,
+        ask_statuses=world.servers.ask_statuses,
         adopt=True,
     )
     world.clock.advance(1000)
@@ -579,7 +579,7 @@ def test_a_restart_keeps_the_visitors_containers_and_removes_the_rest() -> None:
         InProcessProxyAPI(before.routes),
         before.spec,
         PoolConfig(pool_size=2, capacity=4),
-        server_status=before.servers.server_status,
+        ask_statuses=before.servers.ask_statuses,
         keep_assigned=True,
     )
     before.started()
@@ -596,7 +596,7 @@ def test_a_restart_keeps_the_visitors_containers_and_removes_the_rest() -> None:
         InProcessProxyAPI(before.routes),
         before.spec,
         PoolConfig(pool_size=2, capacity=4),
-        server_status=before.servers.server_status,
+        ask_statuses=before.servers.ask_statuses,
         adopt=True,
     )
     after.startService()
@@ -627,7 +627,7 @@ def with_away_docker(config: PoolConfig) -> World:
     world.servers = FakeServers(world.docker)
     world.pool = Pool(
         world.clock, world.docker, world.servers.wait_ready, InProcessProxyAPI(world.routes), world.spec,
-        world.config, on_transition=world.events.append, server_status=world.servers.server_status,
+        world.config, on_transition=world.events.append, ask_statuses=world.servers.ask_statuses,
     )
     return world
 

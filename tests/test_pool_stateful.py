@@ -124,7 +124,7 @@ class PoolMachine(RuleBasedStateMachine):
             on_transition=self.judge_culls,
             # Ids in a known order, so hypothesis can replay what it found.
             new_id=lambda length: f"c{next(self.ids):04d}",
-            server_status=self.servers.server_status,
+            ask_statuses=self.servers.ask_statuses,
             max_booting=self.max_booting,
             adopt=adopt,
             keep_assigned=keep_assigned,

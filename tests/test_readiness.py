@@ -19,12 +19,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.protocol import Protocol
-from twisted.internet.testing import StringTransport
-
-from tmpnb import readiness
 from tmpnb.readiness import (
     NotReady,
     ReadinessTimeout,
@@ -225,80 +219,3 @@ def test_no_authorization_header_without_a_token(token):
     check.successResultOf(d)
 
     assert seen == [f"token {token}" if token else None]
-
-
-# -- the heartbeat's status request on a server's socket ------------------------------------
-# tmpnb.readiness.server_status without a client: one plain HTTP/1.0 exchange, cheap enough
-# for hundreds a heartbeat (tmpnb/pool.py's sweep).
-
-SOCKET = "/run/tmpnb/test/abc/jupyter.sock"
-
-
-def status_request(reactor: MemoryReactorClock, token: str = "secret") -> tuple[Deferred, StringTransport, Protocol]:
-    """server_status on a memory reactor, connected: (its Deferred, the transport, the protocol)."""
-    d = readiness.server_status(reactor, SOCKET, "/user/abc/", token)
-    [(path, factory, _, _)] = reactor.unixClients
-    assert path == SOCKET
-    protocol = factory.buildProtocol(None)
-    transport = StringTransport()
-    protocol.makeConnection(transport)
-    return d, transport, protocol
-
-
-def test_the_status_request_asks_the_socket_with_the_token_and_answers_the_json() -> None:
-    d, transport, protocol = status_request(MemoryReactorClock())
-    assert transport.value() == (
-        b"GET /user/abc/api/status HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n"
-        b"Authorization: token secret\r\n\r\n"
-    )
-    status = {"started": "2026-11-22T01:00:00Z", "last_activity": "2026-11-22T01:00:02Z", "kernels": 0}
-    body = json.dumps(status).encode()
-    protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
-    protocol.dataReceived(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-    check.assertNoResult(d)  # the answer ends when the server closes
-    protocol.connectionLost(Failure(ConnectionDone()))
-    assert check.successResultOf(d) == status
-
-
-def test_the_status_request_sends_no_authorization_without_a_token() -> None:
-    _, transport, _ = status_request(MemoryReactorClock(), token="")
-    assert b"Authorization" not in transport.value()
-
-
-def test_a_status_answer_other_than_200_is_not_ready_with_its_code() -> None:
-    d, _, protocol = status_request(MemoryReactorClock())
-    protocol.dataReceived(b'HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\n\r\nForbidden')
-    protocol.connectionLost(Failure(ConnectionDone()))
-    assert check.failureResultOf(d, readiness.NotReady).value.code == 403
-
-
-def test_a_status_answer_cut_off_is_the_connections_error() -> None:
-    d, _, protocol = status_request(MemoryReactorClock())
-    protocol.dataReceived(b"HTTP/1.1 200 OK\r\n")
-    protocol.connectionLost(Failure(ConnectionLost("reset")))
-    check.failureResultOf(d, ConnectionLost)
-
-
-def test_a_refused_status_request_fails_with_the_refusal() -> None:
-    reactor = MemoryReactorClock()
-    d = readiness.server_status(reactor, SOCKET, "/user/abc/", "secret")
-    [(_, factory, _, _)] = reactor.unixClients
-    factory.clientConnectionFailed(None, Failure(ConnectionRefusedError("no socket")))
-    check.failureResultOf(d, ConnectionRefusedError)
-
-
-def test_a_cancelled_status_request_lets_go_of_the_socket() -> None:
-    reactor = MemoryReactorClock()
-    d, _, protocol = status_request(reactor)
-    d.cancel()
-    check.failureResultOf(d, CancelledError)
-    [connector] = reactor.connectors
-    assert connector._disconnected
-    protocol.connectionLost(Failure(ConnectionDone()))  # the close that follows is ignored
-
-
-def test_an_answer_larger_than_any_status_is_refused_and_the_connection_dropped() -> None:
-    d, transport, protocol = status_request(MemoryReactorClock())
-    protocol.dataReceived(b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * readiness.MAX_STATUS_BYTES)
-    check.failureResultOf(d, readiness.StatusTooLarge)
-    assert transport.disconnected

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -24,7 +24,6 @@ from twisted.application.service import Service
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
-    DeferredSemaphore,
     gatherResults,
     maybeDeferred,
 )
@@ -32,10 +31,11 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
-from tmpnb import ids, readiness, sockets
+from tmpnb import ids, sockets
 from tmpnb.assignments import AssignmentMarks, MarkedRemovals
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.dockerapi import DockerTimeout, DockerUnavailable, container_name
+from tmpnb.statusround import StatusAnswers, StatusAsk, StatusRounds
 from tmpnb.states import (
     Assignment,
     ContainerCore,
@@ -58,13 +58,6 @@ STOCK = frozenset({"requested", "booting", "pooled"})
 # States in which a machine has a running container Docker must know about.
 RUNNING = frozenset({"pooled", "assigned", "idle"})
 HANDED_OUT = frozenset({"assigned", "idle"})
-# A server that does not answer its status in this long is taken as silent this time.
-STATUS_TIMEOUT = 5.0
-# Status requests in flight at once. All of them at once put every request's work (and every
-# answer's) into a few reactor turns: with 200 handed-out servers visitors saw a 200 ms stall.
-# A few at a time, answers arrive a few per turn and the reactor serves others in between; a
-# silent server holds its slot for STATUS_TIMEOUT at most.
-STATUS_CONCURRENCY = 12
 # Boot failures that say Docker itself is away, not that the image or the container is bad
 # (tmpnb.states.failure_cause names the exception type first).
 DOCKER_AWAY = tuple(f"{error.__name__}:" for error in (DockerUnavailable, DockerTimeout))
@@ -84,8 +77,8 @@ class PoolRoutes(RouteOps, Protocol):
 
 # tmpnb.readiness.wait_ready(reactor, socket_path, base_path, token, timeout, interval)
 WaitReady = Callable[[Any, str, str, str, float, float], "Deferred[dict]"]
-# tmpnb.readiness.server_status(reactor, socket_path, base_path, token)
-ServerStatus = Callable[[Any, str, str, str], "Deferred[dict]"]
+# tmpnb.statusround.StatusRounds.ask: every server's status, in one round
+AskStatuses = Callable[[Sequence[StatusAsk]], Deferred[StatusAnswers]]
 
 
 def timestamp(iso: object) -> float | None:
@@ -135,7 +128,7 @@ class Pool(Service):
         on_transition: Callable[[TransitionEvent], None] | None = None,
         new_id: Callable[[int], str] = ids.new_container_id,
         new_token: Callable[[], str] = ids.new_token,
-        server_status: ServerStatus = readiness.server_status,
+        ask_statuses: AskStatuses | None = None,
         max_booting: int | None = None,
         adopt: bool = False,
         keep_assigned: bool = False,
@@ -153,7 +146,7 @@ class Pool(Service):
         self._on_transition = on_transition
         self._new_id = new_id
         self._new_token = new_token
-        self._server_status = server_status
+        self._ask_statuses = StatusRounds(reactor).ask if ask_statuses is None else ask_statuses
         self._max_booting = config.max_booting if max_booting is None else max_booting
         self._adopt = adopt  # take over an earlier run's containers instead of removing them
         self._keep_assigned = keep_assigned  # on stop, leave the visitors' containers running
@@ -175,7 +168,6 @@ class Pool(Service):
         self._pause: IDelayedCall | None = None
         self._paused_for_docker = False  # the give-ups were Docker being away: lift on its answer
         self._last_failed: dict[str, str] = {}  # machines whose latest report was a failed boot: cause
-        self._status_slots = DeferredSemaphore(STATUS_CONCURRENCY)
         self._in_stock = 0  # machines in a STOCK state: fill() runs on every transition
         self._heartbeat = LoopingCall(self.sweep)
         self._heartbeat.clock = reactor
@@ -373,13 +365,11 @@ class Pool(Service):
         routed = await self._our_routes()
         marked = {} if self._marks is None else self._marks.recorded()
         usable = [r for r in leftovers if r.running and r.container_id and r.token]
-        statuses = await gatherResults(
-            [Deferred.fromCoroutine(self._status_of(r.container_id, r.token)) for r in usable],
-            consumeErrors=True,
-        )
+        statuses = await self._statuses({r.container_id: r.token for r in usable})
         assigned: list[tuple[Any, float]] = []
         unused: list[Any] = []
-        for record, status in zip(usable, statuses):
+        for record in usable:
+            status = statuses.get(record.container_id)
             route = routed.get(record.container_id)
             if record.container_id in marked:  # handed out, opened or not: never pooled again
                 when = marked[record.container_id] or (route or {}).get("assigned_at") or record.created
@@ -446,23 +436,6 @@ class Pool(Service):
             await gatherResults(calls, consumeErrors=True).addErrback(
                 lambda f: log.failure("removing stale routes", f)
             )
-
-    async def _status_of(self, container_id: str, token: str) -> dict[str, Any] | None:
-        def ask() -> Deferred[dict]:
-            d = self._server_status(
-                self._reactor,
-                sockets.socket_path(self.spec, container_id),
-                f"/user/{container_id}/",
-                token,
-            )
-            # Timed from the request, not from the wait for a slot.
-            return d.addTimeout(STATUS_TIMEOUT, self._reactor)
-
-        try:
-            return await self._status_slots.run(ask)
-        except Exception as e:
-            log.info("no status from {container}: {cause}", container=container_id, cause=repr(e))
-            return None
 
     def _stock(self) -> int:
         return self._in_stock
@@ -619,19 +592,16 @@ class Pool(Service):
             str(data.get("container") or path.rsplit("/", 1)[-1]): timestamp(data.get("last_activity"))
             for path, data in (routes or {}).items()
         }
-        # At most STATUS_CONCURRENCY requests are in flight (see _status_of).
-        server_activity = await gatherResults(
-            [Deferred.fromCoroutine(self._server_activity(cid)) for cid in handed],
-            consumeErrors=True,
-        )
+        statuses = await self._statuses({cid: self._tokens.get(cid, "") for cid in handed})
         judging = time.thread_time()
         now = self._reactor.seconds()
-        for container_id, from_server in zip(handed, server_activity):
+        for container_id in handed:
             machine = self._machines.get(container_id)
             if machine is None:  # removed while we asked
                 continue
             seen = machine.describe()
             from_route = _route_activity(route_activity.get(container_id), seen["route_added_at"])
+            from_server = timestamp(statuses.get(container_id, {}).get("last_activity"))
             times = [seen["assigned_at"], seen["last_activity"], from_route, from_server]
             self._judge(machine, seen, max(t for t in times if t is not None), now)
         return len(handed), time.thread_time() - judging
@@ -671,10 +641,25 @@ class Pool(Service):
         else:
             machine.activity(activity)
 
-    async def _server_activity(self, container_id: str) -> float | None:
-        """The server's own last_activity; None when it does not answer in time."""
-        status = await self._status_of(container_id, self._tokens.get(container_id, ""))
-        return None if status is None else timestamp(status.get("last_activity"))
+    async def _statuses(self, tokens: dict[str, str]) -> dict[str, dict[str, Any]]:
+        """The servers' api/status answers, by container id, all asked in one round (see
+        tmpnb/statusround.py); a server that does not answer in time is missing."""
+        asks = [
+            StatusAsk(cid, sockets.socket_path(self.spec, cid), f"/user/{cid}/", token)
+            for cid, token in tokens.items()
+        ]
+        try:
+            answers = await self._ask_statuses(asks)
+        except Exception:
+            log.failure("asking the servers for their status")
+            return {}
+        statuses = {}
+        for container_id, answer in answers.items():
+            if isinstance(answer, Exception):
+                log.info("no status from {container}: {cause}", container=container_id, cause=repr(answer))
+            else:
+                statuses[container_id] = answer
+        return statuses
 
     async def _reconcile(self) -> None:
         """Tell machines whose containers exited or vanished without an event, and remove

@@ -14,26 +14,21 @@ import treq
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import UNIXClientEndpoint
-from twisted.internet.error import ConnectingCancelledError, ConnectionDone
+from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
+from tmpnb.statusround import NotReady, StatusAnswers, StatusAsk, StatusRounds
+
+__all__ = ["NotReady", "ReadinessTimeout", "server_status", "status_url", "unix_http_client", "wait_ready"]
+
 # Any host name will do: the request never leaves the unix socket. The server is started
 # with allow_remote_access, but "localhost" is accepted even without it.
 HOST = "http://localhost"
-
-
-class NotReady(Exception):
-    """The server answered, but not 200 (e.g. 503 while starting, 403 for a wrong token)."""
-
-    def __init__(self, code: int, body: bytes) -> None:
-        super().__init__(f"HTTP {code}: {body[:200]!r}")
-        self.code = code
 
 
 class ReadinessTimeout(Exception):
@@ -71,99 +66,6 @@ def status_url(base_path: str) -> str:
     return HOST + base_path.rstrip("/") + "/api/status"
 
 
-# The heartbeat asks every handed-out server for its status once a period: hundreds of
-# requests. Through treq and the Agent one costs ≈0.4 ms of reactor CPU (URL parsing, header
-# objects, a dozen Deferreds; measured with 200 unix-socket servers), through the plain
-# protocol below ≈0.1 ms. A status answer is small and the request is HTTP/1.0 without
-# keep-alive, so the server ends its answer by closing: no chunking, no connection pool, and
-# nothing stays open to a server that is culled afterwards.
-MAX_STATUS_BYTES = 64 * 1024  # a container's user controls what answers on its socket
-
-
-class StatusTooLarge(Exception):
-    """The answer on the socket was larger than any api/status answer."""
-
-
-class _OneRequest(Protocol):
-    """Sends one request; collects the answer until the server closes the connection."""
-
-    def __init__(self, request: bytes, answered: Deferred[bytes]) -> None:
-        self._request = request
-        self._answered = answered
-        self._chunks: list[bytes] = []
-        self._size = 0
-
-    def connectionMade(self) -> None:
-        self.transport.write(self._request)
-
-    def dataReceived(self, data: bytes) -> None:
-        self._size += len(data)
-        if self._size > MAX_STATUS_BYTES:
-            self._finish(Failure(StatusTooLarge(f"more than {MAX_STATUS_BYTES} bytes")))
-            self.transport.abortConnection()
-            return
-        self._chunks.append(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._finish(b"".join(self._chunks) if reason.check(ConnectionDone) else reason)
-
-    def _finish(self, result: bytes | Failure) -> None:
-        if self._answered.called:  # cancelled, or too large: the loss that follows is ours
-            return
-        if isinstance(result, Failure):
-            self._answered.errback(result)
-        else:
-            self._answered.callback(result)
-
-
-class _OneRequestFactory(ClientFactory):
-    noisy = False  # a "Starting factory" log event per request is most of a request's cost
-
-    def __init__(self, request: bytes, answered: Deferred[bytes]) -> None:
-        self._request = request
-        self._answered = answered
-
-    def buildProtocol(self, addr: Any) -> _OneRequest:
-        return _OneRequest(self._request, self._answered)
-
-    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
-        if not self._answered.called:
-            self._answered.errback(reason)
-
-
-def _ask_socket(reactor: Any, socket_path: str, request: bytes) -> Deferred[bytes]:
-    """The raw answer to `request` on `socket_path`; cancelling drops the connection."""
-    connector = None
-
-    def cancel(d: Deferred[bytes]) -> None:
-        # Fail first (CancelledError), then let go of the socket: its own loss is ignored.
-        d.errback(CancelledError())
-        connector.disconnect()
-
-    answered: Deferred[bytes] = Deferred(cancel)
-    connector = reactor.connectUNIX(socket_path, _OneRequestFactory(request, answered))
-    return answered
-
-
-def _status_request(base_path: str, token: str) -> bytes:
-    lines = [f"GET {base_path.rstrip('/')}/api/status HTTP/1.0", "Host: localhost", "Connection: close"]
-    if token:
-        lines.append(f"Authorization: token {token}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def _parse_status(raw: bytes) -> dict[str, Any]:
-    """The JSON of a 200 answer; NotReady with the code otherwise."""
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status_line = head.split(b"\r\n", 1)[0].split()
-    if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/") or not status_line[1].isdigit():
-        raise NotReady(0, raw)
-    code = int(status_line[1])
-    if code != 200:
-        raise NotReady(code, body)
-    return json.loads(body)
-
-
 def server_status(
     reactor: Any,
     socket_path: str,
@@ -176,11 +78,19 @@ def server_status(
     connections, kernels) or fails with NotReady / the connection's error.
 
     `client` replaces the unix-socket client (tests pass treq.testing.StubTreq); without
-    it the request is one plain HTTP/1.0 exchange on the socket (cheap: see above).
+    it the request is a round of one (tmpnb/statusround.py): one HTTP/1.0 exchange.
     """
     if client is not None:
         return Deferred.fromCoroutine(_status(client, base_path, token))
-    return _ask_socket(reactor, socket_path, _status_request(base_path, token)).addCallback(_parse_status)
+    d = StatusRounds(reactor).ask([StatusAsk("", socket_path, base_path, token)])
+    return d.addCallback(_only_answer)
+
+
+def _only_answer(answers: StatusAnswers) -> dict[str, Any]:
+    [answer] = answers.values()
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
 
 
 async def _status(http: Any, base_path: str, token: str) -> dict[str, Any]:
