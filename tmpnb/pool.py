@@ -35,6 +35,7 @@ from tmpnb import ids, sockets
 from tmpnb.assignments import AssignmentMarks, MarkedRemovals
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.dockerapi import DockerTimeout, DockerUnavailable, container_name
+from tmpnb.judging import latest_activity, never_used, routes_by_container, stray_routes, timestamp, verdict
 from tmpnb.statusround import StatusAnswers, StatusAsk, StatusRounds
 from tmpnb.states import (
     Assignment,
@@ -79,39 +80,6 @@ class PoolRoutes(RouteOps, Protocol):
 WaitReady = Callable[[Any, str, str, str, float, float], "Deferred[dict]"]
 # tmpnb.statusround.StatusRounds.ask: every server's status, in one round
 AskStatuses = Callable[[Sequence[StatusAsk]], Deferred[StatusAnswers]]
-
-
-def timestamp(iso: object) -> float | None:
-    """Seconds since the epoch from an ISO 8601 time (CHP's and jupyter's last_activity)."""
-    if not isinstance(iso, str):
-        return None
-    try:
-        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def never_used(status: dict[str, Any]) -> bool:
-    """Whether a server's api/status shows no visitor ever did anything (status and
-    readiness requests are not counted as activity by jupyter_server)."""
-    started, last = timestamp(status.get("started")), timestamp(status.get("last_activity"))
-    idle_since_start = started is not None and last is not None and last - started < 0.5
-    return idle_since_start and not status.get("connections") and not status.get("kernels")
-
-
-
-# A proxy stamps last_activity when a route is added; that instant (and the proxy's clock
-# being a little behind or ahead of ours) is not the visitor's activity.
-ROUTE_ADDED_SLACK = 2.0
-
-
-def _route_activity(last_activity: float | None, route_added_at: float | None) -> float | None:
-    """The route's last_activity, unless it only records our own (re)adding of the route:
-    otherwise every restart, or every restore after an external proxy lost its routes,
-    would count as the visitor's activity and keep an idle container alive until cull_max."""
-    if last_activity is None or route_added_at is None:
-        return last_activity
-    return last_activity if last_activity > route_added_at + ROUTE_ADDED_SLACK else None
 
 
 class Pool(Service):
@@ -588,10 +556,7 @@ class Pool(Service):
         handed = [cid for cid in handed if self._states.get(cid) in HANDED_OUT]
         if not handed:
             return 0, 0.0
-        route_activity = {
-            str(data.get("container") or path.rsplit("/", 1)[-1]): timestamp(data.get("last_activity"))
-            for path, data in (routes or {}).items()
-        }
+        routes_of = routes_by_container(routes or {})
         statuses = await self._statuses({cid: self._tokens.get(cid, "") for cid in handed})
         judging = time.thread_time()
         now = self._reactor.seconds()
@@ -600,10 +565,8 @@ class Pool(Service):
             if machine is None:  # removed while we asked
                 continue
             seen = machine.describe()
-            from_route = _route_activity(route_activity.get(container_id), seen["route_added_at"])
-            from_server = timestamp(statuses.get(container_id, {}).get("last_activity"))
-            times = [seen["assigned_at"], seen["last_activity"], from_route, from_server]
-            self._judge(machine, seen, max(t for t in times if t is not None), now)
+            activity = latest_activity(seen, routes_of.get(container_id), statuses.get(container_id))
+            verdict(seen["assigned_at"], activity, now, self.config).apply(machine)
         return len(handed), time.thread_time() - judging
 
     async def _reconcile_routes(self, routes: dict[str, dict], handed: list[str]) -> None:
@@ -616,30 +579,13 @@ class Pool(Service):
             if machine is not None and f"/user/{container_id}" not in routes:
                 log.info("the proxy lost the route of {container}; adding it again", container=container_id)
                 machine.routeLost()
-        stray = [
-            path
-            for path, data in routes.items()
-            if path.startswith("/user/")
-            and data.get("instance", self.spec.instance) == self.spec.instance
-            and str(data.get("container") or path[len("/user/"):]) not in self._machines
-        ]
+        stray = stray_routes(routes, self._machines, self.spec.instance)
         for path in stray:
             log.info("deleting route {path}: it leads to no container of ours", path=path)
         if stray:
             await gatherResults(
                 [maybeDeferred(self._proxy.delete_route, path) for path in stray], consumeErrors=True
             ).addErrback(lambda f: log.failure("deleting stray routes", f))
-
-    def _judge(self, machine: ContainerInputs, seen: dict[str, Any], activity: float, now: float) -> None:
-        config = self.config
-        if seen["assigned_at"] is not None and now - seen["assigned_at"] >= config.cull_max:
-            machine.cull(f"too old: assigned {now - seen['assigned_at']:.0f}s ago")
-        elif now - activity >= config.cull_timeout:
-            machine.cull(f"idle: no activity for {now - activity:.0f}s")
-        elif now - activity >= config.cull_period:
-            machine.idle(activity)
-        else:
-            machine.activity(activity)
 
     async def _statuses(self, tokens: dict[str, str]) -> dict[str, dict[str, Any]]:
         """The servers' api/status answers, by container id, all asked in one round (see

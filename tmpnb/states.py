@@ -142,7 +142,7 @@ class ContainerCore:
     assigned_at: float | None = None
     last_activity: float | None = None
     # When we last (re)added the route: a proxy stamps a new route's last_activity, which is
-    # not the visitor's doing (see Pool._route_activity).
+    # not the visitor's doing (see tmpnb.judging.route_activity).
     route_added_at: float | None = None
 
     def __post_init__(self) -> None:
