@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tmpnb.config import PoolConfig
+from tmpnb.dockerapi import ContainerRecord
 from tmpnb.judging import (
     ROUTE_ADDED_SLACK,
     Active,
@@ -12,6 +13,7 @@ from tmpnb.judging import (
     never_used,
     route_activity,
     routes_by_container,
+    sort_leftovers,
     stray_routes,
     timestamp,
     verdict,
@@ -85,3 +87,21 @@ def test_stray_routes_are_ours_or_unlabelled_under_user_and_lead_to_no_container
         "/": {"instance": "here"},
     }
     assert stray_routes(routes, owned={"mine"}, instance="here") == ["/user/gone", "/user/nolabel"]
+
+
+def record(container_id: str, created: float = T0) -> ContainerRecord:
+    return ContainerRecord(f"docker-{container_id}", container_id, "token", created, True, "running", {})
+
+
+def test_leftovers_marked_or_routed_or_used_are_visitors_and_the_never_used_are_pooled_again() -> None:
+    fresh = {"started": ISO, "last_activity": ISO, "connections": 0, "kernels": 0}
+    used = dict(fresh, last_activity="2026-11-18T11:07:00Z")
+    records = [record(name) for name in ("marked", "routed", "used", "fresh", "silent")]
+    assigned, unused = sort_leftovers(
+        records,
+        routed={"routed": {"assigned_at": T0 + 5}},
+        marked={"marked": T0 + 1},
+        statuses={"used": used, "fresh": fresh, "marked": fresh},  # "silent" did not answer
+    )
+    assert [(r.container_id, when) for r, when in assigned] == [("marked", T0 + 1), ("routed", T0 + 5), ("used", T0)]
+    assert [r.container_id for r in unused] == ["fresh"]

@@ -6,7 +6,7 @@ listing, the proxy's routes, the servers' api/status answers) and acts on the ve
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -109,3 +109,28 @@ def stray_routes(routes: dict[str, dict], owned: Collection[str], instance: str)
         and data.get("instance", instance) == instance
         and str(data.get("container") or path[len("/user/"):]) not in owned
     ]
+
+
+def sort_leftovers(
+    records: Sequence[Any], routed: dict[str, dict], marked: dict[str, float | None], statuses: dict[str, dict]
+) -> tuple[list[tuple[Any, float]], list[Any]]:
+    """An earlier run's running containers (`records`: tmpnb.dockerapi.ContainerRecord), sorted
+    for adoption: (visitors' ones with when each was assigned, never used ones). A container
+    marked as assigned is a visitor's, opened or not; so is one with a route of ours; without
+    either, its server's status decides: never used → unused, used → a visitor's whose route
+    was lost. A container in neither list (its server did not answer) is to be removed."""
+    assigned: list[tuple[Any, float]] = []
+    unused: list[Any] = []
+    for record in records:
+        status = statuses.get(record.container_id)
+        route = routed.get(record.container_id)
+        if record.container_id in marked:  # handed out, opened or not: never pooled again
+            when = marked[record.container_id] or (route or {}).get("assigned_at") or record.created
+            assigned.append((record, float(when)))
+        elif route is not None:
+            assigned.append((record, float(route.get("assigned_at") or record.created)))
+        elif status is not None and never_used(status):
+            unused.append(record)
+        elif status is not None:
+            assigned.append((record, timestamp(status.get("started")) or record.created))
+    return assigned, unused

@@ -35,7 +35,7 @@ from tmpnb import ids, sockets
 from tmpnb.assignments import AssignmentMarks, MarkedRemovals
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.dockerapi import DockerTimeout, DockerUnavailable, container_name
-from tmpnb.judging import latest_activity, never_used, routes_by_container, stray_routes, timestamp, verdict
+from tmpnb.judging import latest_activity, routes_by_container, sort_leftovers, stray_routes, verdict
 from tmpnb.statusround import StatusAnswers, StatusAsk, StatusRounds
 from tmpnb.states import (
     Assignment,
@@ -334,20 +334,7 @@ class Pool(Service):
         marked = {} if self._marks is None else self._marks.recorded()
         usable = [r for r in leftovers if r.running and r.container_id and r.token]
         statuses = await self._statuses({r.container_id: r.token for r in usable})
-        assigned: list[tuple[Any, float]] = []
-        unused: list[Any] = []
-        for record in usable:
-            status = statuses.get(record.container_id)
-            route = routed.get(record.container_id)
-            if record.container_id in marked:  # handed out, opened or not: never pooled again
-                when = marked[record.container_id] or (route or {}).get("assigned_at") or record.created
-                assigned.append((record, float(when)))
-            elif route is not None:
-                assigned.append((record, float(route.get("assigned_at") or record.created)))
-            elif status is not None and never_used(status):
-                unused.append(record)
-            elif status is not None:
-                assigned.append((record, timestamp(status.get("started")) or record.created))
+        assigned, unused = sort_leftovers(usable, routed, marked, statuses)
         adopted = set()
         for record, assigned_at in assigned:  # visitors first: they are using theirs
             if len(self._machines) < self.config.capacity:
