@@ -105,6 +105,7 @@ def test_start_fills_the_pool_and_stats_count_it(world: World) -> None:
         "capacity": 4,
         "pool_size": 2,
         "total": 2,
+        "left_behind": 0,
         "states": {"booting": 2},
     }
     world.answer_all()
@@ -671,12 +672,47 @@ def test_a_long_docker_outage_pauses_refilling_with_bounded_backoff_and_it_resum
     # in a minute (at 1, 4, 13 and 46 s), not a tight loop.
     assert len(launches) <= 4 * AWAY.pool_size * AWAY.boot_attempts
     assert world.pool.stats()["states"].get("pooled", 0) == 0
-    assert world.pool.stats()["total"] == 0  # paused for longer than a heartbeat
+    assert world.pool.stats()["states"] == {}  # paused for longer than a heartbeat
+    # The culled containers Docker may still have count against the capacity until removed.
+    assert world.pool.stats()["left_behind"] >= len(world.docker.ours()) > 0
     world.docker.down = False
     world.clock.advance(AWAY.cull_period)  # the heartbeat's listing answers: refill now
     world.answer_all()
     assert world.pool.stats()["available"] == 2
     assert world.docker.ours() and set(world.docker.running()) == {c["container"] for c in world.pool.containers()}
+
+
+def test_a_container_whose_removal_gave_up_counts_against_the_capacity_until_a_heartbeat_removes_it() -> None:
+    world = with_away_docker(replace(AWAY, pool_size=1, capacity=1, cull_period=60.0)).started()
+    [victim] = world.docker.running()
+    world.docker.down = True
+    world.pool.cull(victim, "admin")
+    world.clock.pump([1.0] * 5)  # its removal fails twice and gives up
+    assert world.pool.stats()["states"] == {}
+    assert world.pool.stats()["left_behind"] == world.pool.stats()["total"] == 1
+    world.docker.down = False
+    world.clock.pump([1.0] * 10)
+    assert [c.container_id for c in world.docker.ours()] == [victim]  # no refill beside it
+    world.clock.advance(60)  # the heartbeat finds it owned by no machine and removes it
+    world.answer_all()
+    assert world.pool.stats()["left_behind"] == 0
+    assert world.pool.stats()["available"] == 1
+    assert victim not in {c.container_id for c in world.docker.ours()}
+
+
+def test_a_leftover_that_cannot_be_removed_at_start_counts_against_the_capacity() -> None:
+    world = World(config=PoolConfig(pool_size=1, capacity=1, cull_period=60.0))
+    world.docker.plant("leftover")  # an earlier run's
+    world.docker.hold("remove")
+    world.pool.startService()
+    world.docker.held_calls("remove")[0].fail("dockerd went away")
+    assert world.pool.stats()["left_behind"] == 1
+    assert world.servers.waiting() == []  # nothing boots beside it
+    world.docker.release("remove")
+    world.clock.advance(60)  # the heartbeat removes it
+    world.answer_all()
+    assert world.pool.stats()["left_behind"] == 0
+    assert world.pool.stats()["available"] == 1
 
 
 def test_boot_failures_that_are_not_docker_being_away_keep_their_pause() -> None:
@@ -746,4 +782,4 @@ def test_a_stop_boots_none_of_the_waiting_machines_when_it_culls_the_booting_one
     world.clock.advance(0)
     results.successResultOf(stopped)
     assert sum(1 for operation, _ in world.docker.calls if operation == "launch") == 1
-    assert world.pool.stats()["total"] == 0
+    assert world.pool.stats()["states"] == {}

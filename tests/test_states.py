@@ -64,7 +64,7 @@ class World:
             ),
             proxy=self.proxy,
             on_transition=self.events.append,
-            on_removed=self.removed.append,
+            on_removed=lambda container_id, left_behind: self.removed.append(container_id),
         )
         self.machine: ContainerInputs = new_machine(self.core)
 

@@ -30,6 +30,7 @@ from twisted.internet.defer import (
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from tmpnb import ids, sockets
 from tmpnb.assignments import AssignmentMarks, MarkedRemovals
@@ -137,6 +138,9 @@ class Pool(Service):
         self._paused_for_docker = False  # the give-ups were Docker being away: lift on its answer
         self._last_failed: dict[str, str] = {}  # machines whose latest report was a failed boot: cause
         self._in_stock = 0  # machines in a STOCK state: fill() runs on every transition
+        # Containers whose removal gave up (Docker away): they may still exist, so they count
+        # against the capacity until a heartbeat sees them gone or removes them.
+        self._left_behind: set[str] = set()
         self._heartbeat = LoopingCall(self.sweep)
         self._heartbeat.clock = reactor
 
@@ -166,7 +170,10 @@ class Pool(Service):
             leftovers = await self._adopt_leftovers(leftovers)
         else:  # the routes of the containers about to be removed go too
             await self._forget_stale_routes(await self._our_routes(), leftovers, set())
-        removals = [self._docker.remove(r.docker_id, r.container_id) for r in leftovers]
+        removals = [
+            self._docker.remove(r.docker_id, r.container_id).addErrback(self._leftover_left_behind, r.container_id)
+            for r in leftovers
+        ]
         if removals:
             log.info(
                 "removing {count} leftover containers of instance {instance}",
@@ -178,6 +185,11 @@ class Pool(Service):
             )
         self._cleaned = True
         self.fill()
+
+    def _leftover_left_behind(self, failure: Failure, container_id: str) -> None:
+        """A leftover that could not be removed still counts against the capacity."""
+        self._left_behind.add(container_id)
+        log.failure("removing leftover container {container}", failure, container=container_id)
 
     async def _list_leftovers(self) -> list[Any] | None:
         """This instance's containers, asked until Docker answers (it may be down or hung at
@@ -253,7 +265,8 @@ class Pool(Service):
             "available": len(self._pooled),
             "capacity": self.config.capacity,
             "pool_size": self.config.pool_size,
-            "total": len(self._machines),
+            "total": self._total(),
+            "left_behind": len(self._left_behind),
             "states": dict(Counter(self._states.values())),
         }
 
@@ -283,7 +296,7 @@ class Pool(Service):
         if self._pause is not None and self._pause.active():
             return
         stock = self._stock()
-        while stock < self.config.pool_size and len(self._machines) < self.config.capacity:
+        while stock < self.config.pool_size and self._total() < self.config.capacity:
             self._start_machine()
             stock += 1
 
@@ -337,14 +350,14 @@ class Pool(Service):
         assigned, unused = sort_leftovers(usable, routed, marked, statuses)
         adopted = set()
         for record, assigned_at in assigned:  # visitors first: they are using theirs
-            if len(self._machines) < self.config.capacity:
+            if self._total() < self.config.capacity:
                 machine = self._new_machine(record.container_id, record.token, record.docker_id)
                 if self._marks is not None:  # a route-only or used one is recorded from now on
                     self._marks.mark(record.container_id, assigned_at)
                 machine.adopt(record.docker_id, assigned_at)
                 adopted.add(record.docker_id)
         for record in unused:
-            if len(self._machines) < self.config.capacity and self._stock() < self.config.pool_size:
+            if self._total() < self.config.capacity and self._stock() < self.config.pool_size:
                 self._new_machine(record.container_id, record.token, record.docker_id)
                 self._adoptable[record.container_id] = record.docker_id
                 self._waiting.append(record.container_id)
@@ -394,6 +407,10 @@ class Pool(Service):
 
     def _stock(self) -> int:
         return self._in_stock
+
+    def _total(self) -> int:
+        """Containers that exist or may: every machine's, and those left behind."""
+        return len(self._machines) + len(self._left_behind)
 
     def _boot_waiting(self) -> None:
         """Boot requested machines, oldest first, while fewer than max_booting are booting."""
@@ -479,7 +496,9 @@ class Pool(Service):
             self._paused_for_docker = False
             self.fill()
 
-    def _removed(self, container_id: str) -> None:
+    def _removed(self, container_id: str, left_behind: bool) -> None:
+        if left_behind:
+            self._left_behind.add(container_id)
         self._forget(container_id).callback(None)
         self.fill()
 
@@ -600,6 +619,8 @@ class Pool(Service):
         # Judged only if running before we asked: a container that appears meanwhile
         # would be missing from the answer without being gone.
         running = [cid for cid, state in self._states.items() if state in RUNNING]
+        # Likewise, only a container left behind before we asked is gone if it is missing.
+        left_behind = set(self._left_behind)
         try:
             records = await self._docker.list_ours()
         except Exception:
@@ -607,6 +628,10 @@ class Pool(Service):
             return
         self._docker_answered()
         present = {record.container_id: record for record in records}
+        gone = left_behind - present.keys()
+        if gone:
+            self._left_behind -= gone
+            self.fill()
         for container_id in running:
             machine = self._machines.get(container_id)
             record = present.get(container_id)
@@ -625,6 +650,12 @@ class Pool(Service):
             )
         if orphans:
             await gatherResults(
-                [self._docker.remove(r.docker_id, r.container_id) for r in orphans],
+                [self._docker.remove(r.docker_id, r.container_id).addCallback(self._orphan_removed, r.container_id)
+                 for r in orphans],
                 consumeErrors=True,
             ).addErrback(lambda f: log.failure("removing orphan containers", f))
+
+    def _orphan_removed(self, _: object, container_id: str) -> None:
+        if container_id in self._left_behind:
+            self._left_behind.discard(container_id)
+            self.fill()

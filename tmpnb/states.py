@@ -5,8 +5,9 @@ requested → booting → pooled → assigned ⇄ idle, and from anywhere → cu
 The machine does its own Docker, readiness and proxy calls through the handles in its
 `ContainerCore`, and turns every result into an input: behaviours never raise, failures
 arrive as `bootFailed(cause)`. It tells its owner what happened only through two hooks:
-`on_transition(TransitionEvent)` for every transition and `on_removed(container_id)` once
-everything it made is gone. Nobody reads its state; `describe()` answers in every state.
+`on_transition(TransitionEvent)` for every transition and `on_removed(container_id,
+left_behind)` once everything it made is gone (or, `left_behind`, once removing the
+container gave up: Docker still has it, and the owner must count it until it is gone). Nobody reads its state; `describe()` answers in every state.
 
 Late and duplicate events (a launch or readiness answer that arrives after a cull, a second
 cull, Docker reporting the death of a container we are removing) have explicit transitions.
@@ -109,8 +110,9 @@ class ContainerInputs(Protocol):
     def cull(self, reason: str) -> None:
         """Remove the container: its route, the container and its socket directory."""
 
-    def removed(self) -> None:
-        """Everything the machine made is gone (the end of a cull)."""
+    def removed(self, left_behind: bool) -> None:
+        """The end of a cull: everything the machine made is gone, or (`left_behind`)
+        removing the container gave up and it may still exist."""
 
     def describe(self) -> dict[str, Any]:
         """What the machine is doing, for stats and the admin listing."""
@@ -129,7 +131,7 @@ class ContainerCore:
     wait_ready: ReadyCheck
     proxy: RouteOps
     on_transition: Callable[[TransitionEvent], None]
-    on_removed: Callable[[str], None]
+    on_removed: Callable[[str, bool], None]
     created_at: float = field(init=False)
     entered_at: float = field(init=False)
     docker_id: str | None = None
@@ -493,23 +495,23 @@ def tear_down(inputs: ContainerInputs, core: ContainerCore) -> None:
                 await core.proxy.delete_route(core.route_path)
             except Exception:
                 log.failure("removing the route of {container}", container=core.container_id)
-        if core.may_exist:
-            await remove_container(core)
-        inputs.removed()
+        gone = await remove_container(core) if core.may_exist else True
+        inputs.removed(not gone)
 
     Deferred.fromCoroutine(remove_everything()).addErrback(
         lambda failure: log.failure("culling {container}", failure, container=core.container_id)
     )
 
 
-async def remove_container(core: ContainerCore) -> None:
+async def remove_container(core: ContainerCore) -> bool:
     """Remove the container and its socket directory, retrying with backoff (dockerd may be
-    slow or hung); after boot_attempts tries, give up: a restart removes leftovers."""
+    slow or hung); after boot_attempts tries, give up (False): the owner's heartbeat removes
+    what Docker still has once Docker answers again."""
     attempts = core.config.boot_attempts
     for attempt in range(1, attempts + 1):
         try:
             await core.docker.remove(core.docker_ref(), core.container_id)
-            return
+            return True
         except Exception:
             if attempt == attempts:
                 log.failure(
@@ -517,7 +519,7 @@ async def remove_container(core: ContainerCore) -> None:
                     container=core.container_id,
                     attempts=attempts,
                 )
-                return
+                return False
             delay = backoff_delay(core.config, attempt)
             log.warn(
                 "removing container {container} failed; retrying in {delay:g}s",
@@ -525,6 +527,7 @@ async def remove_container(core: ContainerCore) -> None:
                 delay=delay,
             )
             await deferLater(core.clock, delay)
+    return False
 
 
 def culls_from(state: Any, *causes: Callable[..., None]) -> None:
@@ -555,9 +558,9 @@ for _state in (pooled, assigned, idle):
 
 
 @culled.upon(ContainerInputs.removed).loop()
-def gone(inputs: ContainerInputs, core: ContainerCore, data: Culled) -> None:
+def gone(inputs: ContainerInputs, core: ContainerCore, data: Culled, left_behind: bool) -> None:
     data.removed = True
-    core.on_removed(core.container_id)
+    core.on_removed(core.container_id, left_behind)
 
 
 @culled.upon(ContainerInputs.launched).loop()
