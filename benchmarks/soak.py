@@ -21,6 +21,10 @@ heartbeat: a second tmpnb with --live containers (default 200) all handed out, a
            each heartbeat's reactor CPU as tmpnb measures it (time.thread_time over the sweep);
            the heartbeat part passes when every such event is <= 50 ms.
 
+--hold SECONDS (diagnosis): after the cycles' figures, list the tmpnb process's unix sockets,
+each with the process and path at its other end (matched by peer inode in `ss -xapn`), keep
+the process running SECONDS longer and list them again.
+
 dockerd is shared: the restart needs TMPNB_ALLOW_DOCKERD_RESTART=1, is announced in
 /tmp/DOCKERD_RESTARTING and dockerd is always started again. Every tmpnb runs on free
 loopback ports with its own --instance and --socket-root and is stopped by its PID.
@@ -33,6 +37,7 @@ import os
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -78,12 +83,12 @@ class Snapshot:
 
 def snapshot(client: docker.DockerClient, server: Tmpnb) -> Snapshot:
     containers = client.containers.list(all=True, filters={"label": f"{INSTANCE_LABEL}={server.instance}"})
-    return Snapshot(
-        containers=len(containers),
-        routes=sum(1 for path in server.routes() if path.startswith("/user/")),
-        socket_dirs=len(server.socket_dirs()),
-        fds=len(os.listdir(f"/proc/{server.pid}/fd")),
-    )
+    routes = sum(1 for path in server.routes() if path.startswith("/user/"))
+    socket_dirs = len(server.socket_dirs())
+    # tmpnb closes its end of the request just made a moment after we close ours: until
+    # then that is one more fd, counted or not by chance.
+    time.sleep(0.2)
+    return Snapshot(len(containers), routes, socket_dirs, fds=len(os.listdir(f"/proc/{server.pid}/fd")))
 
 
 def settled(client: docker.DockerClient, server: Tmpnb, pool: int, timeout: float) -> Snapshot:
@@ -126,6 +131,52 @@ def finish(client: docker.DockerClient, server: Tmpnb, logs: str | None) -> None
         for container in left:
             container.remove(force=True)
     shutil.rmtree(server.socket_root, ignore_errors=True)
+
+
+# -- diagnosis: whose are the open sockets ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnixSocket:
+    state: str
+    path: str  # "*" when unnamed
+    inode: str
+    peer_inode: str  # "*" or "0" when unconnected
+    process: str  # ss's users:((...)) column, "" when ss cannot tell
+
+    @classmethod
+    def parse(cls, line: str) -> UnixSocket | None:
+        fields = line.split()
+        if len(fields) < 8 or not fields[0].startswith("u_"):
+            return None
+        return cls(fields[1], fields[4], fields[5], fields[7], " ".join(fields[8:]))
+
+
+def unix_sockets() -> list[UnixSocket]:
+    listing = subprocess.run(["ss", "-xapn"], capture_output=True, text=True, check=True).stdout
+    return [s for s in map(UnixSocket.parse, listing.splitlines()[1:]) if s is not None]
+
+
+def print_unix_sockets(pid: int) -> None:
+    """The process's unix sockets, each with what is at its other end."""
+    everything = unix_sockets()
+    by_inode = {s.inode: s for s in everything}
+    ours = [s for s in everything if f"pid={pid}," in s.process]
+    print(f"{len(os.listdir(f'/proc/{pid}/fd'))} fds, {len(ours)} unix sockets of pid {pid}:")
+    for s in sorted(ours, key=lambda s: (s.state, s.path)):
+        peer = by_inode.get(s.peer_inode)
+        other = f"peer {s.peer_inode} {peer.path} {peer.process}" if peer else f"peer {s.peer_inode}"
+        fd = s.process.split("fd=")[-1].rstrip(")")
+        print(f"  fd {fd} {s.state} {s.inode} {s.path} -> {other}")
+
+
+def hold(pid: int, seconds: float) -> None:
+    print_unix_sockets(pid)
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        time.sleep(min(10.0, left))
+        print(f"  +{seconds - max(end - time.monotonic(), 0):.0f}s: {len(os.listdir(f'/proc/{pid}/fd'))} fds")
+    print_unix_sockets(pid)
 
 
 # -- the cycles ------------------------------------------------------------------------
@@ -266,6 +317,8 @@ def run_cycles(client: docker.DockerClient, options: argparse.Namespace) -> bool
         back = before == after
         print(f"returned to start values: {'yes' if back else 'NO'}; failed sessions outside the outage: {normal_failures}")
         server.check_alive()
+        if options.hold:
+            hold(server.pid, options.hold)
         if options.lifecycle_out:
             shutil.copyfile(server.lifecycle_log, options.lifecycle_out)
             print(f"lifecycle log: {options.lifecycle_out}")
@@ -365,6 +418,8 @@ def main() -> int:
     parser.add_argument("--kernel-every", type=int, default=10, help="every Nth visitor runs 1+1 in a kernel")
     parser.add_argument("--logs", help="keep each tmpnb's twistd.log and lifecycle log in this directory")
     parser.add_argument("--lifecycle-out", help="copy the cycles' lifecycle log (JSON lines) here")
+    parser.add_argument("--hold", type=float, default=0, metavar="SECONDS",
+                        help="diagnosis: list tmpnb's unix sockets and their peers after the cycles, keep it running SECONDS, list again")
     parser.add_argument("--heartbeat-only", action="store_true",
                         help="only the heartbeat with --live containers: no cycles, no dockerd restart")
     options = parser.parse_args()

@@ -211,6 +211,19 @@ class FakeDocker:
     def list_ours(self) -> Deferred[list[ContainerRecord]]:
         return self._call("list", (), lambda: [c.record() for c in self.ours()])
 
+    def socket_dir_ids(self) -> Deferred[list[str]]:
+        root = sockets.socket_dir(self.spec, "")
+        return self._call(
+            "socket_dirs", (), lambda: sorted(p[len(root):] for p in self.socket_dirs if p.startswith(root))
+        )
+
+    def remove_socket_dirs(self, container_ids: list[str]) -> Deferred[None]:
+        def remove() -> None:
+            for container_id in container_ids:
+                self.socket_dirs.discard(sockets.socket_dir(self.spec, container_id))
+
+        return self._call("remove_socket_dirs", (list(container_ids),), remove)
+
     def ping(self) -> Deferred[bool]:
         # A hung dockerd still answers /_ping; a down one does not.
         return succeed(self.reachable or self.hanging)

@@ -762,3 +762,22 @@ def test_remove_socket_dir_of_nothing_is_fine(tmp_path):
 def test_parse_user():
     assert sockets.parse_user("1000:100") == (1000, 100)
     assert sockets.parse_user("1000") == (1000, 1000)
+
+
+# -- socket directories without a container ------------------------------------------------
+
+
+def test_socket_dir_ids_lists_this_instances_directories_and_removal_takes_them(api, spec):
+    for container_id in ("a1", "b2"):
+        os.makedirs(sockets.socket_dir(spec, container_id))
+    other = config.ContainerSpec(instance="other", socket_root=spec.socket_root)
+    os.makedirs(sockets.socket_dir(other, "c3"))  # another instance's: never ours to list
+
+    assert sorted(check.successResultOf(api.socket_dir_ids())) == ["a1", "b2"]
+    check.successResultOf(api.remove_socket_dirs(["a1"]))
+    assert check.successResultOf(api.socket_dir_ids()) == ["b2"]
+    assert os.path.isdir(sockets.socket_dir(other, "c3"))
+
+
+def test_socket_dir_ids_of_an_instance_without_a_directory_yet_is_empty(api):
+    assert check.successResultOf(api.socket_dir_ids()) == []

@@ -16,6 +16,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakedocker import FakeDocker, FakeServers
+from tmpnb import sockets
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.dockerapi import DockerUnavailable
 from tmpnb.pool import Assignment, Pool
@@ -365,6 +366,22 @@ def test_a_container_that_vanished_without_an_event_is_culled_at_the_next_sweep(
     world.docker.vanish(pooled)
     world.clock.advance(10)
     assert sorted(culls(world)) == sorted([(visitor, "exited", "vanished"), (pooled, "exited", "vanished")])
+
+
+def test_socket_directories_of_no_container_are_removed_at_the_next_sweep() -> None:
+    world = World(config=HEARTBEAT).started()
+    [pooled] = world.docker.running()
+    stray = sockets.socket_dir(world.spec, "crashed")  # a directory nothing owns any more
+    world.docker.socket_dirs.add(stray)
+    world.clock.advance(10)
+    assert world.docker.socket_dirs == {sockets.socket_dir(world.spec, pooled)}
+
+
+def test_a_crashed_runs_socket_directories_are_removed_at_start() -> None:
+    world = World(config=HEARTBEAT)
+    world.docker.socket_dirs.add(sockets.socket_dir(world.spec, "crashed"))
+    world.started()
+    assert world.docker.socket_dirs == {sockets.socket_dir(world.spec, c) for c in world.docker.running()}
 
 
 def test_a_container_that_exited_without_an_event_is_culled_at_the_next_sweep() -> None:

@@ -200,6 +200,24 @@ def test_idle_backend_connections_close_after_their_idle_timeout():
     assert harness.factory.pool.stats() == {}
 
 
+def test_a_bursts_backend_connections_are_closed_five_seconds_after_it_by_default():
+    # Six visitors at once on the orchestrator (the soak's spawn rush) open six connections to
+    # it; kept for 60 s they were the soak's "leaked" fds (two each: the orchestrator is in-process).
+    harness = ProxyHarness(default_target="http+unix://%2Frun%2Ftest%2Fweb.sock")
+    visitors = [harness.visit() for _ in range(6)]
+    for visitor in visitors:
+        visitor.send(b"GET / HTTP/1.1\r\nHost: tmpnb.example\r\n\r\n")
+    backends = [harness.accept() for _ in visitors]
+    for backend in backends:
+        backend.send(b"HTTP/1.1 302 Found\r\nLocation: /user/a/\r\nContent-Length: 0\r\n\r\n")
+    assert all(v.received().startswith(b"HTTP/1.1 302 ") for v in visitors)
+    harness.reactor.advance(4.9)
+    assert [b.open for b in backends] == [True] * 6  # kept alive for the next requests
+    harness.reactor.advance(0.1)
+    assert [b.open for b in backends] == [False] * 6
+    assert harness.factory.pool.stats() == {}
+
+
 def test_pipelined_requests_are_answered_in_order():
     harness = proxy()
     visitor = harness.visit()

@@ -127,5 +127,11 @@ class MarkedRemovals:
     def list_ours(self) -> Deferred[list[Any]]:
         return self._docker.list_ours()
 
+    def socket_dir_ids(self) -> Deferred[list[str]]:
+        return self._docker.socket_dir_ids()
+
+    def remove_socket_dirs(self, container_ids: list[str]) -> Deferred[None]:
+        return self._docker.remove_socket_dirs(container_ids)
+
     def watch(self, on_event: Callable[[str, str], None]) -> None:
         self._docker.watch(on_event)

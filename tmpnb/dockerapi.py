@@ -113,17 +113,23 @@ def docker_client_factory(
 
     `timeout` is docker-py's per-call socket timeout: keep it a little under DockerAPI's
     call_timeout so the thread is usually free again soon after its caller gave up.
-    With version "auto", the API version is negotiated by the first client only: DockerAPI
-    makes a client per call, and a /version request before each would double the calls.
+    With version "auto", the API version is negotiated once: DockerAPI makes a client per
+    call, and a /version request before each would double the calls.
     """
     negotiated: list[str] = []
 
     def make() -> docker.DockerClient:
-        wanted = negotiated[0] if negotiated else version
-        client = docker.DockerClient(base_url=base_url, timeout=timeout, version=wanted)
         if version == "auto" and not negotiated:
-            negotiated.append(client.api.api_version)
-        return client
+            # On a client of its own, closed at once: docker-py keeps the /version connection
+            # open in the client that asked, and the first client may be the events watcher's,
+            # which lives until dockerd goes away.
+            probe = docker.DockerClient(base_url=base_url, timeout=timeout, version="auto")
+            try:
+                negotiated.append(probe.api.api_version)
+            finally:
+                _close_quietly(probe)
+        wanted = negotiated[0] if negotiated else version
+        return docker.DockerClient(base_url=base_url, timeout=timeout, version=wanted)
 
     return make
 
@@ -314,6 +320,15 @@ def _thd_list(client: Any, instance: str) -> list[ContainerRecord]:
     return [record_of(c.attrs) for c in containers if _is_ours(c.attrs, instance)]
 
 
+def _thd_socket_dir_ids(client: Any, spec: config.ContainerSpec) -> list[str]:
+    return sockets.socket_dir_ids(spec)  # the host's filesystem, not dockerd: no client needed
+
+
+def _thd_remove_socket_dirs(client: Any, spec: config.ContainerSpec, container_ids: list[str]) -> None:
+    for container_id in container_ids:
+        sockets.remove_socket_dir(sockets.socket_dir(spec, container_id))
+
+
 def _thd_ping(client: Any) -> bool:
     return bool(client.ping())
 
@@ -487,7 +502,6 @@ class DockerAPI:
         self._client_factory = client_factory
         self._spec = spec
         self._call_timeout = call_timeout
-        # One client per pool thread: docker-py's clients are not shared across threads.
         self._watcher: EventWatcher | None = None
 
     # -- operations
@@ -514,6 +528,15 @@ class DockerAPI:
     def list_ours(self) -> Deferred[list[ContainerRecord]]:
         """Every container labelled with our instance, in any state."""
         return self._defer("list", _thd_list, self._spec.instance)
+
+    def socket_dir_ids(self) -> Deferred[list[str]]:
+        """The container ids that have a socket directory of this instance on the host
+        (filesystem work, done in the Docker threads like the directories' making)."""
+        return self._defer("socket_dirs", _thd_socket_dir_ids, self._spec)
+
+    def remove_socket_dirs(self, container_ids: list[str]) -> Deferred[None]:
+        """Remove these containers' socket directories (for ones whose container is gone)."""
+        return self._defer("remove_socket_dirs", _thd_remove_socket_dirs, self._spec, list(container_ids))
 
     def ping(self) -> Deferred[bool]:
         """Whether dockerd answers /_ping (a hung dockerd may still do so)."""

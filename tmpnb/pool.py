@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -69,6 +69,10 @@ class PoolDocker(DockerOps, Protocol):
     """The part of tmpnb.dockerapi.DockerAPI the pool uses, besides the machines' part."""
 
     def list_ours(self) -> Deferred[list[Any]]: ...
+
+    def socket_dir_ids(self) -> Deferred[list[str]]: ...
+
+    def remove_socket_dirs(self, container_ids: list[str]) -> Deferred[None]: ...
 
     def watch(self, on_event: Callable[[str, str], None]) -> None: ...
 
@@ -163,6 +167,7 @@ class Pool(Service):
         leftovers = await self._list_leftovers()
         if leftovers is None:  # stopped before Docker ever answered
             return
+        listed = {r.container_id for r in leftovers}
         if self._marks is not None:
             self._marks.forget_all_but(r.container_id for r in leftovers)
         leftovers = [r for r in leftovers if r.container_id not in self._machines]
@@ -183,6 +188,7 @@ class Pool(Service):
             await gatherResults(removals, consumeErrors=True).addErrback(
                 lambda f: log.failure("removing leftover containers", f)
             )
+        await self._remove_stray_socket_dirs(listed)  # a crashed run's, say
         self._cleaned = True
         self.fill()
 
@@ -557,6 +563,8 @@ class Pool(Service):
         except Exception:
             log.failure("listing the proxy's routes")
             routes = None
+        if not self.running:  # a stop meanwhile: the routes it kept are not strays
+            return 0, 0.0
         if routes is not None:
             await self._reconcile_routes(routes, handed)
         handed = [cid for cid in handed if self._states.get(cid) in HANDED_OUT]
@@ -626,6 +634,8 @@ class Pool(Service):
         except Exception:
             log.failure("listing containers for the heartbeat")
             return
+        if not self.running:  # stopped while Docker took its time: the stop has its own say
+            return
         self._docker_answered()
         present = {record.container_id: record for record in records}
         gone = left_behind - present.keys()
@@ -654,6 +664,23 @@ class Pool(Service):
                  for r in orphans],
                 consumeErrors=True,
             ).addErrback(lambda f: log.failure("removing orphan containers", f))
+        await self._remove_stray_socket_dirs(present.keys())
+
+    async def _remove_stray_socket_dirs(self, listed: Collection[str]) -> None:
+        """Remove socket directories that no machine, no container Docker listed and no
+        container left behind owns: their container vanished before any pool saw it, or
+        after its removal gave up. A directory made after the listing is a new machine's."""
+        try:
+            stray = [
+                cid
+                for cid in await self._docker.socket_dir_ids()
+                if cid not in self._machines and cid not in self._left_behind and cid not in listed
+            ]
+            if stray:
+                log.info("removing {count} socket directories of no container: {ids}", count=len(stray), ids=stray)
+                await self._docker.remove_socket_dirs(stray)
+        except Exception:
+            log.failure("removing socket directories of no container")
 
     def _orphan_removed(self, _: object, container_id: str) -> None:
         if container_id in self._left_behind:

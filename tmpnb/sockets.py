@@ -64,6 +64,15 @@ def remove_socket_dir(path: str) -> None:
             raise
 
 
+def socket_dir_ids(spec: config.ContainerSpec) -> list[str]:
+    """The container ids that have a socket directory under this instance's part of the root."""
+    try:
+        with os.scandir(os.path.join(spec.socket_root, spec.instance)) as entries:
+            return [entry.name for entry in entries if entry.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+
+
 def parse_user(user: str) -> tuple[int, int]:
     """`"1000:1000"` or `"1000"` → (uid, gid); the directory owner for a numeric container user."""
     uid, _, gid = user.partition(":")

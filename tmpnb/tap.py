@@ -221,6 +221,13 @@ class ObservedDocker:
     def ping(self) -> Deferred[bool]:
         return self._docker.ping()
 
+    # The socket directories are the host's filesystem: their outcome says nothing of dockerd.
+    def socket_dir_ids(self) -> Deferred[list[str]]:
+        return self._docker.socket_dir_ids()
+
+    def remove_socket_dirs(self, container_ids: list[str]) -> Deferred[None]:
+        return self._docker.remove_socket_dirs(container_ids)
+
     def watch(self, on_event: Callable[[str, str], None]) -> None:
         self._docker.watch(on_event)
 

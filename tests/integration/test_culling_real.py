@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -116,3 +117,13 @@ def test_a_notebook_in_use_outlives_the_timeout_but_not_cull_max(server, docker_
     assert entered["culled"]["cause"].startswith("too old"), entered["culled"]
     assert entered["culled"]["time"] - entered["assigned"]["time"] >= CULL_MAX
     assert is_friendly_gone_page(call(server.base, "GET", prefix + "tree"))
+
+
+def test_a_socket_directory_that_no_container_owns_is_removed_by_the_heartbeat(server, docker_client):
+    # Left by a container that vanished before any heartbeat saw it, or by a crashed run.
+    stray = Path(server.socket_root, server.instance, "strayXXXXXXX")
+    stray.mkdir()
+    (stray / "jupyter.sock").touch()
+    wait_until(lambda: not stray.exists(), 5 * CULL_PERIOD, "the stray socket directory removed")
+    running = docker_client.containers.list(filters={"label": f"org.tmpnb.instance={server.instance}"})
+    assert running and {c.labels[ID_LABEL] for c in running} <= server.socket_dirs()  # theirs stay

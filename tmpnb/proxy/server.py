@@ -69,6 +69,12 @@ _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
 
 TOUCH_INTERVAL = 1.0  # route activity is recorded at most this often per connection
 
+# Idle keep-alive connections to a backend close after this long, as configurable-http-proxy's
+# (Node >= 19's global agent: keep-alive, 5 s timeout). Reuse happens within milliseconds under
+# load; held longer, a burst's connections linger: each to the in-process orchestrator costs
+# two of this process's fds, and a culled container's until its container is gone.
+BACKEND_IDLE_TIMEOUT = 5.0
+
 
 def error_page(status: int, detail: str, close: bool) -> bytes:
     reason = _REASONS.get(status, b"Error")
@@ -629,7 +635,7 @@ class ReverseProxyFactory(Factory):
         connect_timeout: float = 5.0,
         idle_timeout: float = 120.0,
         max_backend_connections_per_target: int = 32,
-        backend_idle_timeout: float = 60.0,
+        backend_idle_timeout: float = BACKEND_IDLE_TIMEOUT,
         websocket_idle_timeout: float | None = None,
         scheme: str = "http",
         static: StaticFiles | None = None,
