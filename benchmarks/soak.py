@@ -184,7 +184,9 @@ def hold(pid: int, seconds: float) -> None:
 
 class Cycles:
     """Visitors doing `total` spawn → session cycles; counts what they saw, by the phase of
-    the run (normal, dockerd down, just after) each session began in."""
+    the run each session overlapped: "outage" if dockerd was stopping, down or starting at
+    any moment of it (dockerd stopping kills every container, a session begun just before
+    included), "just after" if it began within RECOVERY_GRACE after, "normal" otherwise."""
 
     def __init__(self, server: Tmpnb, total: int, kernel_every: int) -> None:
         self.server = server
@@ -196,14 +198,15 @@ class Cycles:
         self.outcomes: Counter[tuple[str, str]] = Counter()
         self.session_seconds: list[float] = []
         self.full_answers = 0
-        self.outage = threading.Event()  # set while dockerd is down
+        self.outage_began: float | None = None  # monotonic times of dockerd's stop and answer
         self.outage_ended: float | None = None
 
-    def phase(self) -> str:
-        if self.outage.is_set():
-            return "outage"
-        if self.outage_ended is not None and time.monotonic() - self.outage_ended < RECOVERY_GRACE:
-            return "just after"
+    def phase(self, began: float, ended: float) -> str:
+        if self.outage_began is not None and ended >= self.outage_began:
+            if self.outage_ended is None or began <= self.outage_ended:
+                return "outage"
+            if began - self.outage_ended < RECOVERY_GRACE:
+                return "just after"
         return "normal"
 
     def next_cycle(self) -> int | None:
@@ -222,13 +225,14 @@ class Cycles:
 
     def visitor(self) -> None:
         while (number := self.next_cycle()) is not None:
-            phase, began = self.phase(), time.monotonic()
+            began = time.monotonic()
             try:
                 self.session(number)
             except Exception as e:  # a failed session is a result to count, not a crash
-                self.record(phase, f"{type(e).__name__}: {str(e)[:90]}")
+                self.record(self.phase(began, time.monotonic()), f"{type(e).__name__}: {str(e)[:90]}")
             else:
-                self.record(phase, "ok", time.monotonic() - began)
+                ended = time.monotonic()
+                self.record(self.phase(began, ended), "ok", ended - began)
 
     def session(self, number: int) -> None:
         base = self.server.base
@@ -286,13 +290,12 @@ def run_cycles(client: docker.DockerClient, options: argparse.Namespace) -> bool
         if options.dockerd_restart:
             wait_until(lambda: cycles.done >= options.cycles // 2, 3600, "half the cycles", interval=0.5)
             at = time.monotonic() - began
-            cycles.outage.set()
+            cycles.outage_began = time.monotonic()
             try:
                 with DockerdStopped() as dockerd:
                     time.sleep(options.outage)
             finally:
                 cycles.outage_ended = time.monotonic()
-                cycles.outage.clear()
             outage_report = (f"dockerd stopped after {cycles.done} cycles ({at:.0f}s in): took {dockerd.stopping:.1f}s "
                              f"to stop, down {options.outage:g}s, {dockerd.starting:.1f}s to answer again")
             server.check_alive()
@@ -305,7 +308,7 @@ def run_cycles(client: docker.DockerClient, options: argparse.Namespace) -> bool
             s = sorted(cycles.session_seconds)
             print(f"session seconds (visit to done, waits for a free container included): p50 {statistics.median(s):.2f}, "
                   f"p90 {s[int(0.9 * (len(s) - 1))]:.2f}, max {s[-1]:.2f}")
-        print("outcomes by when the session began:")
+        print("outcomes by the phase each session overlapped:")
         for (label, outcome), count in sorted(cycles.outcomes.items()):
             print(f"  {label:10s} {count:4d}  {outcome}")
 
