@@ -66,7 +66,7 @@ class Options(usage.Options):
     longdesc = __doc__
 
     optFlags = [
-        ["host-network", None, "Containers use the host's network (127.0.0.1 ports) instead of a unix socket."],
+        ["host-network", None, "Containers share the host's network (their code can reach it); the server still answers on its unix socket."],
         ["no-tokens", None, "Do not protect notebook servers with a token (--use-tokens is the default)."],
         ["use-tokens", None, "Protect each notebook server with its own token (default)."],
         # Restarts: by default visitors keep their containers across a restart.
@@ -91,8 +91,8 @@ class Options(usage.Options):
         ["mem-limit", None, _SPEC.mem_limit, "Memory limit per container."],
         ["cpu-shares", None, _SPEC.cpu_shares, "CPU shares per container.", _optional_int],
         ["cpu-quota", None, _SPEC.cpu_quota, "CPU microseconds per 100 ms per container.", int],
-        ["container-ip", None, _SPEC.container_ip, "With --host-network: the IP servers bind to."],
-        ["container-port", None, _SPEC.container_port, "With --host-network: the first port servers use.", int],
+        ["container-ip", None, _SPEC.container_ip, "{ip} in --command (the same for every container)."],
+        ["container-port", None, _SPEC.container_port, "{port} in --command (the same for every container).", int],
         ["host-directories", None, "", "Comma-separated host:container[:ro|rw] mounts for every container."],
         ["instance", None, _SPEC.instance, "Name of this tmpnb: labels its containers; one never touches another's."],
         ["socket-root", None, _SPEC.socket_root, "Host directory for the containers' socket directories."],
