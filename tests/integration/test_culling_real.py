@@ -41,7 +41,7 @@ def server(docker_client, notebook_image) -> Iterator[Tmpnb]:
                    f"--cull-timeout={CULL_TIMEOUT:g}", f"--cull-max={CULL_MAX:g}")
     tmpnb.wait_available(2)
     yield tmpnb
-    launch.close()
+    assert launch.close(leftovers_allowed=True) == []
 
 
 def docker_has(docker_client, server: Tmpnb, container_id: str) -> bool:

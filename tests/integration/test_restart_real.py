@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 def launch(docker_client, notebook_image) -> Iterator[Launcher]:
     launcher = Launcher(docker_client, "restart")
     yield launcher
-    launcher.close()
+    assert launcher.close(leftovers_allowed=True) == []
 
 
 def running_ids(launch: Launcher, server) -> set[str]:

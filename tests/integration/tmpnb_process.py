@@ -331,10 +331,14 @@ class Launcher:
     `server_args` go to every server it starts, before each call's own arguments.
     """
 
-    def __init__(self, docker_client, prefix: str, server_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, docker_client, prefix: str, server_args: Sequence[str] = (), expected_failures: Sequence[str] = ()
+    ) -> None:
         self._docker = docker_client
         self._prefix = prefix
         self._server_args = list(server_args)
+        # Exception names a module's servers may log as failures (dockerd stopped on purpose).
+        self._expected_failures = tuple(expected_failures)
         self.started: list[Tmpnb] = []
 
     def __call__(self, *args: str, env: dict | None = None, start: bool = True, port: int | None = None) -> Tmpnb:
@@ -349,12 +353,22 @@ class Launcher:
             server.start()
         return server
 
+    def unexpected_failures(self, server: Tmpnb) -> list[str]:
+        """Failures the server logged (a bug anywhere shows as one) that this module does not
+        expect."""
+        return [
+            f"{server.instance} logged a failure: {failure}"
+            for failure in logged_failures(server.log())
+            if not any(name in failure for name in self._expected_failures)
+        ]
+
     def instance_containers(self, server: Tmpnb) -> list:
         return self._docker.containers.list(all=True, filters={"label": f"{INSTANCE_LABEL}={server.instance}"})
 
-    def close(self) -> list[str]:
-        """Clean up after every server; what a server that should leave nothing (one run with
-        --cleanup-on-stop) did wrong: not stopping cleanly on SIGTERM, or leaving containers."""
+    def close(self, leftovers_allowed: bool = False) -> list[str]:
+        """Clean up after every server; what a server did wrong: logging a failure this module
+        does not expect and, for one that should leave nothing (run with --cleanup-on-stop),
+        not stopping cleanly on SIGTERM, or leaving containers."""
         problems = []
         for server in self.started:
             if server.running():
@@ -364,8 +378,9 @@ class Launcher:
                         problems.append(f"{server.instance} exited with {code}")
                 except TmpnbError as e:
                     problems.append(f"{server.instance}: {e}")
+            problems += self.unexpected_failures(server)
             left = self.instance_containers(server)
-            if left:
+            if left and not leftovers_allowed:
                 problems.append(f"{server.instance} left {len(left)} containers behind")
             for container in left:
                 try:
@@ -374,6 +389,24 @@ class Launcher:
                     pass
             shutil.rmtree(server.socket_root, ignore_errors=True)
         return problems
+
+
+def logged_failures(log: str) -> list[str]:
+    """Every failure a twistd log holds (twisted.logger's log.failure writes a critical event
+    followed by the traceback, its lines indented with a tab): the event and the exception."""
+    failures = []
+    lines = log.splitlines()
+    for number, line in enumerate(lines):
+        if "#critical]" not in line:
+            continue
+        traceback = []
+        for following in lines[number + 1 :]:
+            if not following.startswith("\t"):
+                break
+            traceback.append(following.strip())
+        exception = next((t for t in reversed(traceback) if t), "")
+        failures.append(f"{line.split('] ', 1)[-1]} | {exception}")
+    return failures
 
 
 # -- stopping and starting the shared dockerd --------------------------------------------------
