@@ -3,21 +3,18 @@ them booted, hands them out without waiting on Docker, and refills within --capa
 
 The pool never reads a machine's state: it keeps its own counts from the transitions each
 machine reports, and learns from `on_removed` when a machine's container is gone. Capacity
-counts every machine until then, booting and culled-but-still-removing ones included.
+counts every machine until then, booting and culled-but-still-removing ones included, and
+containers whose removal gave up until the heartbeat sees them gone.
 
-Every --cull-period seconds a heartbeat (`sweep`, never overlapping) reconciles with Docker
-(containers that exited or vanished without an event; containers of ours no machine owns)
-and judges every handed-out container: culled when idle for --cull-timeout (activity is the
-latest of the proxy route's and the server's own last_activity) or assigned for longer than
---cull-max; idle when nothing happened during the last period; assigned again on activity.
+Every --cull-period seconds the heartbeat (tmpnb/heartbeat.py; `sweep`, never overlapping)
+reconciles with Docker and the proxy and culls idle, too-old and dead containers. At start,
+an earlier run's containers are adopted or removed (tmpnb/judging.py sorts them).
 """
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from twisted.application.service import Service
@@ -26,24 +23,32 @@ from twisted.internet.defer import (
     Deferred,
     gatherResults,
     maybeDeferred,
+    succeed,
 )
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tmpnb import ids, sockets
+from tmpnb import ids
 from tmpnb.assignments import AssignmentMarks, MarkedRemovals
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.dockerapi import DockerTimeout, DockerUnavailable, container_name
-from tmpnb.judging import latest_activity, routes_by_container, sort_leftovers, stray_routes, verdict
-from tmpnb.statusround import StatusAnswers, StatusAsk, StatusRounds
+from tmpnb.heartbeat import (
+    HANDED_OUT,
+    AskStatuses,
+    Heartbeat,
+    HeartbeatDocker,
+    HeartbeatRoutes,
+    remove_stray_socket_dirs,
+    server_statuses,
+)
+from tmpnb.judging import sort_leftovers
+from tmpnb.statusround import StatusRounds
 from tmpnb.states import (
     Assignment,
     ContainerCore,
     ContainerInputs,
-    DockerOps,
-    RouteOps,
     TransitionEvent,
     backoff_delay,
     new_machine,
@@ -57,34 +62,19 @@ log = Logger()
 DEATHS = frozenset({"die", "oom", "destroy"})
 # States in which a machine counts towards the pool size: booted or on its way.
 STOCK = frozenset({"requested", "booting", "pooled"})
-# States in which a machine has a running container Docker must know about.
-RUNNING = frozenset({"pooled", "assigned", "idle"})
-HANDED_OUT = frozenset({"assigned", "idle"})
 # Boot failures that say Docker itself is away, not that the image or the container is bad
 # (tmpnb.states.failure_cause names the exception type first).
 DOCKER_AWAY = tuple(f"{error.__name__}:" for error in (DockerUnavailable, DockerTimeout))
 
 
-class PoolDocker(DockerOps, Protocol):
-    """The part of tmpnb.dockerapi.DockerAPI the pool uses, besides the machines' part."""
-
-    def list_ours(self) -> Deferred[list[Any]]: ...
-
-    def socket_dir_ids(self) -> Deferred[list[str]]: ...
-
-    def remove_socket_dirs(self, container_ids: list[str]) -> Deferred[None]: ...
+class PoolDocker(HeartbeatDocker, Protocol):
+    """The part of tmpnb.dockerapi.DockerAPI the pool uses: the machines' and the heartbeat's."""
 
     def watch(self, on_event: Callable[[str, str], None]) -> None: ...
 
 
-class PoolRoutes(RouteOps, Protocol):
-    def list_routes(self, inactive_since: datetime | None = None) -> Deferred[dict[str, dict]]: ...
-
-
 # tmpnb.readiness.wait_ready(reactor, socket_path, base_path, token, timeout, interval)
 WaitReady = Callable[[Any, str, str, str, float, float], "Deferred[dict]"]
-# tmpnb.statusround.StatusRounds.ask: every server's status, in one round
-AskStatuses = Callable[[Sequence[StatusAsk]], Deferred[StatusAnswers]]
 
 
 class Pool(Service):
@@ -95,7 +85,7 @@ class Pool(Service):
         reactor: Any,
         docker: PoolDocker,
         wait_ready: WaitReady,
-        proxy: PoolRoutes,
+        proxy: HeartbeatRoutes,
         spec: ContainerSpec,
         config: PoolConfig,
         on_transition: Callable[[TransitionEvent], None] | None = None,
@@ -145,8 +135,11 @@ class Pool(Service):
         # Containers whose removal gave up (Docker away): they may still exist, so they count
         # against the capacity until a heartbeat sees them gone or removes them.
         self._left_behind: set[str] = set()
-        self._heartbeat = LoopingCall(self.sweep)
-        self._heartbeat.clock = reactor
+        self._heartbeat = Heartbeat(
+            reactor, self, self._docker, proxy, self._ask_statuses, spec, config
+        )
+        self._heartbeats = LoopingCall(self.sweep)
+        self._heartbeats.clock = reactor
 
     # -- the service
 
@@ -158,7 +151,7 @@ class Pool(Service):
         self._starting = Deferred.fromCoroutine(self._take_over_leftovers())
         self._starting.addErrback(lambda f: log.failure("starting the pool", f))
         # LoopingCall waits for each sweep's Deferred: sweeps never overlap.
-        self._heartbeat.start(self.config.cull_period, now=False).addErrback(
+        self._heartbeats.start(self.config.cull_period, now=False).addErrback(
             lambda f: log.failure("the heartbeat stopped", f)
         )
 
@@ -188,7 +181,7 @@ class Pool(Service):
             await gatherResults(removals, consumeErrors=True).addErrback(
                 lambda f: log.failure("removing leftover containers", f)
             )
-        await self._remove_stray_socket_dirs(listed)  # a crashed run's, say
+        await remove_stray_socket_dirs(self._docker, self, listed)  # a crashed run's, say
         self._cleaned = True
         self.fill()
 
@@ -234,8 +227,8 @@ class Pool(Service):
         """Cull every container (with `keep_assigned`: all but the visitors'); fires when all
         of them are removed."""
         super().stopService()
-        if self._heartbeat.running:
-            self._heartbeat.stop()
+        if self._heartbeats.running:
+            self._heartbeats.stop()
         if self._pause is not None and self._pause.active():
             self._pause.cancel()
         if self._listing is not None:  # Docker never answered the start's listing: stop asking
@@ -352,7 +345,7 @@ class Pool(Service):
         routed = await self._our_routes()
         marked = {} if self._marks is None else self._marks.recorded()
         usable = [r for r in leftovers if r.running and r.container_id and r.token]
-        statuses = await self._statuses({r.container_id: r.token for r in usable})
+        statuses = await server_statuses(self._ask_statuses, self.spec, {r.container_id: r.token for r in usable})
         assigned, unused = sort_leftovers(usable, routed, marked, statuses)
         adopted = set()
         for record, assigned_at in assigned:  # visitors first: they are using theirs
@@ -492,7 +485,7 @@ class Pool(Service):
             self._pause.cancel()
         self._pause = self._reactor.callLater(delay, self.fill)
 
-    def _docker_answered(self) -> None:
+    def docker_answered(self) -> None:
         """Docker answered a listing: a pause caused only by Docker being away ends now, so
         the pool refills as soon as Docker is back rather than after the longest backoff."""
         if self._paused_for_docker and self._pause is not None and self._pause.active():
@@ -523,166 +516,33 @@ class Pool(Service):
         if machine is not None and action in DEATHS:
             machine.exited(action)
 
-    # -- the heartbeat
+    # -- the heartbeat (tmpnb/heartbeat.py), and what it needs of the pool (its Flock)
 
     def sweep(self) -> Deferred[None]:
-        """One heartbeat: reconcile with Docker, then judge every handed-out container."""
-        d = Deferred.fromCoroutine(self._sweep())
-        # A failed sweep is logged; the next one comes all the same.
-        return d.addErrback(lambda f: log.failure("heartbeat", f))
-
-    async def _sweep(self) -> None:
+        """One heartbeat: reconcile with Docker and the proxy, judge every handed-out container."""
         if not self._cleaned:
             # The start has not seen this instance's containers yet: an unseen one is not
             # an orphan, and its route is not stray.
-            return
-        # What a heartbeat costs the reactor: this thread's CPU time from the sweep's start to
-        # its end. The reactor runs on this thread, so it is all reactor time, but it also
-        # counts whatever else the reactor did meanwhile (visitors, boots): an upper bound.
-        # Judging is the sweep's longest stretch without yielding to the reactor.
-        began, cpu_began = self._reactor.seconds(), time.thread_time()
-        count, judging = await self._judge_handed_out()
-        log.info(
-            "heartbeat over {count} handed-out containers took {wall:.3f}s, {cpu_ms:.1f} ms of"
-            " reactor CPU ({judge_ms:.1f} ms judging them in one go)",
-            count=count,
-            wall=self._reactor.seconds() - began,
-            cpu_ms=(time.thread_time() - cpu_began) * 1000,
-            judge_ms=judging * 1000,
-        )
+            return succeed(None)
+        return self._heartbeat.sweep()
 
-    async def _judge_handed_out(self) -> tuple[int, float]:
-        """Reconcile, then judge every handed-out container: how many were judged, and the
-        thread CPU seconds the judging took."""
-        # Judged only if handed out before we asked: one handed out meanwhile may be missing
-        # from the answers without anything being wrong.
-        handed = [cid for cid, state in self._states.items() if state in HANDED_OUT]
-        await self._reconcile()
-        try:
-            routes = await self._proxy.list_routes()
-        except Exception:
-            log.failure("listing the proxy's routes")
-            routes = None
-        if not self.running:  # a stop meanwhile: the routes it kept are not strays
-            return 0, 0.0
-        if routes is not None:
-            await self._reconcile_routes(routes, handed)
-        handed = [cid for cid in handed if self._states.get(cid) in HANDED_OUT]
-        if not handed:
-            return 0, 0.0
-        routes_of = routes_by_container(routes or {})
-        statuses = await self._statuses({cid: self._tokens.get(cid, "") for cid in handed})
-        judging = time.thread_time()
-        now = self._reactor.seconds()
-        for container_id in handed:
-            machine = self._machines.get(container_id)
-            if machine is None:  # removed while we asked
-                continue
-            seen = machine.describe()
-            activity = latest_activity(seen, routes_of.get(container_id), statuses.get(container_id))
-            verdict(seen["assigned_at"], activity, now, self.config).apply(machine)
-        return len(handed), time.thread_time() - judging
+    def ids_in(self, states: frozenset[str]) -> list[str]:
+        return [cid for cid, state in self._states.items() if state in states]
 
-    async def _reconcile_routes(self, routes: dict[str, dict], handed: list[str]) -> None:
-        """The proxy's routes against the machines: a handed-out container without its route
-        (an external proxy restarted) gets it back; a route under /user/ that no machine owns
-        (ours, or carrying no instance at all: it points nowhere) is deleted. Routes another
-        tmpnb instance labelled are never touched."""
-        for container_id in handed:
-            machine = self._machines.get(container_id)
-            if machine is not None and f"/user/{container_id}" not in routes:
-                log.info("the proxy lost the route of {container}; adding it again", container=container_id)
-                machine.routeLost()
-        stray = stray_routes(routes, self._machines, self.spec.instance)
-        for path in stray:
-            log.info("deleting route {path}: it leads to no container of ours", path=path)
-        if stray:
-            await gatherResults(
-                [maybeDeferred(self._proxy.delete_route, path) for path in stray], consumeErrors=True
-            ).addErrback(lambda f: log.failure("deleting stray routes", f))
+    def machine(self, container_id: str) -> ContainerInputs | None:
+        return self._machines.get(container_id)
 
-    async def _statuses(self, tokens: dict[str, str]) -> dict[str, dict[str, Any]]:
-        """The servers' api/status answers, by container id, all asked in one round (see
-        tmpnb/statusround.py); a server that does not answer in time is missing."""
-        asks = [
-            StatusAsk(cid, sockets.socket_path(self.spec, cid), f"/user/{cid}/", token)
-            for cid, token in tokens.items()
-        ]
-        try:
-            answers = await self._ask_statuses(asks)
-        except Exception:
-            log.failure("asking the servers for their status")
-            return {}
-        statuses = {}
-        for container_id, answer in answers.items():
-            if isinstance(answer, Exception):
-                log.info("no status from {container}: {cause}", container=container_id, cause=repr(answer))
-            else:
-                statuses[container_id] = answer
-        return statuses
+    def token(self, container_id: str) -> str:
+        return self._tokens.get(container_id, "")
 
-    async def _reconcile(self) -> None:
-        """Tell machines whose containers exited or vanished without an event, and remove
-        containers of ours that no machine owns (a removal that gave up, say)."""
-        # Judged only if running before we asked: a container that appears meanwhile
-        # would be missing from the answer without being gone.
-        running = [cid for cid, state in self._states.items() if state in RUNNING]
-        # Likewise, only a container left behind before we asked is gone if it is missing.
-        left_behind = set(self._left_behind)
-        try:
-            records = await self._docker.list_ours()
-        except Exception:
-            log.failure("listing containers for the heartbeat")
-            return
-        if not self.running:  # stopped while Docker took its time: the stop has its own say
-            return
-        self._docker_answered()
-        present = {record.container_id: record for record in records}
-        gone = left_behind - present.keys()
+    def owns(self, container_id: str) -> bool:
+        return container_id in self._machines or container_id in self._left_behind
+
+    def left_behind(self) -> set[str]:
+        return set(self._left_behind)
+
+    def gone(self, container_ids: Iterable[str]) -> None:
+        gone = self._left_behind.intersection(container_ids)
         if gone:
             self._left_behind -= gone
-            self.fill()
-        for container_id in running:
-            machine = self._machines.get(container_id)
-            record = present.get(container_id)
-            if machine is None:
-                continue
-            if record is None:
-                machine.exited("vanished")
-            elif not record.running:
-                machine.exited(record.status or "exited")
-        orphans = [r for r in records if r.container_id not in self._machines]
-        for record in orphans:
-            log.warn(
-                "removing container {container} ({docker_id}): no machine owns it",
-                container=record.container_id,
-                docker_id=record.docker_id,
-            )
-        if orphans:
-            await gatherResults(
-                [self._docker.remove(r.docker_id, r.container_id).addCallback(self._orphan_removed, r.container_id)
-                 for r in orphans],
-                consumeErrors=True,
-            ).addErrback(lambda f: log.failure("removing orphan containers", f))
-        await self._remove_stray_socket_dirs(present.keys())
-
-    async def _remove_stray_socket_dirs(self, listed: Collection[str]) -> None:
-        """Remove socket directories that no machine, no container Docker listed and no
-        container left behind owns: their container vanished before any pool saw it, or
-        after its removal gave up. A directory made after the listing is a new machine's."""
-        try:
-            stray = [
-                cid
-                for cid in await self._docker.socket_dir_ids()
-                if cid not in self._machines and cid not in self._left_behind and cid not in listed
-            ]
-            if stray:
-                log.info("removing {count} socket directories of no container: {ids}", count=len(stray), ids=stray)
-                await self._docker.remove_socket_dirs(stray)
-        except Exception:
-            log.failure("removing socket directories of no container")
-
-    def _orphan_removed(self, _: object, container_id: str) -> None:
-        if container_id in self._left_behind:
-            self._left_behind.discard(container_id)
             self.fill()

@@ -1,0 +1,255 @@
+"""The pool's heartbeat: every --cull-period seconds (never overlapping), one sweep.
+
+1. Reconcile with Docker: machines whose container exited or vanished without an event are
+   told; containers of ours that no machine owns (a removal that gave up) are removed, and
+   so are socket directories that nothing owns.
+2. Reconcile with the proxy: a handed-out container whose route is missing gets it back;
+   routes of ours that lead nowhere are deleted.
+3. Judge every handed-out container (tmpnb/judging.py) on its activity: the proxy route's
+   and the server's own last_activity, every server asked in one status round
+   (tmpnb/statusround.py). Culled, idle or assigned.
+
+docs/lifecycle.md, "The heartbeat", says the same with the reasons. The heartbeat acts on
+the pool's machines through `Flock`, the narrow view of the pool it needs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Iterable, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from tmpnb import sockets
+from tmpnb.config import ContainerSpec, PoolConfig
+from tmpnb.judging import latest_activity, routes_by_container, stray_routes, verdict
+from tmpnb.states import ContainerInputs, DockerOps, RouteOps
+from tmpnb.statusround import StatusAnswers, StatusAsk
+
+log = Logger()
+
+# States in which a machine has a running container Docker must know about.
+RUNNING = frozenset({"pooled", "assigned", "idle"})
+HANDED_OUT = frozenset({"assigned", "idle"})
+
+
+class HeartbeatDocker(DockerOps, Protocol):
+    """The part of tmpnb.dockerapi.DockerAPI the heartbeat uses."""
+
+    def list_ours(self) -> Deferred[list[Any]]: ...
+
+    def socket_dir_ids(self) -> Deferred[list[str]]: ...
+
+    def remove_socket_dirs(self, container_ids: list[str]) -> Deferred[None]: ...
+
+
+class HeartbeatRoutes(RouteOps, Protocol):
+    def list_routes(self, inactive_since: datetime | None = None) -> Deferred[dict[str, dict]]: ...
+
+
+# tmpnb.statusround.StatusRounds.ask: every server's status, in one round
+AskStatuses = Callable[[Sequence[StatusAsk]], Deferred[StatusAnswers]]
+
+
+class Flock(Protocol):
+    """What the heartbeat needs of the pool (tmpnb.pool.Pool)."""
+
+    running: bool  # the pool is started; a sweep that finds it stopped after an await ends
+
+    def ids_in(self, states: frozenset[str]) -> list[str]:
+        """The containers whose machines reported one of `states`."""
+
+    def machine(self, container_id: str) -> ContainerInputs | None: ...
+
+    def token(self, container_id: str) -> str: ...
+
+    def owns(self, container_id: str) -> bool:
+        """A machine owns it, or it was left behind by a removal that gave up."""
+
+    def left_behind(self) -> set[str]: ...
+
+    def gone(self, container_ids: Iterable[str]) -> None:
+        """These containers left behind are gone: they no longer count against capacity."""
+
+    def docker_answered(self) -> None: ...
+
+
+class Heartbeat:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        flock: Flock,
+        docker: HeartbeatDocker,
+        proxy: HeartbeatRoutes,
+        ask_statuses: AskStatuses,
+        spec: ContainerSpec,
+        config: PoolConfig,
+    ) -> None:
+        self._clock = clock
+        self._flock = flock
+        self._docker = docker
+        self._proxy = proxy
+        self._ask_statuses = ask_statuses
+        self._spec = spec
+        self._config = config
+
+    def sweep(self) -> Deferred[None]:
+        """One heartbeat: reconcile with Docker and the proxy, then judge every handed-out
+        container. It never fails: a failed sweep is logged, and the next one comes."""
+        d = Deferred.fromCoroutine(self._sweep())
+        return d.addErrback(lambda f: log.failure("heartbeat", f))
+
+    async def _sweep(self) -> None:
+        # What a heartbeat costs the reactor: this thread's CPU time from the sweep's start to
+        # its end. The reactor runs on this thread, so it is all reactor time, but it also
+        # counts whatever else the reactor did meanwhile (visitors, boots): an upper bound.
+        # Judging is the sweep's longest stretch without yielding to the reactor.
+        began, cpu_began = self._clock.seconds(), time.thread_time()
+        count, judging = await self._judge_handed_out()
+        log.info(
+            "heartbeat over {count} handed-out containers took {wall:.3f}s, {cpu_ms:.1f} ms of"
+            " reactor CPU ({judge_ms:.1f} ms judging them in one go)",
+            count=count,
+            wall=self._clock.seconds() - began,
+            cpu_ms=(time.thread_time() - cpu_began) * 1000,
+            judge_ms=judging * 1000,
+        )
+
+    async def _judge_handed_out(self) -> tuple[int, float]:
+        """Reconcile, then judge every handed-out container: how many were judged, and the
+        thread CPU seconds the judging took."""
+        flock = self._flock
+        # Judged only if handed out before we asked: one handed out meanwhile may be missing
+        # from the answers without anything being wrong.
+        handed = flock.ids_in(HANDED_OUT)
+        await self._reconcile()
+        try:
+            routes = await self._proxy.list_routes()
+        except Exception:
+            log.failure("listing the proxy's routes")
+            routes = None
+        if not flock.running:  # a stop meanwhile: the routes it kept are not strays
+            return 0, 0.0
+        if routes is not None:
+            await self._reconcile_routes(routes, handed)
+        still = set(flock.ids_in(HANDED_OUT))
+        handed = [cid for cid in handed if cid in still]
+        if not handed:
+            return 0, 0.0
+        routes_of = routes_by_container(routes or {})
+        statuses = await server_statuses(
+            self._ask_statuses, self._spec, {cid: flock.token(cid) for cid in handed}
+        )
+        judging = time.thread_time()
+        now = self._clock.seconds()
+        for container_id in handed:
+            machine = flock.machine(container_id)
+            if machine is None:  # removed while we asked
+                continue
+            seen = machine.describe()
+            activity = latest_activity(seen, routes_of.get(container_id), statuses.get(container_id))
+            verdict(seen["assigned_at"], activity, now, self._config).apply(machine)
+        return len(handed), time.thread_time() - judging
+
+    async def _reconcile_routes(self, routes: dict[str, dict], handed: list[str]) -> None:
+        """The proxy's routes against the machines: a handed-out container without its route
+        (an external proxy restarted) gets it back; a route under /user/ that no machine owns
+        (ours, or carrying no instance at all: it points nowhere) is deleted. Routes another
+        tmpnb instance labelled are never touched."""
+        for container_id in handed:
+            machine = self._flock.machine(container_id)
+            if machine is not None and f"/user/{container_id}" not in routes:
+                log.info("the proxy lost the route of {container}; adding it again", container=container_id)
+                machine.routeLost()
+        owned = {cid for cid in routes_by_container(routes) if self._flock.machine(cid) is not None}
+        stray = stray_routes(routes, owned, self._spec.instance)
+        for path in stray:
+            log.info("deleting route {path}: it leads to no container of ours", path=path)
+        if stray:
+            await gatherResults(
+                [maybeDeferred(self._proxy.delete_route, path) for path in stray], consumeErrors=True
+            ).addErrback(lambda f: log.failure("deleting stray routes", f))
+
+    async def _reconcile(self) -> None:
+        """Tell machines whose containers exited or vanished without an event, and remove
+        containers of ours that no machine owns (a removal that gave up, say)."""
+        flock = self._flock
+        # Judged only if running before we asked: a container that appears meanwhile
+        # would be missing from the answer without being gone.
+        running = flock.ids_in(RUNNING)
+        # Likewise, only a container left behind before we asked is gone if it is missing.
+        left_behind = flock.left_behind()
+        try:
+            records = await self._docker.list_ours()
+        except Exception:
+            log.failure("listing containers for the heartbeat")
+            return
+        if not flock.running:  # stopped while Docker took its time: the stop has its own say
+            return
+        flock.docker_answered()
+        present = {record.container_id: record for record in records}
+        flock.gone(left_behind - present.keys())
+        for container_id in running:
+            machine = flock.machine(container_id)
+            record = present.get(container_id)
+            if machine is None:
+                continue
+            if record is None:
+                machine.exited("vanished")
+            elif not record.running:
+                machine.exited(record.status or "exited")
+        orphans = [r for r in records if flock.machine(r.container_id) is None]
+        for record in orphans:
+            log.warn(
+                "removing container {container} ({docker_id}): no machine owns it",
+                container=record.container_id,
+                docker_id=record.docker_id,
+            )
+        if orphans:
+            await gatherResults(
+                [
+                    self._docker.remove(r.docker_id, r.container_id).addCallback(
+                        lambda _, cid: flock.gone([cid]), r.container_id
+                    )
+                    for r in orphans
+                ],
+                consumeErrors=True,
+            ).addErrback(lambda f: log.failure("removing orphan containers", f))
+        await remove_stray_socket_dirs(self._docker, flock, present.keys())
+
+
+async def remove_stray_socket_dirs(docker: HeartbeatDocker, flock: Flock, listed: Collection[str]) -> None:
+    """Remove socket directories that no machine, no container Docker listed and no
+    container left behind owns: their container vanished before any pool saw it, or after
+    its removal gave up. A directory made after the listing is a new machine's: owned."""
+    try:
+        stray = [cid for cid in await docker.socket_dir_ids() if not flock.owns(cid) and cid not in listed]
+        if stray:
+            log.info("removing {count} socket directories of no container: {ids}", count=len(stray), ids=stray)
+            await docker.remove_socket_dirs(stray)
+    except Exception:
+        log.failure("removing socket directories of no container")
+
+
+async def server_statuses(
+    ask_statuses: AskStatuses, spec: ContainerSpec, tokens: dict[str, str]
+) -> dict[str, dict[str, Any]]:
+    """The servers' api/status answers, by container id, all asked in one round (see
+    tmpnb/statusround.py); a server that does not answer in time is missing."""
+    asks = [StatusAsk(cid, sockets.socket_path(spec, cid), f"/user/{cid}/", token) for cid, token in tokens.items()]
+    try:
+        answers = await ask_statuses(asks)
+    except Exception:
+        log.failure("asking the servers for their status")
+        return {}
+    statuses = {}
+    for container_id, answer in answers.items():
+        if isinstance(answer, Exception):
+            log.info("no status from {container}: {cause}", container=container_id, cause=repr(answer))
+        else:
+            statuses[container_id] = answer
+    return statuses
