@@ -192,6 +192,17 @@ def test_a_full_backlog_is_tried_again_at_the_next_tick(directory: str) -> None:
     busy.close()
 
 
+def test_a_backlog_full_for_the_whole_timeout_is_a_timeout(directory: str) -> None:
+    busy = Server(directory, "busy", backlog=0)
+    asks = [StatusAsk(key, busy.path, busy.ask.base_path, busy.ask.token) for key in ("x", "y")]
+    clock = Clock()
+    d = StatusRounds(clock).ask(asks)  # x takes the one waiting place, y is refused
+    clock.pump([TICK] * int(TIMEOUT / TICK + 1))  # nobody ever accepts
+    answers = check.successResultOf(d)
+    assert isinstance(answers["x"], TimeoutError) and isinstance(answers["y"], TimeoutError)
+    busy.close()
+
+
 def test_an_answer_larger_than_any_status_is_refused(servers: list[Server]) -> None:
     a = servers[0]
     clock = Clock()

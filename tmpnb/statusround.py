@@ -130,6 +130,7 @@ class _Round:
         self._in_flight = in_flight
         self._timeout = timeout
         self._waiting = deque(asks)
+        self._refused_since: dict[str, float] = {}  # asks whose server's backlog was full
         self._open: dict[int, _Exchange] = {}
         self._answers: StatusAnswers = {}
         self._epoll = select.epoll()
@@ -168,9 +169,13 @@ class _Round:
                 sock.connect(ask.socket_path)
             except BlockingIOError:
                 # The server's backlog is full: a unix connect is not left in progress,
-                # it has to be tried again (next tick), still within the ask's time.
+                # it has to be tried again (next tick), within the ask's time.
                 sock.close()
-                retry.append(ask)
+                since = self._refused_since.setdefault(ask.key, now)
+                if now - since >= self._timeout:
+                    self._answers[ask.key] = TimeoutError(f"backlog full for {self._timeout}s")
+                else:
+                    retry.append(ask)
                 continue
             except OSError as e:
                 sock.close()
