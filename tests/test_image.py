@@ -313,6 +313,40 @@ def test_a_server_start_loads_only_what_a_visitor_uses(docker_client, notebook_i
     # IPython belongs in the kernel; the server pulled it in only to look in ~/.ipython.
     # jupyter_lsp has no language server to serve here.
     assert not imported & {"IPython", "jupyter_lsp"}
+    # requests (for extension allow-lists from URLs) and websocket-client (for a remote kernel
+    # gateway) are deferred until touched: what requests would import is not there.
+    assert not imported & {"urllib3", "charset_normalizer", "certifi"}
+
+
+DEFERRED_PROBE = """
+import sys
+sys.path.insert(0, "/opt/notebook/share/tmpnb")
+import notebook_server
+sys.meta_path.insert(0, notebook_server.DeferredImports())
+import requests, websocket
+print("before", "urllib3" in sys.modules, "websocket._core" in sys.modules)
+print("touched", requests.Session.__name__, websocket.create_connection.__name__)
+print("after", "urllib3" in sys.modules, "websocket._core" in sys.modules)
+"""
+
+
+@pytest.mark.integration
+def test_deferred_imports_load_in_full_the_moment_they_are_touched(
+    docker_client, notebook_image, instance
+):
+    output = docker_client.containers.run(
+        notebook_image,
+        ["/opt/notebook/bin/python", "-c", DEFERRED_PROBE],
+        name=f"tmpnb-{instance}-deferred",
+        labels={"org.tmpnb.instance": instance},
+        network_mode="none",
+        remove=True,
+    )
+    assert output.decode().splitlines() == [
+        "before False False",
+        "touched Session create_connection",
+        "after True True",
+    ]
 
 
 @pytest.mark.integration
