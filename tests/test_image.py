@@ -198,6 +198,19 @@ def instance(docker_client) -> Iterator[str]:
         container.remove(force=True)
 
 
+def run_in_image(docker_client, image: str, instance: str, what: str, command: list[str]) -> str:
+    """What `command` prints in a container of `image`, with tmpnb's network mode and labels."""
+    output = docker_client.containers.run(
+        image,
+        command,
+        name=f"tmpnb-{instance}-{what}",
+        labels={"org.tmpnb.instance": instance},
+        network_mode="none",
+        remove=True,
+    )
+    return output.decode()
+
+
 @pytest.mark.integration
 def test_ensure_image_returns_at_once_when_the_image_is_present(docker_client, notebook_image):
     if notebook_image != DEFAULT_IMAGE:
@@ -223,15 +236,8 @@ def test_a_container_runs_as_jovyan_under_tini_without_lark(
         "u.find_spec('rfc3987_syntax'))\"; "
         "jupyter server extension list 2>&1 | grep -E '^ +notebook .*enabled'"
     )
-    output = docker_client.containers.run(
-        notebook_image,
-        ["sh", "-c", script],
-        name=f"tmpnb-{instance}-probe",
-        labels={"org.tmpnb.instance": instance},
-        network_mode="none",
-        remove=True,
-    )
-    uid, pid1, home, listing, missing, notebook = output.decode().splitlines()
+    output = run_in_image(docker_client, notebook_image, instance, "probe", ["sh", "-c", script])
+    uid, pid1, home, listing, missing, notebook = output.splitlines()
     assert uid == "1000"
     assert pid1 == "tini"
     assert home == "/home/jovyan"
@@ -295,15 +301,8 @@ grep '^import time:' /tmp/server.log | grep -oE '[|] +[A-Za-z_]+$' | tr -d '| ' 
 
 @pytest.mark.integration
 def test_a_server_start_loads_only_what_a_visitor_uses(docker_client, notebook_image, instance):
-    output = docker_client.containers.run(
-        notebook_image,
-        ["sh", "-c", SERVER_START_PROBE],
-        name=f"tmpnb-{instance}-imports",
-        labels={"org.tmpnb.instance": instance},
-        network_mode="none",
-        remove=True,
-    )
-    lines = output.decode().splitlines()
+    command = ["sh", "-c", SERVER_START_PROBE]
+    lines = run_in_image(docker_client, notebook_image, instance, "imports", command).splitlines()
     assert lines[0] == "socket yes"
     assert lines[1] == "installed"  # none of FORMAT_EXTRAS
     loaded = {line.split(" | ")[0] for line in lines if "successfully loaded" in line}
@@ -334,15 +333,9 @@ print("after", "urllib3" in sys.modules, "websocket._core" in sys.modules)
 def test_deferred_imports_load_in_full_the_moment_they_are_touched(
     docker_client, notebook_image, instance
 ):
-    output = docker_client.containers.run(
-        notebook_image,
-        ["/opt/notebook/bin/python", "-c", DEFERRED_PROBE],
-        name=f"tmpnb-{instance}-deferred",
-        labels={"org.tmpnb.instance": instance},
-        network_mode="none",
-        remove=True,
-    )
-    assert output.decode().splitlines() == [
+    command = ["/opt/notebook/bin/python", "-c", DEFERRED_PROBE]
+    output = run_in_image(docker_client, notebook_image, instance, "deferred", command)
+    assert output.splitlines() == [
         "before False False",
         "touched Session create_connection",
         "after True True",
@@ -354,15 +347,8 @@ def test_jupyter_notebook_starts_the_server_directly_and_other_subcommands_still
     docker_client, notebook_image, instance
 ):
     script = "jupyter notebook --version; jupyter --paths | head -1; jupyter kernelspec list"
-    output = docker_client.containers.run(
-        notebook_image,
-        ["sh", "-c", script],
-        name=f"tmpnb-{instance}-jupyter",
-        labels={"org.tmpnb.instance": instance},
-        network_mode="none",
-        remove=True,
-    )
-    version, paths, *kernelspecs = output.decode().splitlines()
+    output = run_in_image(docker_client, notebook_image, instance, "jupyter", ["sh", "-c", script])
+    version, paths, *kernelspecs = output.splitlines()
     assert re.fullmatch(r"7\.\d+\.\d+", version)
     assert paths == "config:"
     assert any(line.split()[:1] == ["python3"] for line in kernelspecs)
