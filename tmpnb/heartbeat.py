@@ -134,13 +134,13 @@ class Heartbeat:
             routes = None
         if not flock.running:  # a stop meanwhile: the routes it kept are not strays
             return 0, 0.0
+        routes_of = routes_by_container(routes or {})
         if routes is not None:
-            await self._reconcile_routes(routes, handed)
+            await self._reconcile_routes(routes, routes_of, handed)
         still = set(flock.ids_in(HANDED_OUT))
         handed = [cid for cid in handed if cid in still]
         if not handed:
             return 0, 0.0
-        routes_of = routes_by_container(routes or {})
         statuses = await server_statuses(
             self._ask_statuses, self._spec, {cid: flock.token(cid) for cid in handed}
         )
@@ -155,7 +155,9 @@ class Heartbeat:
             verdict(seen["assigned_at"], activity, now, self._config).apply(machine)
         return len(handed), time.thread_time() - judging
 
-    async def _reconcile_routes(self, routes: dict[str, dict], handed: list[str]) -> None:
+    async def _reconcile_routes(
+        self, routes: dict[str, dict], routes_of: dict[str, dict], handed: list[str]
+    ) -> None:
         """The proxy's routes against the machines: a handed-out container without its route
         (an external proxy restarted) gets it back; a route under /user/ that no machine owns
         (ours, or carrying no instance at all: it points nowhere) is deleted. Routes another
@@ -165,7 +167,7 @@ class Heartbeat:
             if machine is not None and f"/user/{container_id}" not in routes:
                 log.info("the proxy lost the route of {container}; adding it again", container=container_id)
                 machine.routeLost()
-        owned = {cid for cid in routes_by_container(routes) if self._flock.machine(cid) is not None}
+        owned = {cid for cid in routes_of if self._flock.machine(cid) is not None}
         stray = stray_routes(routes, owned, self._spec.instance)
         for path in stray:
             log.info("deleting route {path}: it leads to no container of ours", path=path)
