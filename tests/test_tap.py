@@ -130,7 +130,7 @@ def test_with_an_external_proxy_the_orchestrator_takes_the_listener(monkeypatch)
     start_listeners(top, reactor, ["web"])
     [(port, site, _, interface)] = reactor.tcpServers
     assert (port, interface) == (9999, "127.0.0.1")
-    assert site.resource.children[b"api"].children.keys() == {b"spawn", b"stats"}
+    assert site.resource.children[b"api"].children.keys() == {b"spawn", b"stats", b"share"}
 
 
 def test_web_listen_can_be_tcp(tmp_path):

@@ -6,6 +6,8 @@
                                    for a container nobody has been given)
     DELETE /api/containers/<id>    cull one: {"culled": id}, 404 if unknown
     DELETE /api/pool               cull the unassigned pool, refill follows: {"drained": n}
+    DELETE /api/shares/<id>        take a share down (with sharing on): {"deleted": id}, 404 if
+                                   unknown or already gone
 
 Everything under /api/ needs ``Authorization: token <ADMIN_AUTH_TOKEN>``; 403 otherwise.
 /health is read-only and names no container, so monitoring can poll it without the token;
@@ -16,13 +18,15 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from tmpnb.health import Health
 
@@ -45,9 +49,11 @@ class AdminResource(Resource):
     isLeaf = True
 
     def __init__(
-        self, pool: AdminPool, health: Health, token: str, clock: IReactorTime | None = None
+        self, pool: AdminPool, health: Health, token: str, clock: IReactorTime | None = None,
+        takedown: Callable[[str], Coroutine[Any, Any, bool]] | None = None,
     ) -> None:
         super().__init__()
+        self._takedown = takedown
         self._pool = pool
         self._health = health
         self._clock = clock if clock is not None else health.clock
@@ -83,7 +89,25 @@ class AdminResource(Resource):
             drained = self._pool.drain()
             log.info("admin drained {drained} pooled containers", drained=drained)
             return _json(request, http.OK, {"drained": drained})
+        if len(segments) == 3 and segments[:2] == ["api", "shares"] and self._takedown is not None:
+            if method != "DELETE":
+                return _method_not_allowed(request, "DELETE")
+            return self._take_down(request, segments[2])
         return _json(request, http.NOT_FOUND, {"error": "not found"})
+
+    def _take_down(self, request: Request, share_id: str) -> Any:
+        def answer(deleted: bool) -> None:
+            if deleted:
+                log.info("admin took down share {share}", share=share_id)
+                body = _json(request, http.OK, {"deleted": share_id})
+            else:
+                body = _json(request, http.NOT_FOUND, {"error": "no such share"})
+            request.write(body)
+            request.finish()
+
+        d = Deferred.fromCoroutine(self._takedown(share_id))
+        d.addCallback(answer).addErrback(lambda f: log.failure("taking down share {share}", f, share=share_id))
+        return NOT_DONE_YET
 
     def _authorized(self, request: Request) -> bool:
         given = request.getHeader("authorization")

@@ -22,6 +22,9 @@ NAMESPACE = "tmpnb.lifecycle"
 # Every event LifecycleRecorder emits carries this key, so observers can pick them out
 # whatever namespace the injected Logger has.
 MARKER = "tmpnb_lifecycle"
+# Share and remix events (tmpnb/share/service.py) carry this one; in the JSON-lines file they
+# are records of "kind": "share", which the transition report skips.
+SHARE_MARKER = "tmpnb_share"
 
 # Inputs after which the transition is a failure worth a warning in the operator's log.
 FAILURE_INPUTS = frozenset({"bootFailed"})
@@ -86,6 +89,22 @@ def record_from_log_event(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def record_from_share_event(event: dict[str, Any]) -> dict[str, Any]:
+    """The JSON object for one share event: shared, deleted, taken down, remixed."""
+    when = float(event["time"])
+    record = {
+        "kind": "share",
+        "event": event["share_event"],
+        "share": event["share"],
+        "container": event["container"],
+        "time": when,
+        "iso": datetime.fromtimestamp(when, timezone.utc).isoformat(),
+    }
+    if "into" in event:
+        record["into"] = event["into"]
+    return record
+
+
 @implementer(ILogObserver)
 class LifecycleLogObserver:
     """Writes lifecycle events, and nothing else, to a file as JSON lines.
@@ -99,9 +118,13 @@ class LifecycleLogObserver:
         self._owns_file = owns_file
 
     def __call__(self, event: dict[str, Any]) -> None:
-        if not event.get(MARKER):
+        if event.get(SHARE_MARKER):
+            record = record_from_share_event(event)
+        elif event.get(MARKER):
+            record = record_from_log_event(event)
+        else:
             return
-        self._out.write(json.dumps(record_from_log_event(event), separators=(",", ":")) + "\n")
+        self._out.write(json.dumps(record, separators=(",", ":")) + "\n")
         self._out.flush()
 
     def close(self) -> None:
@@ -129,9 +152,10 @@ def read_records(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
 
 
 def load(path: str) -> list[dict[str, Any]]:
-    """All records of a lifecycle log file, in time order."""
+    """All container transitions of a lifecycle log file, in time order (share events skipped)."""
     with io.open(path, encoding="utf-8") as f:
-        return sorted(read_records(f), key=lambda r: r["time"])
+        return sorted((r for r in read_records(f) if r.get("kind", "transition") == "transition"),
+                      key=lambda r: r["time"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -116,6 +116,13 @@ class Options(usage.Options):
         ["proxy-api-url", None, None, f"Use this external configurable-http-proxy API (token in ${PROXY_TOKEN_VARIABLE})."],
         ["proxy-api-listen", None, "tcp:8001:interface=127.0.0.1", "Embedded proxy's REST API endpoint ('none': off)."],
         ["admin-port", None, None, f"Admin API port or endpoint, on loopback (token in ${ADMIN_TOKEN_VARIABLE})."],
+        # Share and remix (tmpnb/share/)
+        ["share-store", None, "/var/lib/tmpnb/shares.sqlite3",
+         "Where shares are kept: a SQLite file, or a postgresql:// URL for many nodes; 'none': no sharing."],
+        ["share-max-bytes", None, 10_000_000, "Largest notebook that can be shared, in bytes.", int],
+        ["share-expires-days", None, 30.0, "Days a share lives unless its sharer asks for fewer.", float],
+        ["shares-per-hour", None, 30, "Shares one notebook server may make in an hour.", int],
+        ["share-renders-per-minute", None, 30, "Uncached share renders one client address may ask for in a minute.", int],
     ]
 
     def postOptions(self) -> None:
@@ -330,7 +337,15 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     pool.setName("pool")
     pool.setServiceParent(top)
 
-    web = Site(make_resource(pool, web_settings(options, environ)), reactor=reactor)
+    sharing = None
+    if options["share-store"] not in ("none", ""):
+        from tmpnb.share import make_sharing
+        from tmpnb.share.service import ShareSettings
+
+        sharing = make_sharing(reactor, pool, spec, options["share-store"], ShareSettings(
+            max_bytes=options["share-max-bytes"], expires_days=options["share-expires-days"],
+            shares_per_hour=options["shares-per-hour"], renders_per_minute=options["share-renders-per-minute"]))
+    web = Site(make_resource(pool, web_settings(options, environ), sharing), reactor=reactor)
     web.displayTracebacks = False
     if routes is None:
         _named(strports.service(options["listen"], web, reactor=reactor), "web").setServiceParent(top)
@@ -340,7 +355,9 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
             service.setServiceParent(top)
 
     if options["admin-port"]:
-        admin = Site(AdminResource(pool, health, environ.get(ADMIN_TOKEN_VARIABLE, "")), reactor=reactor)
+        takedown = None if sharing is None else sharing.takedown
+        admin = Site(AdminResource(pool, health, environ.get(ADMIN_TOKEN_VARIABLE, ""), takedown=takedown),
+                     reactor=reactor)
         admin.displayTracebacks = False
         _named(strports.service(options["admin-port"], admin, reactor=reactor), "admin").setServiceParent(top)
 

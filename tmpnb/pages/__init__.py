@@ -17,11 +17,20 @@ def _template(name: str) -> Template:
     return Template(files(__package__).joinpath(name).read_text(encoding="utf-8"))
 
 
-def render_page(name: str, title: str, head: str = "", **values: object) -> bytes:
+def render_page(name: str, title: str, head: str = "", markup: dict[str, str] | None = None,
+                **values: object) -> bytes:
     """The page `name` with `values` escaped into it, as UTF-8 bytes.
 
     `head` is trusted markup for the page's <head> (e.g. a refresh); never visitor input.
+    `markup` fills placeholders with markup the caller has already escaped.
     """
-    body = _template(f"{name}.html").substitute({k: escape(str(v)) for k, v in values.items()})
+    filled = {k: escape(str(v)) for k, v in values.items()}
+    filled.update(markup or {})
+    body = _template(f"{name}.html").substitute(filled)
     page = _template("layout.html").substitute(title=escape(title), head=head, body=body)
     return page.encode("utf-8")
+
+
+def render_document(name: str, **values: object) -> bytes:
+    """A whole page of its own (no layout), `values` escaped into it."""
+    return _template(f"{name}.html").substitute({k: escape(str(v)) for k, v in values.items()}).encode("utf-8")

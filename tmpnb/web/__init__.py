@@ -7,6 +7,7 @@ CHP, as its default target) sends it every request that has no /user/<id> route.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -30,6 +31,8 @@ User-agent: *
 Disallow: /user/
 Disallow: /spawn/
 Disallow: /api/
+Disallow: /share/
+Disallow: /remix/
 # Every visit to / starts a notebook server: crawlers that understand "$" keep off it.
 Disallow: /$
 """
@@ -100,8 +103,11 @@ class _Root(Resource):
         return self._not_found
 
 
-def make_resource(pool: Spawner, settings: WebSettings) -> Resource:
-    """The orchestrator's resource tree over `pool` (tmpnb.pool.Pool or its twin)."""
+def make_resource(pool: Spawner, settings: WebSettings, sharing: Any = None) -> Resource:
+    """The orchestrator's resource tree over `pool` (tmpnb.pool.Pool or its twin).
+
+    `sharing`: a tmpnb.share.service.Sharing, for share and remix (tmpnb/share/web.py).
+    """
     default_below = below_from_redirect_uri(settings.redirect_uri)
     handout = HandOut(pool, settings.use_tokens)
     root = _Root(ResponseHeaders(settings.cors, settings.frame_ancestors))
@@ -114,6 +120,12 @@ def make_resource(pool: Spawner, settings: WebSettings) -> Resource:
     api.putChild(b"stats", StatsAPI(pool, settings.container_image))
     root.putChild(b"api", api)
     root.putChild(b"stats", Redirect(b"/api/stats"))
-    root.putChild(b"user", GonePage())
+    if sharing is None:
+        root.putChild(b"user", GonePage())
+    else:
+        from tmpnb.share.web import mount, shares_lister
+
+        mount(root, api, sharing, handout, settings.frame_ancestors, settings.retry_after)
+        root.putChild(b"user", GonePage(shares_lister(sharing)))
     root.putChild(b"robots.txt", RobotsTxt())
     return root

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -42,12 +43,16 @@ class HandOut:
         self._pool = pool
         self._use_tokens = use_tokens
 
-    def take(self, left: list[bool], below: str) -> Deferred[str | None] | None:
+    def take(
+        self, left: list[bool], below: str, prepare: Callable[[Assignment], Deferred[Any]] | None = None
+    ) -> Deferred[str | None] | None:
         """Take a container for this visitor; fires with the URL that logs them in.
 
         None at once when the pool has nothing to give ("full"). Fires with None
         when the visitor left meanwhile (`left`, from `departure`): the container
-        goes back (culled), since nobody else will ever learn its URL.
+        goes back (culled), since nobody else will ever learn its URL. `prepare` (a remix
+        writing its notebook) runs on the container before the URL is given; if it fails,
+        the container is culled and the failure passed on.
         """
         pending = self._pool.acquire()
         if pending is None:
@@ -63,4 +68,15 @@ class HandOut:
             token = assignment.token if self._use_tokens else None
             return with_token(assignment.path + below, token)
 
-        return pending.addCallback(arrived)
+        if prepare is None:
+            return pending.addCallback(arrived)
+
+        def prepared(assignment: Assignment) -> Deferred[str | None]:
+            def unusable(reason: Any) -> Any:
+                self._pool.cull(assignment.container_id, "preparing it failed")
+                return reason
+
+            d = prepare(assignment)
+            return d.addCallbacks(lambda _: arrived(assignment), unusable)
+
+        return pending.addCallback(prepared)

@@ -1,0 +1,105 @@
+"""The share store's contract, run against SQLite and a real PostgreSQL server alike."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from postgres_server import binaries, postgres_server
+from tmpnb.share.store import Share, ShareStore, SQLiteStore, open_store
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    if binaries() is None:
+        pytest.skip("PostgreSQL not installed (tools/setup --test installs it)")
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest) -> Iterator[ShareStore]:
+    if request.param == "sqlite":
+        directory = tempfile.mkdtemp(prefix="tnbsq")
+        opened = open_store(os.path.join(directory, "shares.sqlite3"))
+        assert isinstance(opened, SQLiteStore)
+    else:
+        url = request.getfixturevalue("postgres_url")
+        opened = open_store(url)
+        # Each test starts from empty tables on the module's one server.
+        with opened._cursor() as cur:
+            cur.execute("TRUNCATE shares, notebooks")
+    yield opened
+    opened.close()
+
+
+def a_share(share_id: str, content: bytes, container: str = "abc", created: float = 100.0,
+            expires: float | None = 1000.0) -> tuple[Share, bytes]:
+    digest = hashlib.sha256(content).hexdigest()
+    return Share(share_id, digest, "keyhash-" + share_id, container, "x.ipynb", created, expires,
+                 size=len(content)), content
+
+
+def test_a_share_reads_back_with_its_content(store):
+    share, content = a_share("s1", b'{"cells": []}')
+    store.add(share, content)
+    assert store.get("s1") == share
+    assert store.content(share.content_hash) == content
+    assert store.get("nope") is None
+    assert store.content("0" * 64) is None
+
+
+def test_equal_notebooks_are_two_shares_stored_once_and_deleting_one_keeps_the_other(store):
+    first, content = a_share("s1", b"same bytes")
+    second, _ = a_share("s2", b"same bytes")
+    store.add(first, content)
+    store.add(second, content)
+    assert store.delete("s1", when=200.0)
+    assert store.get("s1").deleted == 200.0
+    assert not store.get("s1").live(201.0)
+    assert store.get("s2").live(201.0)
+    assert store.content(second.content_hash) == content
+
+
+def test_deleting_the_last_share_drops_the_content_and_twice_is_false(store):
+    share, content = a_share("s1", b"only once")
+    store.add(share, content)
+    assert store.delete("s1", when=200.0)
+    assert store.content(share.content_hash) is None
+    assert not store.delete("s1", when=300.0)
+    assert store.get("s1").deleted == 200.0
+    assert not store.delete("never", when=300.0)
+
+
+def test_shares_from_a_container_are_the_live_ones_newest_first(store):
+    for number, (created, expires) in enumerate([(100.0, 1000.0), (200.0, 1000.0), (300.0, 400.0)]):
+        share, content = a_share(f"s{number}", b"n%d" % number, created=created, expires=expires)
+        store.add(share, content)
+    store.add(*a_share("other", b"o", container="xyz"))
+    store.add(*a_share("forever", b"f", created=50.0, expires=None))
+    store.delete("s0", when=500.0)
+    assert [s.id for s in store.from_container("abc", now=500.0)] == ["s1", "forever"]
+
+
+def test_counting_shares_since_includes_deleted_ones(store):
+    store.add(*a_share("s1", b"1", created=100.0))
+    store.add(*a_share("s2", b"2", created=200.0))
+    store.delete("s2", when=250.0)
+    assert store.count_since("abc", 150.0) == 1
+    assert store.count_since("abc", 0.0) == 2
+    assert store.count_since("xyz", 0.0) == 0
+
+
+def test_a_reopened_store_keeps_its_shares():
+    directory = tempfile.mkdtemp(prefix="tnbsq")
+    path = os.path.join(directory, "deeper", "shares.sqlite3")
+    first = open_store(path)
+    first.add(*a_share("s1", b"kept"))
+    first.close()
+    again = open_store(path)
+    assert again.get("s1").name == "x.ipynb"
+    again.close()

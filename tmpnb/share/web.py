@@ -1,0 +1,315 @@
+"""The web side of sharing: POST /api/share, /share/<id>[.html|.ipynb|/delete/<key>], /remix/<id>.
+
+A shared notebook is untrusted content served from tmpnb's origin, next to every visitor's
+live server. Its HTML (/share/<id>.html) goes out with a CSP `sandbox` (an opaque origin,
+no scripts, no forms) and `script-src 'none'`, and the page around it (/share/<id>) shows it
+in an <iframe sandbox> without allow-same-origin: whatever the notebook holds cannot act
+on tmpnb's origin. Nothing is loaded from elsewhere; nothing is indexed or given a referrer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import quote
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.web import http
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from tmpnb.pages import render_document, render_page
+from tmpnb.share.contents import ServerRefused
+from tmpnb.share.limits import RateLimit, client_address
+from tmpnb.share.render import RenderFailed
+from tmpnb.share.service import Forbidden, Sharing, TooMany, delete_url, iso, share_url
+from tmpnb.share.snapshot import Rejected
+from tmpnb.share.store import Share
+from tmpnb.web import replies
+from tmpnb.web.handout import HandOut, departure
+from tmpnb.web.methods import OnlyAllowed
+
+log = Logger(namespace="tmpnb.share")
+
+MAX_BODY = 4096
+IPYNB_TYPE = b"application/x-ipynb+json"
+
+
+def untrusted_csp(frame_ancestors: str) -> bytes:
+    """For the notebook's own HTML: sandboxed (opaque origin, no scripts), nothing from elsewhere."""
+    ancestors = " ".join(dict.fromkeys(["'self'", *frame_ancestors.split()]))
+    return (
+        "sandbox; default-src 'none'; script-src 'none'; style-src 'unsafe-inline'; "
+        f"img-src data:; font-src data:; form-action 'none'; frame-ancestors {ancestors}"
+    ).encode("latin-1")
+
+
+def page_csp(frame_ancestors: str) -> bytes:
+    """For tmpnb's own page around it: no scripts at all, frames and forms to ourselves only."""
+    return (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-src 'self'; "
+        f"form-action 'self'; frame-ancestors {frame_ancestors}"
+    ).encode("latin-1")
+
+
+def private(request: Request) -> None:
+    """Shares are unlisted: found only by those given the link."""
+    request.setHeader(b"X-Robots-Tag", b"noindex, nofollow")
+    request.setHeader(b"Referrer-Policy", b"no-referrer")
+
+
+def answer_later(request: Request, work: Coroutine[Any, Any, bytes], what: str) -> int:
+    """Run `work` (it sets the code and headers and returns the body) and finish the request."""
+    left = departure(request)
+
+    def failed(reason: Any) -> bytes:
+        log.failure("{what} failed", reason, what=what)
+        request.setResponseCode(500)
+        return replies.html(request, 500, render_page("share_limit", "Something went wrong",
+                                                       what="Something went wrong on our side."))
+
+    d = Deferred.fromCoroutine(work)
+    d.addErrback(failed)
+    d.addCallback(lambda body: replies.finish(request, left, body))
+    d.addErrback(lambda reason: log.failure("finishing {what} failed", reason, what=what))
+    return NOT_DONE_YET
+
+
+def _when(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def ended_page(request: Request, share: Share) -> bytes:
+    why = "was deleted" if share.deleted is not None else "has expired"
+    page = render_page("share_gone", "This share has ended", path=share_url(share.id), why=why)
+    return replies.html(request, http.GONE, page)
+
+
+def not_found(request: Request) -> bytes:
+    page = render_page("notfound", "Nothing here", path=request.path.decode("utf-8", "replace"))
+    return replies.html(request, http.NOT_FOUND, page)
+
+
+def _token_of(request: Request) -> str:
+    given = (request.getHeader(b"authorization") or b"").decode("latin-1")
+    scheme, _, token = given.partition(" ")
+    return token.strip() if scheme.lower() == "token" else ""
+
+
+class ShareAPI(OnlyAllowed):
+    """POST /api/share {"url", "expires_days"?, "outputs"?} with the server's token → 201."""
+
+    isLeaf = True
+
+    def __init__(self, sharing: Sharing) -> None:
+        super().__init__()
+        self._sharing = sharing
+
+    def render_POST(self, request: Request) -> int | bytes:
+        body = request.content.read(MAX_BODY + 1)
+        if len(body) > MAX_BODY:
+            return replies.json_reply(request, 413, {"status": "body too large"})
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError):
+            return replies.json_reply(request, 400, {"status": "bad request", "reason": "body is not JSON"})
+        if not isinstance(document, dict):
+            return replies.json_reply(request, 400, {"status": "bad request", "reason": "body is not an object"})
+        return answer_later(request, self._share(request, document), "sharing")
+
+    async def _share(self, request: Request, document: dict) -> bytes:
+        outputs = document.get("outputs", True)
+        if not isinstance(outputs, bool):
+            return replies.json_reply(request, 400, {"status": "bad request", "reason": '"outputs" must be true or false'})
+        try:
+            created = await self._sharing.share(document.get("url"), _token_of(request),
+                                                document.get("expires_days"), outputs)
+        except Rejected as e:
+            return replies.json_reply(request, e.code, {"status": "rejected", "reason": str(e)})
+        except Forbidden:
+            return replies.json_reply(request, 403, {"status": "forbidden"})
+        except TooMany as e:
+            request.setHeader(b"Retry-After", b"600")
+            return replies.json_reply(request, 429, {"status": "too many shares", "reason": str(e)})
+        except ServerRefused as e:
+            if e.code == 404:
+                return replies.json_reply(request, 404, {"status": "no such notebook"})
+            log.warn("a server refused to give its notebook for a share: {code}", code=e.code)
+            return replies.json_reply(request, 502, {"status": "the notebook server did not answer"})
+        share = created.share
+        return replies.json_reply(request, 201, {
+            "id": share.id,
+            "url": share_url(share.id),
+            "delete_url": delete_url(share.id, created.delete_key),
+            "expires": iso(share.expires),
+        })
+
+
+class ShareBranch(Resource):
+    """/share/<id>, /share/<id>.html, /share/<id>.ipynb, /share/<id>/delete/<key>."""
+
+    isLeaf = True
+
+    def __init__(self, sharing: Sharing, render_limit: RateLimit, frame_ancestors: str) -> None:
+        super().__init__()
+        self._sharing = sharing
+        self._render_limit = render_limit
+        self._frame_ancestors = frame_ancestors
+
+    def render(self, request: Request) -> int | bytes:
+        private(request)
+        parts = [p.decode("utf-8", "replace") for p in request.postpath]
+        if len(parts) == 1 and request.method in (b"GET", b"HEAD"):
+            name = parts[0]
+            for suffix, kind in ((".ipynb", "raw"), (".html", "html")):
+                if name.endswith(suffix):
+                    return answer_later(request, self._read(request, name[: -len(suffix)], kind), "reading a share")
+            return answer_later(request, self._read(request, name, "page"), "reading a share")
+        if len(parts) == 3 and parts[1] == "delete" and request.method in (b"GET", b"HEAD", b"POST", b"DELETE"):
+            return answer_later(request, self._delete(request, parts[0], parts[2]), "deleting a share")
+        if len(parts) in (1, 3):
+            request.setHeader(b"Allow", b"GET, HEAD" if len(parts) == 1 else b"GET, POST, DELETE")
+            return replies.json_reply(request, 405, {"status": "method not allowed"})
+        return not_found(request)
+
+    async def _read(self, request: Request, share_id: str, kind: str) -> bytes:
+        share = await self._sharing.get(share_id)
+        if share is None:
+            return not_found(request)
+        if not self._sharing.live(share):
+            return ended_page(request, share)
+        if kind == "page":
+            request.setHeader(b"Content-Security-Policy", page_csp(self._frame_ancestors))
+            page = render_document("share_view", id=share.id, name=share.name,
+                                   created=_when(share.created), expires=_when(share.expires))
+            return replies.html(request, 200, page)
+        etag = f'"{share.content_hash}"'.encode("ascii")
+        if kind == "html":
+            # The HTML depends on the renderer as well as the notebook.
+            etag = f'"{share.content_hash}-html"'.encode("ascii")
+        request.setHeader(b"Cache-Control", b"no-cache")
+        request.setHeader(b"Content-Security-Policy", untrusted_csp(self._frame_ancestors))
+        if request.setETag(etag) == http.CACHED:
+            return b""
+        content = await self._sharing.content(share)
+        if content is None:  # deleted between the two reads
+            return ended_page(request, share)
+        if kind == "raw":
+            request.setHeader(b"Content-Type", IPYNB_TYPE)
+            request.setHeader(b"Access-Control-Allow-Origin", b"*")
+            request.setHeader(b"Content-Disposition",
+                              f"attachment; filename*=UTF-8''{quote(share.name, safe='')}".encode("ascii"))
+            return content
+        if (self._sharing.renderer.cached(share.content_hash) is None
+                and not self._render_limit.allow(client_address(request))):
+            request.setHeader(b"Retry-After", b"60")
+            page = render_page("share_limit", "Slow down", what="You opened many shared notebooks in a minute.")
+            return replies.html(request, 429, page)
+        try:
+            html = await self._sharing.html(share, content)
+        except RenderFailed as e:
+            log.warn("could not render share {share}: {reason}", share=share.id, reason=str(e))
+            page = render_page("share_limit", "Cannot show this notebook",
+                               what="This notebook is too large or too complex to show here; download it instead.")
+            return replies.html(request, 503, page)
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        return html
+
+    async def _delete(self, request: Request, share_id: str, key: str) -> bytes:
+        share = await self._sharing.get(share_id)
+        if share is None:
+            return not_found(request)
+        if request.method in (b"GET", b"HEAD"):
+            # Link previewers fetch GETs: a GET only asks.
+            if not self._sharing.live(share):
+                return ended_page(request, share)
+            page = render_page("share_delete", "Delete this share?", id=share.id, name=share.name)
+            return replies.html(request, 200, page)
+        if share.deleted is not None:
+            return ended_page(request, share)
+        if not await self._sharing.delete(share_id, key):
+            return not_found(request)
+        if request.method == b"DELETE":
+            request.setResponseCode(204)
+            return b""
+        return replies.html(request, 200, render_page("share_deleted", "Share deleted", id=share.id))
+
+
+class RemixPage(OnlyAllowed):
+    """GET /remix/<id>: a page with a button; POST: a fresh server holding the notebook."""
+
+    isLeaf = True
+
+    def __init__(self, sharing: Sharing, handout: HandOut, retry_after: int) -> None:
+        super().__init__()
+        self._sharing = sharing
+        self._handout = handout
+        self._retry_after = retry_after
+
+    def _share_id(self, request: Request) -> str:
+        return request.postpath[0].decode("utf-8", "replace") if len(request.postpath) == 1 else ""
+
+    def render_GET(self, request: Request) -> int:
+        private(request)
+        return answer_later(request, self._ask(request, self._share_id(request)), "a remix page")
+
+    def render_POST(self, request: Request) -> int:
+        private(request)
+        return answer_later(request, self._remix(request, self._share_id(request)), "remixing")
+
+    async def _ask(self, request: Request, share_id: str) -> bytes:
+        share = await self._sharing.get(share_id)
+        if share is None:
+            return not_found(request)
+        if not self._sharing.live(share):
+            return ended_page(request, share)
+        return replies.html(request, 200, render_page("share_remix", f"Remix {share.name}", id=share.id, name=share.name))
+
+    async def _remix(self, request: Request, share_id: str) -> bytes:
+        share = await self._sharing.get(share_id)
+        if share is None:
+            return not_found(request)
+        if not self._sharing.live(share):
+            return ended_page(request, share)
+        content = await self._sharing.content(share)
+        if content is None:
+            return ended_page(request, share)
+        left = departure(request)
+        pending = self._handout.take(left, "notebooks/" + quote(share.name, safe=""),
+                                     self._sharing.prepare_remix(share, content))
+        if pending is None:
+            return replies.no_vacancy(request, self._retry_after)
+        try:
+            url = await pending
+        except Exception as e:  # a server that could not take the notebook was culled
+            log.warn("remixing {share} failed: {reason}", share=share.id, reason=repr(e))
+            return replies.no_vacancy(request, self._retry_after)
+        if url is None:
+            return b""  # the visitor left; nothing to answer
+        return replies.redirect(request, url)
+
+
+def shares_lister(sharing: Sharing) -> Callable[[str], Deferred[list[tuple[str, str]]]]:
+    """For the "This notebook has ended" page: the live shares of one old server."""
+
+    def listing(container_id: str) -> Deferred[list[tuple[str, str]]]:
+        async def shares() -> list[tuple[str, str]]:
+            return [(share_url(s.id), s.name) for s in await sharing.from_container(container_id)]
+
+        return Deferred.fromCoroutine(shares())
+
+    return listing
+
+
+def mount(root: Resource, api: Resource, sharing: Sharing, handout: HandOut, frame_ancestors: str,
+          retry_after: int) -> None:
+    """Put sharing's resources into the orchestrator's tree."""
+    limit = RateLimit(sharing.clock, sharing.settings.renders_per_minute, 60.0)
+    api.putChild(b"share", ShareAPI(sharing))
+    root.putChild(b"share", ShareBranch(sharing, limit, frame_ancestors))
+    root.putChild(b"remix", RemixPage(sharing, handout, retry_after))
