@@ -87,7 +87,8 @@ async def _read_file(client: HTTPClient, base_path: str, token: str, path: str, 
     answer = await _capped_body(response, max_bytes * 4 // 3 + 4096)
     try:
         model = json.loads(answer)
-        return base64.b64decode(model["content"], validate=True)
+        # jupyter_server wraps base64 lines (encodebytes): decode ignoring the newlines.
+        return base64.b64decode(model["content"])
     except (ValueError, KeyError, TypeError):
         raise ServerRefused(response.code) from None
 
