@@ -31,6 +31,6 @@ def render_page(name: str, title: str, head: str = "", markup: dict[str, str] | 
     return page.encode("utf-8")
 
 
-def render_document(name: str, **values: object) -> bytes:
+def render_document(template: str, **values: object) -> bytes:
     """A whole page of its own (no layout), `values` escaped into it."""
-    return _template(f"{name}.html").substitute({k: escape(str(v)) for k, v in values.items()}).encode("utf-8")
+    return _template(f"{template}.html").substitute({k: escape(str(v)) for k, v in values.items()}).encode("utf-8")

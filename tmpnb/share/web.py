@@ -172,7 +172,7 @@ class ShareBranch(Resource):
             return answer_later(request, self._read(request, name, "page"), "reading a share")
         if len(parts) == 3 and parts[1] == "delete" and request.method in (b"GET", b"HEAD", b"POST", b"DELETE"):
             return answer_later(request, self._delete(request, parts[0], parts[2]), "deleting a share")
-        if len(parts) in (1, 3):
+        if len(parts) == 1 or (len(parts) == 3 and parts[1] == "delete"):
             request.setHeader(b"Allow", b"GET, HEAD" if len(parts) == 1 else b"GET, POST, DELETE")
             return replies.json_reply(request, 405, {"status": "method not allowed"})
         return not_found(request)
@@ -185,7 +185,7 @@ class ShareBranch(Resource):
             return ended_page(request, share)
         if kind == "page":
             request.setHeader(b"Content-Security-Policy", page_csp(self._frame_ancestors))
-            page = render_document("share_view", id=share.id, name=share.name,
+            page = render_document("share_view", id=share.id, notebook=share.name,
                                    created=_when(share.created), expires=_when(share.expires))
             return replies.html(request, 200, page)
         etag = f'"{share.content_hash}"'.encode("ascii")
@@ -228,7 +228,7 @@ class ShareBranch(Resource):
             # Link previewers fetch GETs: a GET only asks.
             if not self._sharing.live(share):
                 return ended_page(request, share)
-            page = render_page("share_delete", "Delete this share?", id=share.id, name=share.name)
+            page = render_page("share_delete", "Delete this share?", id=share.id, notebook=share.name)
             return replies.html(request, 200, page)
         if share.deleted is not None:
             return ended_page(request, share)
@@ -268,7 +268,7 @@ class RemixPage(OnlyAllowed):
             return not_found(request)
         if not self._sharing.live(share):
             return ended_page(request, share)
-        return replies.html(request, 200, render_page("share_remix", f"Remix {share.name}", id=share.id, name=share.name))
+        return replies.html(request, 200, render_page("share_remix", f"Remix {share.name}", id=share.id, notebook=share.name))
 
     async def _remix(self, request: Request, share_id: str) -> bytes:
         share = await self._sharing.get(share_id)
