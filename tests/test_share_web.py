@@ -234,3 +234,19 @@ def test_the_admin_takes_a_share_down(world):
     assert response.code == 200 and done(response.json()) == {"deleted": answer["id"]}
     assert get(world, answer["url"])[0].code == 410
     assert done(admin.delete(BASE + f"/api/shares/{answer['id']}", headers=auth)).code == 404
+
+
+def test_the_client_address_behind_tmpnbs_proxy_is_the_last_forwarded_one():
+    from twisted.internet.address import IPv4Address, UNIXAddress
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from tmpnb.share.limits import client_address
+
+    behind = DummyRequest([b""])
+    behind.client = UNIXAddress(b"/run/tmpnb/web.sock")
+    behind.requestHeaders.setRawHeaders(b"x-forwarded-for", [b"10.9.9.9, 192.0.2.7"])
+    assert client_address(behind) == "192.0.2.7"
+    direct = DummyRequest([b""])
+    direct.client = IPv4Address("TCP", "198.51.100.1", 5555)
+    direct.requestHeaders.setRawHeaders(b"x-forwarded-for", [b"192.0.2.7"])
+    assert client_address(direct) == "198.51.100.1"

@@ -47,5 +47,5 @@ def client_address(request: Request) -> str:
     if host is None or host in ("127.0.0.1", "::1") or host.startswith("127."):
         forwarded = request.getHeader(b"x-forwarded-for")
         if forwarded:
-            return forwarded.split(",")[-1].strip()
+            return forwarded.decode("latin-1").split(",")[-1].strip()
     return host or "local"
