@@ -51,8 +51,11 @@ class NotebookServers(Resource):
                                "content": base64.encodebytes(self.files[(container, path)]).decode()}).encode()
         if request.method == b"PUT":
             model = json.loads(request.content.read())
-            self.puts.append((container, path, model))
-            self.files[(container, path)] = json.dumps(model["content"]).encode()
+            if model.get("type") != "file" or model.get("format") != "text":
+                request.setResponseCode(400)
+                return b'{"message": "this twin takes text files only"}'
+            self.puts.append((container, path, json.loads(model["content"])))
+            self.files[(container, path)] = model["content"].encode()
             request.setResponseCode(201)
             return json.dumps({"name": path, "path": path, "type": "notebook"}).encode()
         request.setResponseCode(405)

@@ -172,9 +172,8 @@ def test_remix_writes_the_notebook_untrusted_into_a_fresh_server_and_sends_the_v
     response = done(world.http.post(BASE + f"/remix/{answer['id']}", allow_redirects=False))
     assert response.code == 302
     assert header(response, "location") == "/user/pool0/notebooks/work.ipynb?token=tok-pool0"
-    [(container, path, model)] = world.servers.puts
-    assert (container, path, model["type"]) == ("pool0", "work.ipynb", "notebook")
-    written = model["content"]
+    [(container, path, written)] = world.servers.puts
+    assert (container, path) == ("pool0", "work.ipynb")
     assert written["metadata"]["tmpnb"]["remixed_from"] == answer["id"]
     assert all("trusted" not in cell["metadata"] for cell in written["cells"])
     assert nbformat.from_dict(written).cells[0].outputs[0].data["text/plain"] in ("42", ["42"])
