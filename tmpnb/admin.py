@@ -105,8 +105,13 @@ class AdminResource(Resource):
             request.write(body)
             request.finish()
 
+        def failed(reason: Any) -> None:
+            log.failure("taking down share {share}", reason, share=share_id)
+            request.write(_json(request, http.INTERNAL_SERVER_ERROR, {"error": "takedown failed"}))
+            request.finish()
+
         d = Deferred.fromCoroutine(self._takedown(share_id))
-        d.addCallback(answer).addErrback(lambda f: log.failure("taking down share {share}", f, share=share_id))
+        d.addCallbacks(answer, failed).addErrback(lambda f: log.failure("answering a takedown", f))
         return NOT_DONE_YET
 
     def _authorized(self, request: Request) -> bool:
