@@ -130,6 +130,12 @@ class World:
                                lambda container_id: StubTreq(self.servers), renderer, settings)
         self.http = StubTreq(make_resource(self.pool, WebSettings(), self.sharing))
 
+    def close(self) -> None:
+        """End the render processes this world started, by their handles."""
+        if self.sharing.renderer.workers is not None:
+            self.sharing.renderer.workers.stop()
+        self.store.close()
+
     def visitor(self, container_id: str = "alice", notebook: bytes | None = None, path: str = "work.ipynb") -> str:
         """A visitor's server with one notebook file; its token."""
         token = self.pool.add(container_id, "assigned")

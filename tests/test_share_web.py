@@ -49,8 +49,10 @@ def header(response, name: str) -> str:
 
 
 @pytest.fixture
-def world(tmp_path) -> World:
-    return World(tmp_path)
+def world(tmp_path):
+    world = World(tmp_path)
+    yield world
+    world.close()
 
 
 def test_a_visitor_shares_with_their_token_and_gets_link_delete_link_and_expiry(world):
@@ -249,3 +251,23 @@ def test_the_client_address_behind_tmpnbs_proxy_is_the_last_forwarded_one():
     direct.client = IPv4Address("TCP", "198.51.100.1", 5555)
     direct.requestHeaders.setRawHeaders(b"x-forwarded-for", [b"192.0.2.7"])
     assert client_address(direct) == "198.51.100.1"
+
+
+def test_a_render_that_runs_out_of_time_or_memory_fails_and_the_next_one_works():
+    from tmpnb.share.render import RenderFailed, RenderWorker
+
+    worker = RenderWorker()
+    try:
+        with pytest.raises(RenderFailed):
+            worker.render(notebook(), timeout=0.001)  # the child is killed
+        with pytest.raises(RenderFailed):
+            worker.render(b"not a notebook", timeout=120)  # nbconvert's error, the child lives on
+        assert b"42" in worker.render(notebook(), timeout=120)
+    finally:
+        worker.stop()
+    starved = RenderWorker(memory=64 * 1024 * 1024)  # too little even to import nbconvert
+    try:
+        with pytest.raises(RenderFailed):
+            starved.render(notebook(), timeout=120)
+    finally:
+        starved.stop()

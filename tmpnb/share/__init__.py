@@ -13,7 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.logger import Logger
+
 from tmpnb.config import ContainerSpec
+
+log = Logger(namespace="tmpnb.share")
 
 
 def make_sharing(reactor: Any, pool: Any, spec: ContainerSpec, store_where: str, settings: Any) -> Any:
@@ -43,8 +47,14 @@ def make_sharing(reactor: Any, pool: Any, spec: ContainerSpec, store_where: str,
     def in_render_thread(f: Any, *args: Any) -> Any:
         return deferToThreadPool(reactor, render_threads, f, *args)
 
+    renderer = Renderer(in_render_thread)
+    # The render process imports nbconvert now rather than when the first reader waits for it.
+    reactor.callWhenRunning(
+        lambda: in_render_thread(renderer.workers.warm).addErrback(
+            lambda reason: log.warn("could not start the render process: {reason}", reason=reason.getErrorMessage())))
+    reactor.addSystemEventTrigger("after", "shutdown", renderer.workers.stop)
     return Sharing(
         reactor, store, in_store_thread, pool,
         lambda container_id: unix_http_client(reactor, socket_path(spec, container_id)),
-        Renderer(in_render_thread), settings,
+        renderer, settings,
     )

@@ -1,9 +1,12 @@
 """A shared notebook as HTML: nbconvert's lab template, in a child process with limits.
 
 nbconvert runs Jinja, pygments, mistune and every output's converter over untrusted input:
-its cost has to be bounded. Each render is a child process (`python render.py` reading the
-notebook on stdin, writing the HTML to stdout) with an address-space limit and a timeout,
-started from a thread; `Renderer` keeps the results in a small cache by content hash.
+its cost has to be bounded. Renders happen in a long-lived child process (`python render.py
+--serve`: importing nbconvert costs 1.5 s on a quiet machine and 10 s on a busy one, a render
+of 1 MB well under one) with an address-space limit; a render that takes longer than the
+timeout gets the child killed, and the next render starts a fresh one, as does a child that died
+or has rendered RECYCLE_AFTER notebooks. `RenderWorker.render` blocks: each render thread has its
+own worker. `Renderer` keeps the results in a small cache by content hash.
 
 This file runs as a script in the child, so it imports nothing from tmpnb at module level.
 """
@@ -12,17 +15,24 @@ from __future__ import annotations
 
 import os
 import resource
+import selectors
+import struct
 import subprocess
 import sys
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 TEMPLATE = "tmpnb_share"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MEMORY = 1536 * 1024 * 1024  # address space of the child, bytes
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+RECYCLE_AFTER = 200  # renders per child: whatever leaks or grows, does not for long
+_LENGTH = struct.Struct(">Q")
+_OK, _FAILED = b"0", b"1"
 
 
 class RenderFailed(Exception):
@@ -40,6 +50,26 @@ def to_html(content: bytes) -> bytes:
     return body.encode("utf-8")
 
 
+def serve(incoming: IO[bytes], outgoing: IO[bytes]) -> None:
+    """The child's loop: a length-prefixed notebook in, a status byte and length-prefixed HTML
+    (or error text) out, until stdin closes."""
+    import nbconvert  # noqa: F401  (paid once, before the first notebook arrives)
+
+    while True:
+        head = incoming.read(_LENGTH.size)
+        if len(head) < _LENGTH.size:
+            return
+        content = incoming.read(_LENGTH.unpack(head)[0])
+        try:
+            status, body = _OK, to_html(content)
+        except MemoryError:
+            status, body = _FAILED, b"out of memory"
+        except Exception as e:  # any failure of nbconvert on hostile input is an answer, not a crash
+            status, body = _FAILED, f"{type(e).__name__}: {e}"[:300].encode("utf-8", "replace")
+        outgoing.write(status + _LENGTH.pack(len(body)) + body)
+        outgoing.flush()
+
+
 def _limit_memory(limit: int) -> Callable[[], None]:
     def preexec() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -47,22 +77,107 @@ def _limit_memory(limit: int) -> Callable[[], None]:
     return preexec
 
 
-def render_in_child(content: bytes, timeout: float = DEFAULT_TIMEOUT, memory: int = DEFAULT_MEMORY) -> bytes:
-    """to_html in a child process with `memory` bytes of address space and `timeout` seconds.
+class RenderWorker:
+    """One child process, used by one thread at a time (a lock makes sure)."""
 
-    Blocks: call it in a thread. Raises RenderFailed.
-    """
-    try:
-        done = subprocess.run(
-            [sys.executable, os.path.abspath(__file__)], input=content, capture_output=True,
-            timeout=timeout, preexec_fn=_limit_memory(memory), env={**os.environ, "PYTHONHASHSEED": "0"},
-        )
-    except subprocess.TimeoutExpired:
-        raise RenderFailed(f"render took longer than {timeout:g}s") from None
-    if done.returncode != 0:
-        last = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit {done.returncode}"]
-        raise RenderFailed(last[0][:300])
-    return done.stdout
+    def __init__(self, memory: int = DEFAULT_MEMORY) -> None:
+        self._memory = memory
+        self._lock = threading.Lock()
+        self._child: subprocess.Popen[bytes] | None = None
+        self._renders = 0
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        if self._child is None or self._child.poll() is not None or self._renders >= RECYCLE_AFTER:
+            self.stop()
+            self._child = subprocess.Popen(
+                [sys.executable, os.path.abspath(__file__), "--serve"], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, preexec_fn=_limit_memory(self._memory))
+            self._renders = 0
+        return self._child
+
+    def stop(self) -> None:
+        child, self._child = self._child, None
+        if child is not None and child.poll() is None:
+            child.kill()  # our own child, by its handle
+        if child is not None:
+            child.wait()
+            for pipe in (child.stdin, child.stdout):
+                if pipe is not None:
+                    pipe.close()
+
+    def warm(self) -> None:
+        """Start the child now, so the first reader does not wait for nbconvert's import."""
+        with self._lock:
+            self._start()
+
+    def render(self, content: bytes, timeout: float = DEFAULT_TIMEOUT, memory: int | None = None) -> bytes:
+        """The notebook's HTML, rendered by the child within `timeout` seconds; blocks.
+
+        Raises RenderFailed. (`memory` is fixed per worker; the argument keeps the Renderer's
+        signature.)
+        """
+        with self._lock:
+            child = self._start()
+            self._renders += 1
+            try:
+                child.stdin.write(_LENGTH.pack(len(content)) + content)
+                child.stdin.flush()
+                status = self._read(child, 1, time.monotonic() + timeout)
+                length = _LENGTH.unpack(self._read(child, _LENGTH.size, time.monotonic() + timeout))[0]
+                body = self._read(child, length, time.monotonic() + timeout)
+            except (OSError, RenderFailed) as e:
+                self.stop()
+                raise RenderFailed(str(e) or type(e).__name__) from None
+        if status != _OK:
+            raise RenderFailed(body.decode("utf-8", "replace"))
+        return body
+
+    @staticmethod
+    def _read(child: subprocess.Popen[bytes], size: int, deadline: float) -> bytes:
+        fd = child.stdout.fileno()
+        chunks: list[bytes] = []
+        wanted = size
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            while wanted:
+                left = deadline - time.monotonic()
+                if left <= 0 or not selector.select(left):
+                    raise RenderFailed("render timed out")
+                chunk = os.read(fd, min(wanted, 1 << 20))
+                if not chunk:
+                    raise RenderFailed("the render process died (out of memory?)")
+                chunks.append(chunk)
+                wanted -= len(chunk)
+        return b"".join(chunks)
+
+
+class RenderWorkers:
+    """A worker per render thread: `render` has the Renderer's signature and blocks."""
+
+    def __init__(self, memory: int = DEFAULT_MEMORY) -> None:
+        self._memory = memory
+        self._local = threading.local()
+        self._all: list[RenderWorker] = []
+        self._all_lock = threading.Lock()
+
+    def _mine(self) -> RenderWorker:
+        worker = getattr(self._local, "worker", None)
+        if worker is None:
+            worker = self._local.worker = RenderWorker(self._memory)
+            with self._all_lock:
+                self._all.append(worker)
+        return worker
+
+    def render(self, content: bytes, timeout: float = DEFAULT_TIMEOUT, memory: int | None = None) -> bytes:
+        return self._mine().render(content, timeout)
+
+    def warm(self) -> None:
+        self._mine().warm()
+
+    def stop(self) -> None:
+        with self._all_lock:
+            for worker in self._all:
+                worker.stop()
 
 
 class Renderer:
@@ -73,12 +188,14 @@ class Renderer:
 
     def __init__(self, run_in_thread: Callable[..., Any], timeout: float = DEFAULT_TIMEOUT,
                  memory: int = DEFAULT_MEMORY, cache_bytes: int = DEFAULT_CACHE_BYTES,
-                 render: Callable[[bytes, float, int], bytes] = render_in_child) -> None:
+                 render: Callable[[bytes, float, int], bytes] | None = None) -> None:
         self._run_in_thread = run_in_thread
         self._timeout = timeout
         self._memory = memory
         self._cache_bytes = cache_bytes
-        self._render = render
+        # Each Renderer without its own `render` gets its own child processes.
+        self.workers = RenderWorkers(memory) if render is None else None
+        self._render = render if render is not None else self.workers.render
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._cached_size = 0
         self._waiting: dict[str, list[Any]] = {}
@@ -129,4 +246,7 @@ class Renderer:
 
 
 if __name__ == "__main__":
-    sys.stdout.buffer.write(to_html(sys.stdin.buffer.read()))
+    if sys.argv[1:] == ["--serve"]:
+        serve(sys.stdin.buffer, sys.stdout.buffer)
+    else:  # by hand: python render.py < notebook.ipynb > notebook.html
+        sys.stdout.buffer.write(to_html(sys.stdin.buffer.read()))
