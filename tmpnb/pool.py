@@ -34,6 +34,7 @@ from tmpnb import ids
 from tmpnb.assignments import AssignmentMarks, MarkedRemovals
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.dockerapi import DockerTimeout, DockerUnavailable, container_name
+from tmpnb.faults import log_fault
 from tmpnb.heartbeat import (
     HANDED_OUT,
     AskStatuses,
@@ -179,7 +180,7 @@ class Pool(Service):
                 instance=self.spec.instance,
             )
             await gatherResults(removals, consumeErrors=True).addErrback(
-                lambda f: log.failure("removing leftover containers", f)
+                lambda f: log_fault(log, f, "removing leftover containers")
             )
         await remove_stray_socket_dirs(self._docker, self, listed)  # a crashed run's, say
         self._cleaned = True
@@ -188,7 +189,7 @@ class Pool(Service):
     def _leftover_left_behind(self, failure: Failure, container_id: str) -> None:
         """A leftover that could not be removed still counts against the capacity."""
         self._left_behind.add(container_id)
-        log.failure("removing leftover container {container}", failure, container=container_id)
+        log_fault(log, failure, "removing leftover container {container}", container=container_id)
 
     async def _list_leftovers(self) -> list[Any] | None:
         """This instance's containers, asked until Docker answers (it may be down or hung at
@@ -376,7 +377,7 @@ class Pool(Service):
         try:
             routes = await self._proxy.list_routes()
         except Exception:
-            log.failure("listing the proxy's routes at start")
+            log_fault(log, Failure(), "listing the proxy's routes at start")
             return {}
         return {
             data.get("container"): data
@@ -401,7 +402,7 @@ class Pool(Service):
                 calls.append(maybeDeferred(self._docker.remove, name, container_id))
         if calls:
             await gatherResults(calls, consumeErrors=True).addErrback(
-                lambda f: log.failure("removing stale routes", f)
+                lambda f: log_fault(log, f, "removing stale routes")
             )
 
     def _stock(self) -> int:

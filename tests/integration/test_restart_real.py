@@ -103,7 +103,7 @@ def test_a_restarted_external_proxy_gets_its_routes_back(launch, chp):
     nowhere = "/user/nowhere0000"
     chp.add_route(nowhere, "http://127.0.0.1:9")
 
-    wait_until(lambda: route in chp.routes() and nowhere not in chp.routes(), 10,
+    wait_until(lambda: route in chp.routes() and nowhere not in chp.routes(), 60,
                "the visitor's route back and the stray route deleted")
     assert chp.routes()[route]["target"].startswith("http+unix://")
     assert answers(chp.base, prefix, token)
