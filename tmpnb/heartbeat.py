@@ -79,6 +79,10 @@ class Flock(Protocol):
 
     def docker_answered(self) -> None: ...
 
+    def saw_activity(self, container_id: str, when: float) -> None:
+        """A handed-out container's latest activity, newer than what its machine had: kept
+        where a restart finds it."""
+
 
 class Heartbeat:
     def __init__(
@@ -154,6 +158,8 @@ class Heartbeat:
                 continue
             seen = machine.describe()
             activity = latest_activity(seen, routes_of.get(container_id), statuses.get(container_id))
+            if activity > (seen["last_activity"] or 0):
+                flock.saw_activity(container_id, activity)
             verdict(seen["assigned_at"], activity, now, self._config).apply(machine)
         return len(handed), time.thread_time() - judging
 
