@@ -271,3 +271,19 @@ def test_a_render_that_runs_out_of_time_or_memory_fails_and_the_next_one_works()
             starved.render(notebook(), timeout=120)
     finally:
         starved.stop()
+
+
+def test_a_server_that_went_away_is_a_502_and_a_warning_not_a_crash(world):
+    from twisted.internet.defer import fail
+    from twisted.internet.error import ConnectionRefusedError
+
+    token = world.visitor("alice", notebook())
+
+    class Gone:
+        def get(self, *args, **kwargs):
+            return fail(ConnectionRefusedError("socket gone"))
+
+    world.sharing._client_for = lambda container_id: Gone()
+    response, answer = post_share(world, token)
+    assert response.code == 502 and answer == {"status": "the notebook server did not answer"}
+    assert world.store.count_since("alice", 0) == 0

@@ -17,10 +17,12 @@ from urllib.parse import quote
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from tmpnb.faults import cause_of, is_expected, log_fault
 from tmpnb.pages import render_document, render_page
 from tmpnb.share.contents import ServerRefused
 from tmpnb.share.limits import RateLimit, client_address
@@ -66,10 +68,11 @@ def answer_later(request: Request, work: Coroutine[Any, Any, bytes], what: str) 
     left = departure(request)
 
     def failed(reason: Any) -> bytes:
-        log.failure("{what} failed", reason, what=what)
-        request.setResponseCode(500)
-        return replies.html(request, 500, render_page("share_limit", "Something went wrong",
-                                                       what="Something went wrong on our side."))
+        # A server that went away mid-request is expected (a warning); anything else is a bug.
+        log_fault(log, reason, "{what}", what=what)
+        code = 503 if is_expected(reason) else 500
+        return replies.html(request, code, render_page("share_limit", "Something went wrong",
+                                                        what="Something went wrong on our side."))
 
     d = Deferred.fromCoroutine(work)
     d.addErrback(failed)
@@ -140,6 +143,12 @@ class ShareAPI(OnlyAllowed):
             if e.code == 404:
                 return replies.json_reply(request, 404, {"status": "no such notebook"})
             log.warn("a server refused to give its notebook for a share: {code}", code=e.code)
+            return replies.json_reply(request, 502, {"status": "the notebook server did not answer"})
+        except Exception as e:
+            reason = Failure(e)
+            if not is_expected(reason):
+                raise
+            log.warn("sharing from a server failed: {cause}", cause=cause_of(reason))
             return replies.json_reply(request, 502, {"status": "the notebook server did not answer"})
         share = created.share
         return replies.json_reply(request, 201, {
