@@ -54,10 +54,9 @@ def _log_level(value: str) -> str:
 
 
 class Options(usage.Options):
-    synopsis = "[options]  (configurable-http-proxy's; the API token comes from $CONFIGPROXY_AUTH_TOKEN)"
+    synopsis = "Usage: tmpnb-proxy [options]  (configurable-http-proxy's; the API token comes from $CONFIGPROXY_AUTH_TOKEN)"
 
     optFlags = [
-        ["version", "V", "Output the version number."],
         ["ssl-request-cert", None, "Request SSL certs to authenticate clients."],
         ["ssl-reject-unauthorized", None, "Reject unauthorized SSL connections (with --ssl-request-cert)."],
         ["ssl-allow-rc4", None, "Refused: RC4 is never enabled."],
@@ -114,6 +113,13 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["custom-header"] = []
+        self["version"] = False
+
+    def opt_version(self) -> None:
+        """Output the version number."""
+        self["version"] = True  # usage.Options' own prints Twisted's and exits
+
+    opt_V = opt_version
 
     def opt_custom_header(self, value: str) -> None:
         """Custom header to add to proxied requests, as name:value; repeat for more."""

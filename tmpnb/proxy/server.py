@@ -269,6 +269,8 @@ class ProxyServerProtocol(Protocol):
             self._respond_locally(502, str(e), head)
             return
         self._req_done = not head.has_body
+        if factory.exchange_limit is not None:
+            self._tighten_timer(factory.exchange_limit)
         if head.content_length:
             self._req_remaining = head.content_length
         elif head.chunked:
@@ -727,6 +729,12 @@ class ProxyServerProtocol(Protocol):
                 wait = min(wait, factory.proxy_timeout - silent)
         self._timer = self._clock.callLater(wait, self._check_timeout)
 
+    def _tighten_timer(self, limit: float) -> None:
+        """Look again within ``limit``: the lazy timer may be set for the longer idle timeout."""
+        timer = self._timer
+        if timer is not None and timer.active() and timer.getTime() > self._clock.seconds() + limit:
+            timer.reset(limit)
+
     def _drop(self, idle: float) -> None:
         """``timeout``: as Node's socket timeout in CHP, the visitor's connection just closes."""
         log.info("dropped a connection idle for {idle:.1f}s on {path}", idle=idle, path=self._head.path)
@@ -796,6 +804,8 @@ class ReverseProxyFactory(Factory):
         self.idle_timeout = idle_timeout
         self.timeout = timeout
         self.proxy_timeout = proxy_timeout
+        limits = [limit for limit in (timeout, proxy_timeout) if limit is not None]
+        self.exchange_limit = min(limits) if limits else None  # the shortest limit on an exchange
         self.websocket_idle_timeout = websocket_idle_timeout
         self.scheme = scheme.encode("ascii")
         self.error_pages = error_pages
