@@ -155,3 +155,28 @@ def test_the_cli_refuses_an_unknown_option_with_a_message(capsys):
     assert "--storage-backend is not supported" in capsys.readouterr().err
     assert main(["-V"]) == 0
     assert capsys.readouterr().out.strip() == tmpnb.__version__
+
+
+def test_twistd_wiring_takes_jupyterhubs_options_and_says_what_has_no_effect():
+    # `twistd tmpnb-proxy` keeps working with the same Options: makeService on a memory reactor.
+    from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+    from twisted.logger import globalLogPublisher
+
+    from tmpnb.proxy.tap import makeService
+
+    options = parse("--port", "9100", "--log-level", "debug", "--error-target", "http://127.0.0.1:8081/hub/error",
+                    "--host-routing", "--client-ssl-request-cert", "--timeout", "5000")
+    events = EventLoggingObserver()
+    globalLogPublisher.addObserver(events)
+    try:
+        reactor = MemoryReactorClock()
+        service = makeService(options, reactor)
+        service.startService()
+    finally:
+        globalLogPublisher.removeObserver(events)
+    said = [event["log_format"] for event in events]
+    assert any("twistd's logging decides" in text for text in said)
+    assert any(event.get("option") == "client-ssl-request-cert" for event in events)
+    public = {port: factory for port, factory, _, _ in reactor.tcpServers}[9100]
+    assert (public.host_routing, public.timeout, public.error_pages is not None) == (True, 5.0, True)
+    service.stopService()

@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     predicate = LogLevelFilterPredicate(defaultLogLevel=_LEVELS[options["log-level"]])
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])])
+    options["log-level-applied"] = True
 
     from twisted.internet import reactor
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from twisted.internet.defer import Deferred, succeed
@@ -20,8 +20,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
-from zope.interface import implementer
 from twisted.web.iweb import IAgentEndpointFactory
+from zope.interface import implementer
 
 from .targets import ClientTLS, Target, parse_target
 
@@ -36,6 +36,12 @@ ERROR_TARGET_TIMEOUT = 30.0
 class ErrorPage:
     headers: tuple[tuple[bytes, bytes], ...]
     body: bytes
+
+
+class ErrorPages(Protocol):
+    """Where 404 and 503 pages come from (`ErrorTarget` or `ErrorDirectory`)."""
+
+    def page(self, status: int, request_target: bytes) -> Deferred[ErrorPage | None]: ...
 
 
 @implementer(IAgentEndpointFactory)

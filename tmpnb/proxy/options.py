@@ -114,6 +114,7 @@ class Options(usage.Options):
         super().__init__()
         self["custom-header"] = []
         self["version"] = False
+        self._given: set[str] = set()
 
     def opt_version(self) -> None:
         """Output the version number."""

@@ -23,7 +23,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .errorpages import ErrorPage
+from .errorpages import ErrorPage, ErrorPages
 from .forward import BackendConnection, BackendPool, PoolTimeout, set_no_delay
 from .httphead import (
     MAX_HEAD_BYTES,
@@ -780,7 +780,7 @@ class ReverseProxyFactory(Factory):
         websocket_idle_timeout: float | None = None,
         scheme: str = "http",
         static: StaticFiles | None = None,
-        error_pages: Any = None,
+        error_pages: ErrorPages | None = None,
         host_routing: bool = False,
         x_forward: bool = True,
         include_prefix: bool = True,

@@ -57,6 +57,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     token = options["auth-token"]
     if not token:
         log.warn("{variable} is not set: the REST API accepts anyone", variable=TOKEN_VARIABLE)
+    if options.given("log-level") and not options.get("log-level-applied"):
+        log.info("--log-level {chosen}: under twistd, twistd's logging decides what is shown", chosen=options["log-level"])
     for name, why in NO_EFFECT.items():
         if options[name]:
             log.info("--{option} has no effect: {why}", option=name, why=why)
