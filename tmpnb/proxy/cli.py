@@ -13,6 +13,7 @@ from twisted.logger import (
     LogLevel,
     LogLevelFilterPredicate,
     Logger,
+    PredicateResult,
     globalLogBeginner,
     textFileLogObserver,
 )
@@ -26,6 +27,13 @@ log = Logger()
 _LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn, "error": LogLevel.error}
 
 
+def _without_factory_chatter(event: dict) -> PredicateResult:
+    """Twisted says "Starting factory" for every connection to a target: debug, not info."""
+    if str(event.get("log_format", "")).startswith(("Starting factory", "Stopping factory")):
+        return PredicateResult.no
+    return PredicateResult.maybe
+
+
 def main(argv: list[str] | None = None) -> int:
     options = Options()
     try:
@@ -37,8 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     if options["version"]:
         print(__version__)
         return 0
-    predicate = LogLevelFilterPredicate(defaultLogLevel=_LEVELS[options["log-level"]])
-    globalLogBeginner.beginLoggingTo([FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])])
+    level = _LEVELS[options["log-level"]]
+    predicates = [LogLevelFilterPredicate(defaultLogLevel=level)]
+    if level > LogLevel.debug:
+        predicates.append(_without_factory_chatter)
+    globalLogBeginner.beginLoggingTo([FilteringLogObserver(textFileLogObserver(sys.stderr), predicates)])
     options["log-level-applied"] = True
 
     from twisted.internet import reactor
