@@ -240,3 +240,13 @@ def test_auto_rewrite_and_protocol_rewrite_point_a_redirect_at_the_proxy():
 def test_https_targets_are_parsed_with_their_default_port():
     target = parse_target("https://127.0.0.1/prefix/")
     assert (target.tls, target.host, target.port, target.prefix) == (True, "127.0.0.1", 443, b"/prefix")
+
+
+def test_chps_health_check_answers_on_the_public_port_whatever_the_routes():
+    harness = ProxyHarness()  # not even a route "/"
+    visitor = harness.visit()
+    visitor.send(b"GET /_chp_healthz HTTP/1.1\r\nHost: h\r\n\r\n")
+    answer = visitor.received()
+    assert request_line(answer) == b"HTTP/1.1 200 OK"
+    assert answer.endswith(b'\r\n\r\n{"status":"OK"}')
+    assert visitor.open and harness.attempts() == []

@@ -240,6 +240,9 @@ class ProxyServerProtocol(Protocol):
     def _start_exchange(self, head: RequestHead, now: float) -> None:
         factory = self.factory
         self._head = head
+        if head.target == b"/_chp_healthz" and head.method == b"GET":
+            self._answer_health(head)
+            return
         if factory.host_routing:
             # CHP: the Host header, port cut off, is the first segment of the route's path.
             matched = factory.routes.match("/" + head.host.split(b":", 1)[0].decode("latin-1") + head.path)
@@ -657,6 +660,19 @@ class ProxyServerProtocol(Protocol):
             return  # the visitor left while the error target answered
         close = not head.keep_alive or head.has_body or head.upgrade is not None
         self.transport.write(error_page(status, detail, close=close, page=page))
+        if close:
+            self._close()
+        else:
+            self._finish_exchange()
+
+    def _answer_health(self, head: RequestHead) -> None:
+        """CHP's liveness probe on the public port (Kubernetes deployments point at it)."""
+        close = not head.keep_alive or head.has_body
+        self.transport.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n"
+            + (b"Connection: close\r\n" if close else b"")
+            + b'\r\n{"status":"OK"}'
+        )
         if close:
             self._close()
         else:
