@@ -250,3 +250,52 @@ def test_chps_health_check_answers_on_the_public_port_whatever_the_routes():
     assert request_line(answer) == b"HTTP/1.1 200 OK"
     assert answer.endswith(b'\r\n\r\n{"status":"OK"}')
     assert visitor.open and harness.attempts() == []
+
+
+# --- --error-path, --redirect-port, --pid-file
+
+
+def test_error_path_pages_come_from_a_directory(tmp_path):
+    from tmpnb.proxy.errorpages import ErrorDirectory
+
+    (tmp_path / "503.html").write_text("<p>server down</p>")
+    (tmp_path / "error.html").write_text("<p>something else</p>")
+    harness = proxy(error_pages=ErrorDirectory(str(tmp_path)))
+    visitor = harness.visit()
+    visitor.send(b"GET /user/a/ HTTP/1.1\r\nHost: h\r\n\r\n")
+    harness.refuse()
+    assert visitor.received().endswith(b"\r\n\r\n<p>server down</p>")
+    visitor.send(b"GET /nowhere HTTP/1.1\r\nHost: h\r\n\r\n")
+    answer = visitor.received()
+    assert request_line(answer) == b"HTTP/1.1 404 Not Found"
+    assert answer.endswith(b"\r\n\r\n<p>something else</p>")  # no 404.html: error.html
+
+
+def test_the_redirect_port_sends_visitors_to_https():
+    import treq
+    from treq.testing import StubTreq
+    from twisted.trial.unittest import SynchronousTestCase
+
+    from tmpnb.proxy.redirect import HTTPSRedirect
+
+    sync = SynchronousTestCase()
+    for port, location in [(8443, b"https://hub.example:8443/hub/login?next=x"), (443, b"https://hub.example/hub/login?next=x")]:
+        http = StubTreq(HTTPSRedirect(port))
+        reply = sync.successResultOf(
+            http.get("http://hub.example:8080/hub/login?next=x", headers={"Host": "hub.example:8080"}, allow_redirects=False)
+        )
+        sync.successResultOf(treq.content(reply))
+        assert (reply.code, reply.headers.getRawHeaders(b"location")) == (301, [location])
+
+
+def test_the_pid_file_lives_as_long_as_the_service(tmp_path):
+    import os
+
+    from tmpnb.proxy.tap import PidFile
+
+    path = tmp_path / "proxy.pid"
+    service = PidFile(str(path))
+    service.startService()
+    assert path.read_text() == str(os.getpid())
+    service.stopService()
+    assert not path.exists()
