@@ -67,6 +67,7 @@ def assert_commands_work(bin_dir: Path) -> None:
     assert "tmpnb " in plugins and "tmpnb-proxy " in plugins, plugins
     assert "--pool-size" in output(bin_dir, "twistd", "tmpnb", "--help")
     assert "--api-port" in output(bin_dir, "twistd", "tmpnb-proxy", "--help")
+    assert "--error-target" in output(bin_dir, "tmpnb-proxy", "--help")  # what JupyterHub runs
     usage = output(bin_dir, "tmpnb", "--help")
     assert "tmpnb run" in usage and "tmpnb report" in usage and "tmpnb image" in usage
     assert "--pool-size" in output(bin_dir, "tmpnb", "run", "--help")

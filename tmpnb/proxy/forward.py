@@ -18,7 +18,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .targets import Target
+from .targets import ClientTLS, Target
 from .websocket import Throttle
 
 log = Logger()
@@ -88,8 +88,16 @@ class _TargetPool:
 class BackendPool:
     """At most `max_per_target` connections per target; idle ones close after `idle_timeout`."""
 
-    def __init__(self, reactor: IReactorTime, connect_timeout: float, max_per_target: int, idle_timeout: float) -> None:
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        connect_timeout: float,
+        max_per_target: int,
+        idle_timeout: float,
+        client_tls: ClientTLS | None = None,
+    ) -> None:
         self._reactor = reactor
+        self._client_tls = client_tls  # for https targets
         self._connect_timeout = connect_timeout
         self._max = max_per_target
         self._idle_timeout = idle_timeout
@@ -124,7 +132,7 @@ class BackendPool:
     def connect_dedicated(self, target: Target) -> Deferred[BackendConnection]:
         """A connection outside the pool's bound, for a WebSocket that will hold it for long."""
         try:
-            endpoint = target.endpoint(self._reactor, self._connect_timeout)
+            endpoint = target.endpoint(self._reactor, self._connect_timeout, self._client_tls)
         except Exception:
             return fail()
         return connectProtocol(endpoint, BackendConnection(None, target))
@@ -159,7 +167,7 @@ class BackendPool:
 
     def _connect(self, target: Target, pool: _TargetPool) -> Deferred[BackendConnection]:
         try:
-            endpoint = target.endpoint(self._reactor, self._connect_timeout)
+            endpoint = target.endpoint(self._reactor, self._connect_timeout, self._client_tls)
         except Exception:
             pool.total -= 1
             return fail()
