@@ -332,6 +332,7 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
 
     web = Site(make_resource(pool, web_settings(options, environ)), reactor=reactor)
     web.displayTracebacks = False
+    web.noisy = False  # no "Starting factory" lines (tmpnb/logs.py)
     if routes is None:
         _named(strports.service(options["listen"], web, reactor=reactor), "web").setServiceParent(top)
         log.info("orchestrator on {listen}, routes in {proxy}", listen=options["listen"], proxy=options["proxy-api-url"])
@@ -342,6 +343,7 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     if options["admin-port"]:
         admin = Site(AdminResource(pool, health, environ.get(ADMIN_TOKEN_VARIABLE, "")), reactor=reactor)
         admin.displayTracebacks = False
+        admin.noisy = False
         _named(strports.service(options["admin-port"], admin, reactor=reactor), "admin").setServiceParent(top)
 
     checks = TimerService(HEALTH_CHECK_PERIOD, health_check(docker, proxy, health))
@@ -370,6 +372,7 @@ def _embedded_proxy(reactor: Any, options: Options, spec: ContainerSpec, routes:
     services.append(_named(strports.service(web_listen, web, reactor=reactor), "web"))
 
     public = ReverseProxyFactory(reactor, routes, default_target=web_target, static_dir=options["static-dir"])
+    public.noisy = False
     services.append(_named(strports.service(options["listen"], public, reactor=reactor), "proxy"))
 
     if options["proxy-api-listen"] not in ("none", ""):
@@ -377,6 +380,7 @@ def _embedded_proxy(reactor: Any, options: Options, spec: ContainerSpec, routes:
         token = environ.get(PROXY_TOKEN_VARIABLE) or secrets.token_urlsafe(32)
         api = Site(ProxyAPIResource(routes, token), reactor=reactor)
         api.displayTracebacks = False
+        api.noisy = False
         services.append(_named(strports.service(options["proxy-api-listen"], api, reactor=reactor), "proxy-api"))
     log.info("proxy on {listen}, orchestrator on {web}", listen=options["listen"], web=web_listen)
     return services
