@@ -22,7 +22,7 @@ from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import quoteStringArgument
-from twisted.logger import Logger, globalLogPublisher
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.server import Site
@@ -313,15 +313,16 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
         proxy_api = InProcessProxyAPI(routes)
     proxy = ObservedProxy(proxy_api, health)
 
+    records: list[Callable[[dict], None]] = []  # every transition goes to each of these
     if options["lifecycle-log"]:
         observer = lifecycle_log_observer(options["lifecycle-log"])
-        globalLogPublisher.addObserver(observer)
+        records.append(observer.write)
         # After shutdown: the pool's last culls happen while the reactor shuts down.
-        reactor.addSystemEventTrigger("after", "shutdown", _close_observer, observer)
+        reactor.addSystemEventTrigger("after", "shutdown", observer.close)
 
     pool = Pool(
         reactor, docker, wait_ready, proxy, spec, config,
-        on_transition=LifecycleRecorder(),
+        on_transition=LifecycleRecorder(records=records),
         # Restarts keep visitors (docs/lifecycle.md, Restarts); the markers make adoption
         # safe with the embedded proxy, whose routes die with this process.
         **restarts(options),
@@ -405,7 +406,3 @@ def _named(service: IService, name: str) -> IService:
     service.setName(name)
     return service
 
-
-def _close_observer(observer: Any) -> None:
-    globalLogPublisher.removeObserver(observer)
-    observer.close()
