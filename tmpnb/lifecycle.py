@@ -28,8 +28,9 @@ FAILURE_INPUTS = frozenset({"bootFailed"})
 # Routine transitions: in the lifecycle record, but no line in the operator's log, which
 # keeps one line per thing that matters (a container ready, handed out, culled and why, a
 # failure). Starting a boot is followed by "ready" or a failure; a visitor going idle and
-# coming back happens every heartbeat period.
-QUIET_INPUTS = frozenset({"boot", "idle", "activity"})
+# coming back happens every heartbeat period; the orchestrator logs each hand-out itself
+# ("handed … to a visitor", tmpnb/web/handout.py).
+QUIET_INPUTS = frozenset({"boot", "idle", "activity", "assign"})
 
 # Why a container was culled, and why a boot attempt failed, as a category (few values:
 # the report groups by it, Prometheus uses it as a label) and the detail apart.
