@@ -87,3 +87,15 @@ def test_the_connections_tmpnb_makes_log_nothing():
 
     assert [e for e in events_of(connect) if "factory" in e.get("log_format", "")] == []
 
+
+
+def test_a_quiet_site_writes_no_access_log_and_names_its_listener():
+    from twisted.web.resource import Resource
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from tmpnb.logs import QuietSite
+
+    site = QuietSite(Resource(), name="admin")
+    assert site.logPrefix() == "admin"
+    request = DummyRequest([b"metrics"])
+    assert events_of(lambda: (site.doStart(), site.log(request), site.doStop())) == []

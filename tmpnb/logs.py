@@ -81,6 +81,14 @@ class QuietSite(Site):
 
     noisy = False
 
+    def __init__(self, resource: Any, *args: Any, name: str = "Site", **kwargs: Any) -> None:
+        super().__init__(resource, *args, **kwargs)
+        self._name = name
+
+    def logPrefix(self) -> str:
+        """What the listener's "… starting on <port>" line calls it."""
+        return self._name
+
     def log(self, request: Any) -> None:
         pass
 

@@ -345,7 +345,8 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     globalLogPublisher.addObserver(heartbeats)
     reactor.addSystemEventTrigger("after", "shutdown", globalLogPublisher.removeObserver, heartbeats)
 
-    web = QuietSite(make_resource(CountedSpawner(pool, metrics), web_settings(options, environ)), reactor=reactor)
+    web = QuietSite(make_resource(CountedSpawner(pool, metrics), web_settings(options, environ)), reactor=reactor,
+                    name="orchestrator")
     web.displayTracebacks = False
     if routes is None:
         _named(strports.service(options["listen"], web, reactor=reactor), "web").setServiceParent(top)
@@ -358,7 +359,7 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
         from prometheus_client.twisted import MetricsResource
 
         admin = QuietSite(AdminResource(pool, health, environ.get(ADMIN_TOKEN_VARIABLE, ""),
-                                   metrics=MetricsResource(metrics.registry)), reactor=reactor)
+                                   metrics=MetricsResource(metrics.registry)), reactor=reactor, name="admin")
         admin.displayTracebacks = False
         _named(strports.service(options["admin-port"], admin, reactor=reactor), "admin").setServiceParent(top)
 
@@ -396,7 +397,7 @@ def _embedded_proxy(reactor: Any, options: Options, spec: ContainerSpec, routes:
     if options["proxy-api-listen"] not in ("none", ""):
         # Without a configured token nobody outside needs the API: make it unguessable.
         token = environ.get(PROXY_TOKEN_VARIABLE) or secrets.token_urlsafe(32)
-        api = QuietSite(ProxyAPIResource(routes, token), reactor=reactor)
+        api = QuietSite(ProxyAPIResource(routes, token), reactor=reactor, name="proxy-api")
         api.displayTracebacks = False
         services.append(_named(strports.service(options["proxy-api-listen"], api, reactor=reactor), "proxy-api"))
     log.info("proxy on {listen}, orchestrator on {web}", listen=options["listen"], web=web_listen)
