@@ -72,7 +72,7 @@ class AdminResource(Resource):
             return _json(request, http.NOT_FOUND, {"error": "not found"})
         if not self._authorized(request):
             log.warn("refused admin {method} {path} from {peer}", method=method,
-                     path=request.path, peer=str(request.getClientAddress()))
+                     path=request.path.decode("utf-8", "replace"), peer=_peer(request))
             return _json(request, http.FORBIDDEN, {"error": "forbidden"})
         if segments == ["api", "containers"]:
             if method not in ("GET", "HEAD"):
@@ -132,6 +132,11 @@ def listed(described: dict[str, Any], now: float) -> dict[str, Any]:
         "in_state": now - described["in_state_since"],
         "docker_id": described.get("docker_id"),
     }
+
+
+def _peer(request: Request) -> str:
+    address = request.getClientAddress()
+    return f"{address.host}:{address.port}" if hasattr(address, "port") else str(address)
 
 
 def _json(request: Request, code: int, body: Any) -> bytes:
