@@ -27,9 +27,8 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
-from tmpnb.logs import QuietSite
-
 from tmpnb.config import DEFAULT_COMMAND, DEFAULT_IMAGE, ContainerSpec, PoolConfig
+from tmpnb.logs import QuietSite
 from tmpnb.web import CorsPolicy, WebSettings, make_resource
 from tmpnb.web.paths import below_from_redirect_uri
 
