@@ -169,7 +169,8 @@ class ProxyServerProtocol(Protocol):
     def connectionLost(self, reason: Failure = ConnectionDone) -> None:
         self.factory.connections -= 1
         state, self._state = self._state, CLOSED
-        self.factory.websockets -= state == SPLICED
+        if state == SPLICED:
+            self.factory.websockets -= 1
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
