@@ -21,6 +21,7 @@ def test_a_pool_of_three_booting_and_idling_writes_fewer_than_30_lines(launch: L
     time.sleep(IDLE)  # what is measured is what gets written meanwhile, not how fast
     lines = server.log().splitlines()
     print("\n".join(lines))
+    print(f"-- {len(lines)} lines")
     assert len(lines) < 30, f"{len(lines)} lines"
     assert not [line for line in lines if "Starting factory" in line or "Stopping factory" in line]
     assert sum("booting -> pooled on ready" in line for line in lines) == 3
