@@ -50,14 +50,15 @@ def test_a_visit_and_an_idle_cull_show_in_the_metrics(server):
         sampled = scrape(server)
         states = {state: sampled[("tmpnb_containers", (("state", state),))]
                   for state in ("requested", "booting", "pooled", "assigned", "idle", "culled")}
-        if stats["available"] == 1 and states == {**dict.fromkeys(states, 0.0), "pooled": 1.0}:
+        if stats["states"] == {"pooled": 1} and states == {**dict.fromkeys(states, 0.0), "pooled": 1.0}:
             return stats, sampled
         return None
 
     stats, metrics = wait_until(settled, 90, "the pool refilled and at rest")
     assert metrics[("tmpnb_handouts_total", ())] == 1
     assert metrics[("tmpnb_culls_total", (("reason", "idle"),))] == 1
-    assert metrics[("tmpnb_containers_available", ())] == stats["available"]
+    assert metrics[("tmpnb_containers_available", ())] == stats["available"] == 1
+    assert metrics[("tmpnb_containers_left_behind", ())] == stats["left_behind"] == 0
     assert metrics[("tmpnb_capacity_containers", ())] == stats["capacity"] == 3
     assert metrics[("tmpnb_no_vacancy_total", ())] == 0
     assert metrics[("tmpnb_boot_duration_seconds_count", ())] >= 2  # the first and the refill
