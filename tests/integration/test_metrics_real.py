@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tmpnb_process import Launcher, Tmpnb, call, container_id_of, visit, wait_until
+from tmpnb_process import Launcher, Tmpnb, TmpnbError, call, container_id_of, visit, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -44,17 +44,23 @@ def test_a_visit_and_an_idle_cull_show_in_the_metrics(server):
     wait_until(lambda: any(r["container"] == culled and r["to"] == "culled" for r in server.lifecycle()),
                CULL_TIMEOUT + 10 * CULL_PERIOD + 30, f"{culled} culled")
 
+    seen: list = []
+
     def settled():
         # One pooled container and nothing else, the culled one removed: the pool is at rest.
         stats = server.stats()
         sampled = scrape(server)
         states = {state: sampled[("tmpnb_containers", (("state", state),))]
                   for state in ("requested", "booting", "pooled", "assigned", "idle", "culled")}
+        seen[:] = [stats, states]
         if stats["states"] == {"pooled": 1} and states == {**dict.fromkeys(states, 0.0), "pooled": 1.0}:
             return stats, sampled
         return None
 
-    stats, metrics = wait_until(settled, 90, "the pool refilled and at rest")
+    try:
+        stats, metrics = wait_until(settled, 120, "the pool refilled and at rest")
+    except TmpnbError as e:
+        raise TmpnbError(f"{e}; last seen {seen}\n{server.log()[-3000:]}") from None
     assert metrics[("tmpnb_handouts_total", ())] == 1
     assert metrics[("tmpnb_culls_total", (("reason", "idle"),))] == 1
     assert metrics[("tmpnb_containers_available", ())] == stats["available"] == 1
