@@ -1,10 +1,12 @@
-"""The lifecycle record: one structured log event per container transition.
+"""The lifecycle record: one record per container transition, with why (category, detail).
 
 The container machine (tmpnb/states.py) calls its ``on_transition`` hook with a
-``TransitionEvent``; ``LifecycleRecorder`` turns each into a twisted.logger event, and
-``lifecycle_log_observer`` writes only those events to a JSON-lines file for researchers
-(``--lifecycle-log FILE``).  ``python -m tmpnb.lifecycle report FILE`` summarises such a file
-(see tmpnb/report.py).
+``TransitionEvent``; ``LifecycleRecorder`` turns each into a plain record for its takers
+(the JSON-lines file of ``--lifecycle-log``, written by ``lifecycle_log_observer``; the
+metrics) and, unless routine, into a twisted.logger event for the operator.
+``categorize`` names the kind of every cull and failed boot. ``load`` reads one or several
+files back, ``load_frame`` into a pandas DataFrame; ``python -m tmpnb.lifecycle report
+FILE…`` summarises them (tmpnb/report.py).
 """
 
 from __future__ import annotations
