@@ -11,12 +11,13 @@ from collections import deque
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from tmpnb.logs import connect_quietly
 
 from .targets import ClientTLS, Target
 from .websocket import Throttle
@@ -135,7 +136,7 @@ class BackendPool:
             endpoint = target.endpoint(self._reactor, self._connect_timeout, self._client_tls)
         except Exception:
             return fail()
-        return connectProtocol(endpoint, BackendConnection(None, target))
+        return connect_quietly(endpoint, BackendConnection(None, target))
 
     def release(self, conn: BackendConnection, reusable: bool) -> None:
         conn.handler = None
@@ -171,7 +172,7 @@ class BackendPool:
         except Exception:
             pool.total -= 1
             return fail()
-        d = connectProtocol(endpoint, BackendConnection(self, target))
+        d = connect_quietly(endpoint, BackendConnection(self, target))
 
         def failed(reason: Failure) -> Failure:
             pool.total -= 1

@@ -166,6 +166,7 @@ class ProxyServerProtocol(Protocol):
         self.factory.connections += 1
 
     def dataReceived(self, data: bytes) -> None:
+        self.factory.bytes_in += len(data)
         state = self._state
         self._last_traffic = now = self._clock.seconds()
         if state == SPLICED:
@@ -185,6 +186,8 @@ class ProxyServerProtocol(Protocol):
     def connectionLost(self, reason: Failure = ConnectionDone) -> None:
         self.factory.connections -= 1
         state, self._state = self._state, CLOSED
+        if state == SPLICED:
+            self.factory.websockets -= 1
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -239,6 +242,7 @@ class ProxyServerProtocol(Protocol):
 
     def _start_exchange(self, head: RequestHead, now: float) -> None:
         factory = self.factory
+        factory.requests += 1
         self._head = head
         if head.target == b"/_chp_healthz" and head.method == b"GET":
             self._answer_health(head)
@@ -435,6 +439,7 @@ class ProxyServerProtocol(Protocol):
     # -- the backend's side --------------------------------------------------------------
 
     def backendDataReceived(self, data: bytes) -> None:
+        self.factory.bytes_out += len(data)
         now = self._last_traffic = self._backend_traffic = self._clock.seconds()
         if self._route is not None and now - self._touched >= TOUCH_INTERVAL:
             self._touched = now
@@ -619,6 +624,7 @@ class ProxyServerProtocol(Protocol):
     def _begin_splice(self, resp: ResponseHead, rest: bytes) -> None:
         backend = self._backend
         self._state = SPLICED
+        self.factory.websockets += 1
         backend.transport.unregisterProducer()
         self.transport.unregisterProducer()
         headers = end_to_end(resp.headers, resp.connection_tokens)
@@ -837,6 +843,9 @@ class ReverseProxyFactory(Factory):
         self._replaced = frozenset(name for name, _ in self._custom)
         self.pool = BackendPool(reactor, connect_timeout, max_backend_connections_per_target, backend_idle_timeout, client_tls)
         self.connections = 0
+        # Counted for tmpnb.metrics: requests, bytes from visitors (in) and from backends
+        # (out), WebSockets spliced and still open.
+        self.requests = self.bytes_in = self.bytes_out = self.websockets = 0
         self._targets: dict[str, Target] = {}
 
     def buildProtocol(self, addr) -> ProxyServerProtocol:
