@@ -6,9 +6,9 @@ import io
 import json
 
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import Logger
-
-from tmpnb.lifecycle import SHARE_MARKER, LifecycleLogObserver, load
+from sharefakes import BASE
+from test_share_web import done
+from tmpnb.lifecycle import LifecycleLogObserver, load
 from tmpnb.tap import Options, makeService
 
 
@@ -39,15 +39,20 @@ def test_share_options_have_defaults_and_none_turns_sharing_off(tmp_path, monkey
 
 
 def test_share_events_go_to_the_lifecycle_log_and_the_transition_report_skips_them(tmp_path):
+    from test_share_web import notebook, post_share
+    from sharefakes import World
+
+    world = World(tmp_path)
     out = io.StringIO()
-    observer = LifecycleLogObserver(out)
-    log = Logger(observer=observer)
-    log.info("share {share} {share_event}", share="S" * 22, share_event="remixed", container="abc",
-             into="def", time=1800000000.0, **{SHARE_MARKER: True})
-    log.info("unrelated")
-    [line] = out.getvalue().splitlines()
-    assert json.loads(line) == {"kind": "share", "event": "remixed", "share": "S" * 22, "container": "abc",
-                                "time": 1800000000.0, "iso": "2027-01-15T08:00:00+00:00", "into": "def"}
+    world.sharing._records.append(LifecycleLogObserver(out).write)
+    token = world.visitor("alice", notebook())
+    _, answer = post_share(world, token)
+    assert done(world.http.post(f"{BASE}/remix/{answer['id']}", allow_redirects=False)).code == 302
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(e["kind"], e["event"], e["share"], e["container"]) for e in events] == [
+        ("share", "shared", answer["id"], "alice"), ("share", "remixed", answer["id"], "alice")]
+    assert events[1]["into"] == "pool0"
     path = tmp_path / "lifecycle.jsonl"
-    path.write_text(line + "\n")
+    path.write_text(out.getvalue())
     assert load(str(path)) == []
+    world.close()

@@ -20,7 +20,8 @@ from tmpnb.config import ContainerSpec
 log = Logger(namespace="tmpnb.share")
 
 
-def make_sharing(reactor: Any, pool: Any, spec: ContainerSpec, store_where: str, settings: Any) -> Any:
+def make_sharing(reactor: Any, pool: Any, spec: ContainerSpec, store_where: str, settings: Any,
+                 records: Any = ()) -> Any:
     """A Sharing over `pool`'s servers, its store opened now (a bad store stops the start)."""
     from twisted.internet.threads import deferToThreadPool
     from twisted.python.threadpool import ThreadPool
@@ -56,5 +57,5 @@ def make_sharing(reactor: Any, pool: Any, spec: ContainerSpec, store_where: str,
     return Sharing(
         reactor, store, in_store_thread, pool,
         lambda container_id: unix_http_client(reactor, socket_path(spec, container_id)),
-        renderer, settings,
+        renderer, settings, records=records,
     )

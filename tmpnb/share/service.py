@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import posixpath
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -21,7 +21,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from tmpnb.lifecycle import SHARE_MARKER
 from tmpnb.share import contents
 from tmpnb.share.render import Renderer
 from tmpnb.share.snapshot import DEFAULT_MAX_BYTES, Rejected, for_remix, snapshot
@@ -105,6 +104,7 @@ class Sharing:
         renderer: Renderer,
         settings: ShareSettings = ShareSettings(),
         new_id: Callable[[], str] = new_share_id,
+        records: Sequence[Callable[[dict[str, Any]], None]] = (),
     ) -> None:
         self.clock = clock
         self.settings = settings
@@ -114,6 +114,7 @@ class Sharing:
         self._servers = servers
         self._client_for = client_for
         self._new_id = new_id
+        self._records = list(records)  # takers of every share event (the --lifecycle-log file)
 
     # -- sharing
 
@@ -220,5 +221,17 @@ class Sharing:
         return write
 
     def _event(self, what: str, share: Share, **more: Any) -> None:
+        record = share_record(what, share, self.clock.seconds(), into=more.pop("into", None))
         log.info("share {share} {share_event} (from {container})", share=share.id, share_event=what,
-                 container=share.container, time=self.clock.seconds(), **{SHARE_MARKER: True}, **more)
+                 container=share.container, into=record.get("into"), **more)
+        for take in self._records:
+            take(record)
+
+
+def share_record(what: str, share: Share, when: float, into: str | None = None) -> dict[str, Any]:
+    """A share event for the lifecycle record: shared, deleted, taken down, remixed (`into`)."""
+    record = {"kind": "share", "event": what, "share": share.id, "container": share.container,
+              "time": when, "iso": datetime.fromtimestamp(when, timezone.utc).isoformat()}
+    if into is not None:
+        record["into"] = into
+    return record
