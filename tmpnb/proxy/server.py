@@ -17,9 +17,11 @@ from typing import Any, BinaryIO
 
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectError, ConnectionDone, TimeoutError as ConnectTimeout
+from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from .forward import BackendConnection, BackendPool, PoolTimeout, set_no_delay
 from .httphead import (
@@ -621,6 +623,7 @@ class ProxyServerProtocol(Protocol):
             self._abandon(504, "backend timed out")
 
 
+@implementer(IProtocolNegotiationFactory)
 class ReverseProxyFactory(Factory):
     """Builds visitor connections; holds what they share: routes, pool, static files."""
 
@@ -653,6 +656,11 @@ class ReverseProxyFactory(Factory):
 
     def buildProtocol(self, addr) -> ProxyServerProtocol:
         return ProxyServerProtocol(self)
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """What we speak, for ALPN on an `ssl:` listener. Twisted answers every client that
+        offers ALPN (browsers, curl) from this list, and fails the handshake when it is empty."""
+        return [b"http/1.1"]
 
     def target(self, url: str) -> Target:
         """A parsed target, cached: the same few URLs are looked up on every request."""
