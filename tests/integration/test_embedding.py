@@ -122,17 +122,18 @@ def test_a_site_not_in_frame_ancestors_cannot_embed_it(browser, tmpnb):
             page.goto(elsewhere.origin + "/article.html")
             # Blocked by the CSP, the iframe holds Chromium's error page instead of the notebook.
             deadline = time.monotonic() + WAIT / 1000
-            while not refusals:
-                assert time.monotonic() < deadline, "the notebook was not refused"
+            while not (refusals and page.frames[1].url.startswith("chrome-error://")):
+                assert time.monotonic() < deadline, f"the notebook was not refused: {page.frames[1].url}"
                 page.wait_for_timeout(200)
             assert "blocked" in refusals[0], refusals
-            assert page.frames[1].url.startswith("chrome-error://"), page.frames[1].url
             assert page.frame_locator("#notebook").locator(".jp-Notebook").count() == 0
         finally:
             context.close()
 
 
 def test_a_thebe_page_on_another_site_runs_a_cell(browser, tmpnb, journal):
+    if not (THEBE_LIB / "index.js").exists():
+        pytest.skip(f"thebe not installed in {THEBE_LIB} (tools/setup --test)")
     context = browser.new_context()
     try:
         page = context.new_page()
