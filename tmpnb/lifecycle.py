@@ -73,6 +73,8 @@ class LifecycleRecorder:
 
 def record_from_log_event(event: dict[str, Any]) -> dict[str, Any]:
     """The researchers' JSON object for one logged transition: plain keys, plain values."""
+    if "line_event" in event:
+        return line_record_from_log_event(event)
     when = float(event["time"])
     return {
         "container": event["container"],
@@ -83,6 +85,22 @@ def record_from_log_event(event: dict[str, Any]) -> dict[str, Any]:
         "iso": datetime.fromtimestamp(when, timezone.utc).isoformat(),
         "seconds_in_previous": float(event["seconds_in_previous"]),
         "cause": event["cause"],
+    }
+
+
+def line_record_from_log_event(event: dict[str, Any]) -> dict[str, Any]:
+    """A visitor's step in the waiting line (tmpnb/waitingline.py): joined, served, left or
+    expired; `waited` seconds since joining, `waiting` the line's length afterwards."""
+    when = float(event["time"])
+    return {
+        "visitor": event["visitor"],
+        "line": event["line_event"],
+        "time": when,
+        "iso": datetime.fromtimestamp(when, timezone.utc).isoformat(),
+        "waited": float(event["waited"]),
+        "position": event["position"],
+        "waiting": event["length"],
+        "container": event["container"],
     }
 
 
@@ -132,6 +150,11 @@ def load(path: str) -> list[dict[str, Any]]:
     """All records of a lifecycle log file, in time order."""
     with io.open(path, encoding="utf-8") as f:
         return sorted(read_records(f), key=lambda r: r["time"])
+
+
+def transitions(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The containers' transitions of a lifecycle log, without the waiting line's records."""
+    return [r for r in records if "line" not in r]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,6 +84,9 @@ class Options(usage.Options):
         ["boot-attempts", None, _POOL.boot_attempts, "Tries to boot a container before giving up.", int],
         ["boot-timeout", None, _POOL.boot_timeout, "Seconds a container may take to answer.", float],
         ["max-booting", None, _POOL.max_booting, "Most containers booting at once (booting is CPU-bound).", int],
+        ["max-waiting", None, 200, "Most visitors waiting in line for a container (0: none wait, No vacancy at once).", int],
+        ["refill-delay", None, 1.0,
+         "Seconds after the last of a burst of hand-outs before their replacements boot (0: at once).", float],
         # The containers
         ["image", None, DEFAULT_IMAGE, "Notebook image (must exist locally: python -m tmpnb.image build)."],
         ["command", None, DEFAULT_COMMAND,
@@ -129,6 +132,8 @@ class Options(usage.Options):
             below_from_redirect_uri(self["redirect-uri"])
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+        if self["max-waiting"] < 0 or self["refill-delay"] < 0:
+            raise usage.UsageError("--max-waiting and --refill-delay cannot be negative")
         if self["max-booting"] < 1:
             raise usage.UsageError("--max-booting must be at least 1")
         if self["proxy-api-url"] and not os.environ.get(PROXY_TOKEN_VARIABLE):
@@ -168,6 +173,7 @@ def pool_config(options: Options) -> PoolConfig:
         cull_period=options["cull-period"],
         cull_timeout=options["cull-timeout"],
         cull_max=options["cull-max"],
+        refill_delay=options["refill-delay"],
     )
 
 
@@ -289,6 +295,7 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     from tmpnb.lifecycle import LifecycleRecorder, lifecycle_log_observer
     from tmpnb.pool import Pool
     from tmpnb.readiness import wait_ready
+    from tmpnb.waitingline import WaitingLine
 
     spec = container_spec(options)
     config = pool_config(options)
@@ -330,7 +337,9 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     pool.setName("pool")
     pool.setServiceParent(top)
 
-    web = Site(make_resource(pool, web_settings(options, environ)), reactor=reactor)
+    line = WaitingLine(reactor, pool, options["max-waiting"])
+    pool.attach_line(line)
+    web = Site(make_resource(pool, web_settings(options, environ), line), reactor=reactor)
     web.displayTracebacks = False
     if routes is None:
         _named(strports.service(options["listen"], web, reactor=reactor), "web").setServiceParent(top)
