@@ -12,6 +12,7 @@ that proxy's --default-target must point at. Option names follow tmpnb's.
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 from collections.abc import Callable
@@ -85,7 +86,7 @@ class Options(usage.Options):
         ["boot-timeout", None, _POOL.boot_timeout, "Seconds a container may take to answer.", float],
         ["max-booting", None, _POOL.max_booting, "Most containers booting at once (booting is CPU-bound).", int],
         ["max-waiting", None, 200, "Most visitors waiting in line for a container (0: none wait, No vacancy at once).", int],
-        ["refill-delay", None, 1.0,
+        ["refill-delay", None, _POOL.refill_delay,
          "Seconds after the last of a burst of hand-outs before their replacements boot (0: at once).", float],
         # The containers
         ["image", None, DEFAULT_IMAGE, "Notebook image (must exist locally: python -m tmpnb.image build)."],
@@ -326,8 +327,10 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
         # After shutdown: the pool's last culls happen while the reactor shuts down.
         reactor.addSystemEventTrigger("after", "shutdown", _close_observer, observer)
 
+    # A pooled server has rendered its landing page once: no visitor pays the cold render.
+    warm_ready = functools.partial(wait_ready, warm=below_from_redirect_uri(options["redirect-uri"]))
     pool = Pool(
-        reactor, docker, wait_ready, proxy, spec, config,
+        reactor, docker, warm_ready, proxy, spec, config,
         on_transition=LifecycleRecorder(),
         # Restarts keep visitors (docs/lifecycle.md, Restarts); the markers make adoption
         # safe with the embedded proxy, whose routes die with this process.
