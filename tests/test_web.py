@@ -355,6 +355,7 @@ def test_robots_keep_crawlers_off_user_and_spawn():
     lines = body.decode().splitlines()
     assert "Disallow: /user/" in lines
     assert "Disallow: /spawn/" in lines
+    assert "Disallow: /wait/" in lines
 
 
 def test_cors_headers_as_configured_and_preflight():

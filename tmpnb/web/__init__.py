@@ -32,6 +32,7 @@ ROBOTS_TXT = b"""\
 User-agent: *
 Disallow: /user/
 Disallow: /spawn/
+Disallow: /wait/
 Disallow: /api/
 # Every visit to / starts a notebook server: crawlers that understand "$" keep off it.
 Disallow: /$
