@@ -11,6 +11,7 @@ from twisted.web.error import UnsupportedMethod
 from twisted.web.server import NOT_DONE_YET, Request
 
 import tmpnb
+from tmpnb.faults import log_fault
 from tmpnb.web import replies
 from tmpnb.web.methods import OnlyAllowed
 from tmpnb.web.handout import HandOut, Spawner, departure
@@ -121,7 +122,7 @@ class SpawnAPI(OnlyAllowed):
             replies.finish(request, left, replies.json_reply(request, 200, {"url": url}))
 
         def failed(reason: Failure) -> None:
-            log.failure("could not hand out a notebook through the API", reason)
+            log_fault(log, reason, "handing out a notebook through the API")
             request.setHeader(b"Retry-After", str(self._retry_after).encode("ascii"))
             replies.finish(request, left, replies.json_reply(request, 503, {"status": "unavailable"}))
 

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 
+from tmpnb.faults import log_fault
 from tmpnb.pages import render_page
 from tmpnb.waitingline import Ticket, WaitingLine
 from tmpnb.web import replies
@@ -101,7 +102,7 @@ def serve_ticket(
                 replies.finish(request, left, b"")
 
     def failed(reason: Failure) -> None:
-        log.failure("could not hand out a notebook", reason)
+        log_fault(log, reason, "handing out a notebook")  # its route refused: the proxy is away
         replies.finish(request, left, replies.no_vacancy(request, retry_after))
 
     line.wait(ticket, hold).addCallbacks(answer, failed).addErrback(
