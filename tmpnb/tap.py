@@ -382,7 +382,10 @@ def _embedded_proxy(reactor: Any, options: Options, spec: ContainerSpec, routes:
         web_target = proxy_target(path)
     services.append(_named(strports.service(web_listen, web, reactor=reactor), "web"))
 
-    public = ReverseProxyFactory(reactor, routes, default_target=web_target, static_dir=options["static-dir"])
+    # Each visitor in the waiting line holds a request open at the orchestrator (a long poll):
+    # the proxy's bound on connections to one backend must leave room for all of them.
+    public = ReverseProxyFactory(reactor, routes, default_target=web_target, static_dir=options["static-dir"],
+                                 max_backend_connections_per_target=32 + options["max-waiting"])
     services.append(_named(strports.service(options["listen"], public, reactor=reactor), "proxy"))
 
     if options["proxy-api-listen"] not in ("none", ""):
