@@ -124,6 +124,9 @@ def test_embedded_proxy_listens_publicly_and_sends_the_rest_to_the_orchestrators
     assert socket == str(tmp_path / "t1.web.sock")
     assert public.default_target == proxy_target(socket)
     assert [address for address, *_ in reactor.unixServers] == [socket]
+    # Room in the backlog for a spike's proxy connections, one per visitor in line.
+    [(_, _, backlog, *_)] = reactor.unixServers
+    assert backlog > options["max-waiting"]
 
 
 def test_with_an_external_proxy_the_orchestrator_takes_the_listener(monkeypatch):

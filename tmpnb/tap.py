@@ -378,7 +378,10 @@ def _embedded_proxy(reactor: Any, options: Options, spec: ContainerSpec, routes:
         path = web_socket_path(spec)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         # lockfile: a socket file left by a crashed run is replaced, a live one is not.
-        web_listen = f"unix:{quoteStringArgument(path)}:mode=600:lockfile=1"
+        # A spike opens a proxy connection per visitor at once (those in line hold theirs):
+        # a full backlog refuses a unix connect at once (EAGAIN), which the proxy answers 503.
+        backlog = 128 + options["max-waiting"]
+        web_listen = f"unix:{quoteStringArgument(path)}:mode=600:lockfile=1:backlog={backlog}"
         web_target = proxy_target(path)
     services.append(_named(strports.service(web_listen, web, reactor=reactor), "web"))
 
