@@ -271,6 +271,7 @@ async def spike(reactor, visitors: int = 60, pool_size: int = 20, capacity: int 
             print(f"spike: the other {len(rest)}: p50 {statistics.median(rest):.2f} s, p99 {percentile(rest, 99):.2f} s, "
                   f"last {rest[-1]:.2f} s; {within}/{len(rest)} within position / {rate:.2f} boots/s + 1 s "
                   f"(worst {worst:+.2f} s against its bound)")
+        print(f"spike: stats afterwards {await stats(http, server)}")
         if capacity >= visitors:  # everybody fits: everybody is served, in time
             return outcomes["notebook"] == visitors and bool(rest) and within == len(rest)
         refill = await wait_available(reactor, http, server, pool_size)
