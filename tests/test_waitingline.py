@@ -100,7 +100,8 @@ def test_the_lifecycle_log_records_the_line_beside_the_transitions(setting):
 
 
 def test_stats_count_who_joined_was_served_and_left(setting):
-    first, second = setting.line.take(), setting.line.take()
+    setting.line.take()
+    second = setting.line.take()
     setting.line.leave(second)
     setting.clock.advance(3)
     setting.ready_one()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from twisted.logger import Logger
 from twisted.web.server import Request
 
 from tmpnb.pages import render_page
@@ -11,8 +10,6 @@ from tmpnb.web.methods import OnlyAllowed
 from tmpnb.web.handout import HandOut
 from tmpnb.web.paths import BadPath, notebook_path
 from tmpnb.web.waiting import Holds, serve_ticket
-
-log = Logger()
 
 
 def _without_old_user(segments: list[bytes]) -> list[bytes]:
