@@ -243,8 +243,8 @@ async def pooled(reactor, visitors: int = 20, pool_size: int = 25, capacity: int
         server.stop()
 
 
-async def spike(reactor, visitors: int = 60, pool_size: int = 20, capacity: int = 60) -> bool:
-    server = Server(f"--pool-size={pool_size}", f"--capacity={capacity}")
+async def spike(reactor, visitors: int = 60, pool_size: int = 20, capacity: int = 60, *args: str) -> bool:
+    server = Server(f"--pool-size={pool_size}", f"--capacity={capacity}", *args)
     print(f"spike: {load()} at the start")
     try:
         http = client(reactor)
@@ -306,9 +306,14 @@ async def spike_40(reactor) -> bool:
     return await spike(reactor, capacity=40)
 
 
+async def spike_booting_3(reactor) -> bool:
+    """The spike with at most 3 boots at once: the first in line wait less for theirs."""
+    return await spike(reactor, 60, 20, 60, "--max-booting=3")
+
+
 SCENARIOS = {"pooled": pooled, "pooled-no-refill": pooled_no_refill, "pooled-refill-at-once": pooled_refill_at_once,
              "pooled-warmed": pooled_warmed, "pooled-one-by-one": pooled_one_by_one, "spike": spike,
-             "spike-40": spike_40}
+             "spike-40": spike_40, "spike-booting-3": spike_booting_3}
 
 
 async def main(reactor, *which: str) -> None:
