@@ -226,3 +226,20 @@ def test_an_idle_container_has_been_idle_since_its_last_activity(world):
     described = {**described, "state": "idle", "idle_since": described["created"] + 40.0}
     row = listed(described, now=described["created"] + 100.0)
     assert (row["state"], row["age"], row["idle"]) == ("idle", 100.0, 60.0)
+
+
+def test_metrics_are_served_without_the_token_when_given(world):
+    # The service passes prometheus_client.twisted.MetricsResource (which renders in a
+    # thread: tests/integration/test_metrics_real.py); any resource shows the routing.
+    from twisted.web.static import Data
+
+    client = StubTreq(AdminResource(world.pool, world.health, TOKEN, metrics=Data(b"tmpnb_up 1\n", "text/plain")))
+    response = results.successResultOf(client.get(BASE + "/metrics"))
+    assert response.code == 200
+    assert results.successResultOf(response.content()) == b"tmpnb_up 1\n"
+    response = results.successResultOf(client.post(BASE + "/metrics"))
+    assert response.code == 405
+
+
+def test_without_metrics_there_is_no_metrics_page(client):
+    assert call(client, "GET", "/metrics")[0] == 404

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
@@ -26,12 +26,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tmpnb import ids
-from tmpnb.lifecycle import MARKER
+from tmpnb.lifecycle import line_record
 from tmpnb.states import Assignment
 
 __all__ = ["LinePool", "Ticket", "WaitingLine"]
 
-log = Logger(namespace="tmpnb.lifecycle")
+log = Logger()
 
 # Until the pool has readied a few containers, the estimate assumes this many a second
 # (a single boot takes 0.7-1.3 s on the reference machine, docs in benchmarks/RESULTS.md).
@@ -81,8 +81,12 @@ class WaitingLine:
         pool: LinePool,
         max_waiting: int,
         new_id: Callable[[], str] = ids.new_token,
+        records: Iterable[Callable[[dict[str, Any]], None]] = (),
+        on_turned_away: Callable[[], None] | None = None,
     ) -> None:
         self._clock = clock
+        self._records = list(records)  # takers of the lifecycle record (tmpnb/lifecycle.py)
+        self._on_turned_away = on_turned_away
         self._pool = pool
         self.max_waiting = max_waiting
         self._new_id = new_id
@@ -128,6 +132,8 @@ class WaitingLine:
                 self._being_served(ticket, pending)
                 return ticket
         if not join or len(self._line) >= self.max_waiting or len(self._line) >= self._pool.room():
+            if self._on_turned_away is not None:
+                self._on_turned_away()
             return None
         self._tickets[ticket.id] = ticket
         self._line.append(ticket)
@@ -282,16 +288,11 @@ class WaitingLine:
             ticket._expiry.cancel()
         ticket._expiry = None
 
-    def _record(self, ticket: Ticket, event: str, waited: float, container: str | None = None) -> None:
-        # The lifecycle record (tmpnb/lifecycle.py) carries the line beside the containers.
-        log.info(
-            "visitor {visitor} {line_event} after {waited:.3f}s in line ({length} waiting)",
-            visitor=ticket.id[:8],
-            line_event=event,
-            waited=waited,
-            length=len(self._line),
-            position=ticket.position_at_join,
-            container=container,
-            time=self._clock.seconds(),
-            **{MARKER: True},
-        )
+    def _record(self, ticket: Ticket, step: str, waited: float, container: str | None = None) -> None:
+        record = line_record(ticket.id[:8], step, self._clock.seconds(), waited, ticket.position_at_join,
+                             len(self._line), container)
+        for write in self._records:
+            try:
+                write(record)
+            except Exception:
+                log.failure("recording the waiting line")
