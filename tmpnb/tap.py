@@ -405,10 +405,12 @@ def _embedded_proxy(reactor: Any, options: Options, spec: ContainerSpec, routes:
         web_target = proxy_target(path)
     services.append(_named(strports.service(web_listen, web, reactor=reactor), "web"))
 
+    # Behind `ssl:` the servers are told their visitors came over https (X-Forwarded-Proto).
+    scheme = "https" if options["listen"].startswith("ssl:") else "http"
     # Each visitor in the waiting line holds a request open at the orchestrator (a long poll):
     # the proxy's bound on connections to one backend must leave room for all of them.
     public = ReverseProxyFactory(reactor, routes, default_target=web_target, static_dir=options["static-dir"],
-                                 max_backend_connections_per_target=32 + options["max-waiting"])
+                                 scheme=scheme, max_backend_connections_per_target=32 + options["max-waiting"])
     public.noisy = False
     if metrics is not None:
         metrics.watch_proxy(public)
