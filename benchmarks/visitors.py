@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
-import treq
 from treq.client import HTTPClient
 from twisted.internet import task
 from twisted.internet.defer import Deferred, gatherResults

@@ -15,10 +15,13 @@ import io
 import json
 import sys
 from datetime import datetime, timezone
-from typing import IO, Any, Callable, Iterable, Iterator, Protocol
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from twisted.logger import ILogObserver, Logger, LogLevel
 from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from tmpnb.states import TransitionEvent
 
 NAMESPACE = "tmpnb.lifecycle"
 # Every event LifecycleRecorder emits carries this key, so observers can pick them out
@@ -98,7 +101,7 @@ class LifecycleRecorder:
         self._log = log if log is not None else Logger(namespace=NAMESPACE)
         self._records = list(records)
 
-    def __call__(self, event: Transition) -> None:
+    def __call__(self, event: TransitionEvent) -> None:
         category, detail = categorize(event.input, event.cause)
         fields = dict(
             container=event.container,
