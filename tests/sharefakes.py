@@ -99,6 +99,12 @@ class SharePool:
     def stats(self) -> dict:
         return {"available": len(self.pooled), "capacity": 10}
 
+    def room(self) -> int:
+        return len(self.pooled)
+
+    def fill(self) -> None:
+        pass
+
     def cull(self, container_id: str, reason: str) -> bool:
         self.culls.append((container_id, reason))
         return True
@@ -128,7 +134,7 @@ class World:
         renderer = Renderer(in_thread_now) if render is None else Renderer(in_thread_now, render=render)
         self.sharing = Sharing(self.clock, self.store, in_thread_now, self.pool,
                                lambda container_id: StubTreq(self.servers), renderer, settings)
-        self.http = StubTreq(make_resource(self.pool, WebSettings(), self.sharing))
+        self.http = StubTreq(make_resource(self.pool, WebSettings(), sharing=self.sharing))
 
     def close(self) -> None:
         """End the render processes this world started, by their handles."""

@@ -30,7 +30,7 @@ results = SynchronousTestCase()
 
 @dataclass
 class World:
-    config: PoolConfig = PoolConfig(pool_size=2, capacity=4, boot_timeout=10.0, boot_attempts=2)
+    config: PoolConfig = PoolConfig(pool_size=2, capacity=4, boot_timeout=10.0, boot_attempts=2, refill_delay=0.0)
     clock: Clock = field(default_factory=Clock)
     events: list[TransitionEvent] = field(default_factory=list)
 
@@ -68,7 +68,8 @@ def world() -> World:
 
 
 HEARTBEAT = PoolConfig(
-    pool_size=1, capacity=3, cull_period=10.0, cull_timeout=60.0, cull_max=300.0, boot_timeout=5.0
+    pool_size=1, capacity=3, cull_period=10.0, cull_timeout=60.0, cull_max=300.0, boot_timeout=5.0,
+    refill_delay=0.0,
 )
 
 
@@ -426,7 +427,7 @@ def test_a_failing_sweep_is_logged_and_the_next_one_comes() -> None:
 def many_handed_out(count: int) -> World:
     """A started pool with `count` containers handed out and one pooled."""
     world = World(
-        config=PoolConfig(pool_size=1, capacity=count + 1, cull_period=10.0, cull_timeout=60.0, cull_max=300.0)
+        config=PoolConfig(pool_size=1, capacity=count + 1, cull_period=10.0, cull_timeout=60.0, cull_max=300.0, refill_delay=0.0)
     ).started()
     for _ in range(count):
         handed_out(world)

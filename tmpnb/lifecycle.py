@@ -15,10 +15,13 @@ import io
 import json
 import sys
 from datetime import datetime, timezone
-from typing import IO, Any, Callable, Iterable, Iterator, Protocol
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from twisted.logger import ILogObserver, Logger, LogLevel
 from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from tmpnb.states import TransitionEvent
 
 NAMESPACE = "tmpnb.lifecycle"
 # Every event LifecycleRecorder emits carries this key, so observers can pick them out
@@ -98,7 +101,7 @@ class LifecycleRecorder:
         self._log = log if log is not None else Logger(namespace=NAMESPACE)
         self._records = list(records)
 
-    def __call__(self, event: Transition) -> None:
+    def __call__(self, event: TransitionEvent) -> None:
         category, detail = categorize(event.input, event.cause)
         fields = dict(
             container=event.container,
@@ -153,6 +156,24 @@ def record_from_log_event(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def line_record(
+    visitor: str, step: str, when: float, waited: float, position: int, waiting: int, container: str | None
+) -> dict[str, Any]:
+    """A visitor's step in the waiting line (tmpnb/waitingline.py): joined, served, left or
+    expired; `waited` seconds since joining, `waiting` the line's length afterwards. Written
+    beside the transitions; `transitions()` and the report leave them out."""
+    return {
+        "visitor": visitor,
+        "line": step,
+        "time": when,
+        "iso": datetime.fromtimestamp(when, timezone.utc).isoformat(),
+        "waited": waited,
+        "position": position,
+        "waiting": waiting,
+        "container": container,
+    }
+
+
 @implementer(ILogObserver)
 class LifecycleLogObserver:
     """Writes lifecycle events, and nothing else, to a file as JSON lines.
@@ -204,18 +225,13 @@ def read_records(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
 
 
 def load(*paths: str) -> list[dict[str, Any]]:
-    """All transitions of one or several lifecycle log files, in time order."""
+    """All records of one or several lifecycle log files, in time order, but share events
+    (`"kind": "share"`, tmpnb/share/service.py)."""
     records: list[dict[str, Any]] = []
     for path in paths:
         with io.open(path, encoding="utf-8") as f:
-            records.extend(transitions(read_records(f)))
+            records.extend(r for r in read_records(f) if r.get("kind") != "share")
     return sorted(records, key=lambda r: r["time"])
-
-
-def transitions(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """The container transitions among records: share events (`"kind": "share"`, written by
-    tmpnb/share/service.py to the same file) are not transitions."""
-    return (record for record in records if record.get("kind", "transition") == "transition")
 
 
 # Columns of load_frame's DataFrame, in this order.
@@ -242,6 +258,12 @@ def load_frame(*paths: str) -> Any:
     for column in ("from", "to", "input", "category"):
         frame[column] = frame[column].astype("category")
     return frame.sort_values("time", kind="stable").reset_index(drop=True)
+
+
+def transitions(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The containers' transitions of a lifecycle log, without the waiting line's records and
+    the share events (`"kind": "share"`, tmpnb/share/service.py)."""
+    return [r for r in records if "line" not in r and r.get("kind", "transition") == "transition"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,6 +64,8 @@ class Servers(Protocol):
 
     def token(self, container_id: str) -> str: ...
 
+    def cull(self, container_id: str, reason: str) -> bool: ...
+
 
 def new_share_id() -> str:
     return secrets.token_urlsafe(SHARE_ID_BYTES)
@@ -219,6 +221,10 @@ class Sharing:
             return d.addCallback(written)
 
         return write
+
+    def discard(self, container_id: str) -> None:
+        """A server a remix could not be completed in: nobody will use it."""
+        self._servers.cull(container_id, "remix failed")
 
     def _event(self, what: str, share: Share, **more: Any) -> None:
         record = share_record(what, share, self.clock.seconds(), into=more.pop("into", None))

@@ -37,6 +37,7 @@ from tmpnb.web.methods import OnlyAllowed
 log = Logger(namespace="tmpnb.share")
 
 MAX_BODY = 4096
+REMIX_HOLD = 30.0  # seconds a remix waits for the container the line is readying for it
 IPYNB_TYPE = b"application/x-ipynb+json"
 
 
@@ -288,18 +289,31 @@ class RemixPage(OnlyAllowed):
         content = await self._sharing.content(share)
         if content is None:
             return ended_page(request, share)
+        # A pooled container, through the same line /spawn uses; a remix does not queue in it.
+        line = self._handout.line
+        ticket = line.take("notebooks/" + quote(share.name, safe=""), join=False)
+        if ticket is None:
+            return replies.no_vacancy(request, self._retry_after)
         left = departure(request)
-        pending = self._handout.take(left, "notebooks/" + quote(share.name, safe=""),
-                                     self._sharing.prepare_remix(share, content))
-        if pending is None:
-            return replies.no_vacancy(request, self._retry_after)
         try:
-            url = await pending
-        except Exception as e:  # a server that could not take the notebook was culled
-            log.warn("remixing {share} failed: {reason}", share=share.id, reason=repr(e))
+            assignment = await line.wait(ticket, REMIX_HOLD)
+        except Exception as e:  # its route could not be added: the proxy is away
+            log.warn("remixing {share}: no container: {reason}", share=share.id, reason=repr(e))
             return replies.no_vacancy(request, self._retry_after)
-        if url is None:
-            return b""  # the visitor left; nothing to answer
+        if assignment is None or ticket.state != "ready":
+            line.leave(ticket)
+            return replies.no_vacancy(request, self._retry_after)
+        url = self._handout.url(ticket)  # the container is this visitor's from now on
+        try:
+            await self._sharing.prepare_remix(share, content)(assignment)
+        except Exception as e:  # the server went away, or refused the notebook
+            log.warn("remixing {share} into {container} failed: {reason}", share=share.id,
+                     container=assignment.container_id, reason=repr(e))
+            self._sharing.discard(assignment.container_id)
+            return replies.no_vacancy(request, self._retry_after)
+        if left:
+            self._sharing.discard(assignment.container_id)
+            return b""  # nobody to send in
         return replies.redirect(request, url)
 
 

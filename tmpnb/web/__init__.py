@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 from twisted.web.util import Redirect
@@ -23,13 +24,16 @@ from tmpnb.web.headers import CorsPolicy, ResponseHeaders
 from tmpnb.web.methods import OnlyAllowed
 from tmpnb.web.paths import below_from_redirect_uri
 from tmpnb.web.spawn import SpawnPage
+from tmpnb.web.waiting import Holds, WaitPage
+from tmpnb.waitingline import WaitingLine
 
-__all__ = ["CorsPolicy", "Spawner", "WebSettings", "make_resource"]
+__all__ = ["CorsPolicy", "Holds", "Spawner", "WebSettings", "make_resource"]
 
 ROBOTS_TXT = b"""\
 User-agent: *
 Disallow: /user/
 Disallow: /spawn/
+Disallow: /wait/
 Disallow: /api/
 Disallow: /share/
 Disallow: /remix/
@@ -48,6 +52,7 @@ class WebSettings:
     frame_ancestors: str = "'self'"
     cors: CorsPolicy = field(default_factory=CorsPolicy)
     retry_after: int = 5
+    holds: Holds = field(default_factory=Holds)  # how long requests wait on the waiting line
 
 
 class NotFoundPage(Resource):
@@ -103,18 +108,25 @@ class _Root(Resource):
         return self._not_found
 
 
-def make_resource(pool: Spawner, settings: WebSettings, sharing: Any = None) -> Resource:
-    """The orchestrator's resource tree over `pool` (tmpnb.pool.Pool or its twin).
+def make_resource(pool: Spawner, settings: WebSettings, line: WaitingLine | None = None,
+                  sharing: Any = None) -> Resource:
+    """The orchestrator's resource tree over `pool` (tmpnb.pool.Pool or its twin), handing
+    containers out through `line` (tmpnb.tap wires one to the pool).
 
     `sharing`: a tmpnb.share.service.Sharing, for share and remix (tmpnb/share/web.py).
     """
+    if line is None:
+        # Nobody waits in a line of 0: its clock only times requests whose route is being added.
+        line = WaitingLine(Clock(), pool, max_waiting=0)  # type: ignore[arg-type]
     default_below = below_from_redirect_uri(settings.redirect_uri)
-    handout = HandOut(pool, settings.use_tokens)
+    handout = HandOut(line, settings.use_tokens)
     root = _Root(ResponseHeaders(settings.cors, settings.frame_ancestors))
 
     if settings.api_token is None:
-        root.putChild(b"", SpawnPage(handout, default_below, settings.retry_after, from_path=False))
-        root.putChild(b"spawn", SpawnPage(handout, default_below, settings.retry_after, from_path=True))
+        holds = settings.holds
+        root.putChild(b"", SpawnPage(handout, default_below, settings.retry_after, from_path=False, holds=holds))
+        root.putChild(b"spawn", SpawnPage(handout, default_below, settings.retry_after, from_path=True, holds=holds))
+        root.putChild(b"wait", WaitPage(line, handout, holds, settings.retry_after))
     api = _ApiBranch()
     api.putChild(b"spawn", SpawnAPI(handout, settings.api_token, settings.retry_after))
     api.putChild(b"stats", StatsAPI(pool, settings.container_image))
