@@ -111,13 +111,14 @@ def test_embedded_proxy_listens_publicly_and_sends_the_rest_to_the_orchestrators
     start_listeners(top, reactor, ["proxy", "proxy-api", "web", "admin"])
 
     tcp = {port: (factory, interface) for port, factory, _, interface in reactor.tcpServers}
-    assert sorted(tcp) == [8001, 8123, 10000]
+    assert sorted(tcp) == [8123, 10000]
     assert all(interface == "127.0.0.1" for _, interface in tcp.values())
+    api_socket = str(tmp_path / "t1.proxy-api.sock")
     public = tcp[8123][0]
     socket = web_socket_path(container_spec(options))
     assert socket == str(tmp_path / "t1.web.sock")
     assert public.default_target == proxy_target(socket)
-    assert [address for address, *_ in reactor.unixServers] == [socket]
+    assert sorted(address for address, *_ in reactor.unixServers) == [api_socket, socket]
 
 
 def test_with_an_external_proxy_the_orchestrator_takes_the_listener(monkeypatch):

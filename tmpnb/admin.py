@@ -6,6 +6,9 @@
                                    for a container nobody has been given)
     DELETE /api/containers/<id>    cull one: {"culled": id}, 404 if unknown
     DELETE /api/pool               cull the unassigned pool, refill follows: {"drained": n}
+    POST   /api/drain              drain the node: no new visitors, no refill, visitors stay
+                                   until culled: {"draining": true}
+    DELETE /api/drain              end the drain: {"draining": false}
 
 Everything under /api/ needs ``Authorization: token <ADMIN_AUTH_TOKEN>``; 403 otherwise.
 /health is read-only and names no container, so monitoring can poll it without the token;
@@ -39,6 +42,8 @@ class AdminPool(Protocol):
     def cull(self, container_id: str, reason: str) -> bool: ...
 
     def drain(self) -> int: ...
+
+    def set_draining(self, draining: bool) -> None: ...
 
 
 class AdminResource(Resource):
@@ -83,6 +88,12 @@ class AdminResource(Resource):
             drained = self._pool.drain()
             log.info("admin drained {drained} pooled containers", drained=drained)
             return _json(request, http.OK, {"drained": drained})
+        if segments == ["api", "drain"]:
+            if method not in ("POST", "DELETE"):
+                return _method_not_allowed(request, "POST, DELETE")
+            self._pool.set_draining(method == "POST")
+            log.info("admin set draining to {draining}", draining=method == "POST")
+            return _json(request, http.OK, {"draining": method == "POST"})
         return _json(request, http.NOT_FOUND, {"error": "not found"})
 
     def _authorized(self, request: Request) -> bool:

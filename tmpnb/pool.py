@@ -135,6 +135,8 @@ class Pool(Service):
         # Containers whose removal gave up (Docker away): they may still exist, so they count
         # against the capacity until a heartbeat sees them gone or removes them.
         self._left_behind: set[str] = set()
+        # A node drain (admin POST /api/drain): no hand-outs, no refill; visitors keep theirs.
+        self._draining = False
         self._heartbeat = Heartbeat(
             reactor, self, self._docker, proxy, self._ask_statuses, spec, config
         )
@@ -252,7 +254,7 @@ class Pool(Service):
 
     def acquire(self) -> Deferred[Assignment] | None:
         """A pooled container for one visitor, or None when none is ready ("full")."""
-        if not self.running or not self._pooled:
+        if not self.running or self._draining or not self._pooled:
             return None
         # The machine's transition takes it out of self._pooled.
         assignment = self._machines[self._pooled[0]].assign()
@@ -267,6 +269,7 @@ class Pool(Service):
             "total": self._total(),
             "left_behind": len(self._left_behind),
             "states": dict(Counter(self._states.values())),
+            "draining": self._draining,
         }
 
     def containers(self) -> list[dict[str, Any]]:
@@ -286,11 +289,20 @@ class Pool(Service):
             self._machines[container_id].cull("drained")
         return len(drained)
 
+    def set_draining(self, draining: bool) -> None:
+        """Drain the node (not to be confused with drain(), which empties the pool): while
+        draining it hands out nothing and boots nothing; assigned containers live on until
+        culled, pooled ones wait for the drain to end."""
+        if draining != self._draining:
+            log.info("node draining: {draining}", draining=draining)
+        self._draining = draining
+        self.fill()
+
     # -- keeping the pool full
 
     def fill(self) -> None:
         """Start machines until pool_size are booted or booting, within capacity."""
-        if not (self.running and self._cleaned):
+        if not (self.running and self._cleaned) or self._draining:
             return
         if self._pause is not None and self._pause.active():
             return

@@ -45,6 +45,9 @@ class WebSettings:
     frame_ancestors: str = "'self'"
     cors: CorsPolicy = field(default_factory=CorsPolicy)
     retry_after: int = 5
+    # Many hosts: this node's name (--instance) and the URL visitors reach it at (--public-url).
+    node: str = ""
+    public_url: str | None = None
 
 
 class NotFoundPage(Resource):
@@ -111,7 +114,8 @@ def make_resource(pool: Spawner, settings: WebSettings) -> Resource:
         root.putChild(b"spawn", SpawnPage(handout, default_below, settings.retry_after, from_path=True))
     api = _ApiBranch()
     api.putChild(b"spawn", SpawnAPI(handout, settings.api_token, settings.retry_after))
-    api.putChild(b"stats", StatsAPI(pool, settings.container_image))
+    node = {"node": settings.node, "public_url": settings.public_url}
+    api.putChild(b"stats", StatsAPI(pool, settings.container_image, node))
     root.putChild(b"api", api)
     root.putChild(b"stats", Redirect(b"/api/stats"))
     root.putChild(b"user", GonePage())
