@@ -1,7 +1,8 @@
 """Health polling: every node's GET /api/stats, all in parallel, every --health-period.
 
-Each round waits for every answer or timeout, so rounds never overlap; the pause between rounds
-is jittered so several redirectors do not poll in step. A node's answer must be JSON with the
+Rounds start every period, jittered so several redirectors do not poll in step; the timeout is
+shorter than the period, and a node whose poll is still in flight is skipped, so polls of one
+node never overlap and a hung node costs no more than a refused one. A node's answer must be JSON with the
 node's stats; anything else (refused, timed out, 5xx, not JSON) is a failed poll.
 """
 
@@ -69,7 +70,7 @@ class Poller(Service):
         self._rng = rng or random.Random()
         self._on_poll = on_poll  # (node, "ok" | "failed"): metrics
         self._next: IDelayedCall | None = None
-        self._round: Deferred[Any] | None = None
+        self._in_flight: dict[str, Deferred[None]] = {}  # by node URL
 
     def startService(self) -> None:
         super().startService()
@@ -79,27 +80,33 @@ class Poller(Service):
         super().stopService()
         if self._next is not None and self._next.active():
             self._next.cancel()
-        if self._round is not None:
-            self._round.cancel()
+        for polling in list(self._in_flight.values()):
+            polling.cancel()
         return None
 
-    def poll_now(self) -> Deferred[Any]:
-        """One round over every node (a new node need not wait a period to be known)."""
-        rounds = [Deferred.fromCoroutine(self._poll(node)) for node in self._table]
-        return gatherResults(rounds, consumeErrors=True).addCallback(lambda _: None)
+    def poll_now(self) -> Deferred[None]:
+        """One round over every node not already being polled (a new node need not wait a
+        period to be known); fires when all of them answered or failed."""
+        polls = []
+        for node in self._table:
+            if node.url in self._in_flight:
+                continue
+            polling = self._in_flight[node.url] = Deferred.fromCoroutine(self._poll(node))
+            polling.addBoth(self._landed, node.url, polling)
+            polls.append(polling)
+        return gatherResults(polls, consumeErrors=True).addCallback(lambda _: None)
+
+    def _landed(self, result: Any, url: str, polling: Deferred[None]) -> Any:
+        if self._in_flight.get(url) is polling:
+            del self._in_flight[url]
+        return result
 
     def _start_round(self) -> None:
         self._next = None
-        self._round = self.poll_now()
-        self._round.addErrback(lambda f: log.failure("a health round failed", f))
-        self._round.addBoth(self._schedule)
-
-    def _schedule(self, _: Any) -> None:
-        self._round = None
-        if not self.running:
-            return
-        delay = self.period * (1 + self._rng.uniform(-self._jitter, self._jitter))
-        self._next = self._clock.callLater(delay, self._start_round)
+        self.poll_now().addErrback(lambda f: log.failure("a health round failed", f))
+        if self.running:
+            delay = self.period * (1 + self._rng.uniform(-self._jitter, self._jitter))
+            self._next = self._clock.callLater(delay, self._start_round)
 
     async def _poll(self, node: Node) -> None:
         sent_then = self._table.polling(node)
