@@ -144,3 +144,17 @@ def test_web_listen_can_be_tcp(tmp_path):
     tcp = {port: factory for port, factory, _, _ in reactor.tcpServers}
     assert tcp[8124].default_target == "http://127.0.0.1:9100"
     assert 9100 in tcp
+
+
+def test_two_nodes_on_one_host_differ_only_in_instance_and_listen(tmp_path):
+    """Everything else that must differ (sockets, the proxy API) is derived from the instance."""
+    listeners = []
+    for instance, port in (("n1", 8101), ("n2", 8102)):
+        reactor = MemoryReactorClock()
+        options = parse(f"--socket-root={tmp_path}", f"--instance={instance}", f"--listen=tcp:{port}:interface=127.0.0.1",
+                        "--public-url=http://n.example.org")
+        top = makeService(options, reactor=reactor, environ={})
+        start_listeners(top, reactor, ["proxy", "proxy-api", "web"])
+        listeners.append({("tcp", p) for p, *_ in reactor.tcpServers} | {("unix", a) for a, *_ in reactor.unixServers})
+        assert web_settings(options, {}).node == instance
+    assert listeners[0].isdisjoint(listeners[1])
