@@ -120,3 +120,28 @@ def test_visitors_sent_before_a_poll_left_are_still_pending_after_its_answer():
     table.sent_visitor(node)  # ... and a second is sent before it answers
     table.answered(node, {"available": 5}, sent_then)
     assert node.pending == 1 and room(node, 0) == 4
+
+
+good_lines = st.builds(lambda i, slash: f"http://10.1.{i // 250}.{i % 250 + 1}:8000" + ("/" if slash else ""),
+                       st.integers(0, 2000), st.booleans())
+junk_lines = st.sampled_from(["10.0.0.1:8000", "ftp://x", "http://", "http://h:99999", "http://h/?q=1", "::"])
+
+
+@given(st.lists(st.lists(st.one_of(good_lines, junk_lines, st.just("# a comment"), st.just("")), max_size=6),
+                min_size=1, max_size=5))
+def test_reloads_take_a_good_file_whole_and_a_bad_one_not_at_all(files):
+    from tmpnb.redirector.nodesfile import BadNodesFile, parse_nodes
+
+    table = NodeTable()
+    table.add("http://10.9.9.9:8000", source="option")
+    expected = {"http://10.9.9.9:8000"}
+    for lines in files:
+        text = "\n".join(lines)
+        try:
+            urls = parse_nodes(text)
+        except BadNodesFile:
+            pass  # the table keeps the last good list
+        else:
+            table.replace_source("file", urls)
+            expected = {"http://10.9.9.9:8000"} | {u.rstrip("/") for u in lines if u.startswith("http://10.1.")}
+        assert {n.url for n in table} == expected

@@ -25,7 +25,7 @@ from tmpnb.pages import render_page
 from tmpnb.redirector.choosing import candidates, choose
 from tmpnb.redirector.metrics import Metrics, MetricsPage
 from tmpnb.redirector.nodes import Node, NodeTable
-from tmpnb.web import ROBOTS_TXT, NotFoundPage, Preflight, RobotsTxt
+from tmpnb.web import NotFoundPage, Preflight, RobotsTxt
 from tmpnb.web import replies
 from tmpnb.web.handout import departure
 from tmpnb.web.headers import ResponseHeaders
@@ -37,7 +37,7 @@ MAX_BODY = 4096
 SPAWN_ATTEMPTS = 3  # nodes tried for one API spawn before it is answered "full"
 FORWARDED_HEADERS = (b"Authorization", b"Content-Type")
 
-__all__ = ["ROBOTS_TXT", "Redirector", "make_resource"]
+__all__ = ["Redirector", "make_resource"]
 
 
 class Redirector:
