@@ -247,3 +247,47 @@ def test_a_restart_is_not_the_visitors_activity(tmp_path):
         clock.advance(1)
     assert visitor.container_id not in docker.running()  # idle since 0: culled by 40
     second.stopService()
+
+
+# -- restart grace: the visitor's activity outlives the process that saw it ----------------------
+
+GRACE = PoolConfig(pool_size=1, capacity=4, cull_period=10, cull_timeout=30, cull_max=600)
+
+
+def culls_of(run: Run, container_id: str) -> list[TransitionEvent]:
+    return [e for e in run.events if e.container == container_id and e.to_state == "culled"]
+
+
+def test_activity_only_the_proxy_saw_is_kept_by_a_stop_for_the_next_start(host: Host) -> None:
+    first = host.tmpnb(config=GRACE).start()
+    visitor = first.hand_out()  # at 1000; the heartbeats at 1010 and 1020 find it idle
+    host.clock.advance(25)
+    first.routes.touch(f"/user/{visitor}")  # the visitor works at 1025: only the proxy sees it
+    host.clock.advance(1)
+    first.stop()  # the embedded proxy's record dies with the process
+
+    second = host.tmpnb(config=GRACE).start()
+    host.clock.advance(25)  # heartbeats at 1036, 1046: 21 s since the visitor's work < 30
+    assert culls_of(second, visitor) == []
+    assert second.states()[visitor] in ("assigned", "idle")
+    host.clock.advance(10)  # 1056: 31 s without activity, counted from the real last one
+    [cull] = culls_of(second, visitor)
+    assert cull.cause is not None and cull.cause.startswith("idle")
+
+
+def test_activity_a_heartbeat_saw_survives_a_hard_kill(host: Host) -> None:
+    first = host.tmpnb(config=GRACE).start()
+    visitor = first.hand_out()  # at 1000
+    host.clock.advance(8)
+    first.routes.touch(f"/user/{visitor}")  # at 1008
+    host.clock.advance(2)  # the heartbeat at 1010 records it
+    assert host.marks.last_activity(visitor) == 1008
+    # A hard kill right after: nothing runs the stop (its heartbeats end with it).
+    first.pool._heartbeats.stop()
+
+    host.clock.advance(10)
+    second = host.tmpnb(config=GRACE).start()  # at 1020
+    host.clock.advance(10)  # its first heartbeat, at 1030: 22 s since the visitor's work < 30
+    assert culls_of(second, visitor) == []
+    host.clock.advance(10)  # 1040: 32 s
+    assert [e.cause.split(":")[0] for e in culls_of(second, visitor)] == ["idle"]

@@ -4,7 +4,9 @@ A container handed out but never opened looks exactly like a pooled one from ins
 (its server saw no activity), and the embedded proxy loses its routes when tmpnb restarts.
 Without a record, adoption would pool it again and its first visitor's URL would reach
 the next visitor's notebook. So every assignment leaves a marker file
-`<socket_root>/<instance>.assigned/<id>` holding `assigned_at`.
+`<socket_root>/<instance>.assigned/<id>` holding `assigned_at`; its mtime is the visitor's
+latest activity tmpnb saw (the heartbeat and a stop record it). What the embedded proxy saw dies
+with the process, so without it a restart would cull an active visitor as idle.
 
 The directory is tmpnb's own (mode 0700, owned by whoever runs tmpnb) and is a sibling of
 `<socket_root>/<instance>/`, never inside it: the containers' socket directories are
@@ -57,10 +59,31 @@ class AssignmentMarks:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             try:
                 os.write(fd, repr(float(assigned_at)).encode())
+                os.utime(fd, (assigned_at, assigned_at))  # no activity seen yet
             finally:
                 os.close(fd)
         except OSError:
             log.failure("recording the assignment of {container}", container=container_id)
+
+    def saw_activity(self, container_id: str, when: float) -> None:
+        """Record the visitor's latest activity (the marker's mtime), if the marker exists."""
+        if not _valid_id(container_id):
+            return
+        try:
+            os.utime(os.path.join(self.directory, container_id), (when, when), follow_symlinks=False)
+        except FileNotFoundError:  # not handed out by this instance's markers: nothing to keep
+            pass
+        except OSError:
+            log.failure("recording the activity of {container}", container=container_id)
+
+    def last_activity(self, container_id: str) -> float | None:
+        """The latest activity recorded for a container, None without a marker."""
+        if not _valid_id(container_id):
+            return None
+        try:
+            return os.stat(os.path.join(self.directory, container_id), follow_symlinks=False).st_mtime
+        except OSError:
+            return None
 
     def unmark(self, container_id: str) -> None:
         if not _valid_id(container_id):

@@ -11,15 +11,19 @@ DEFAULT_IMAGE = "tmpnb/notebook:latest"
 
 # The server listens on a unix socket in a bind-mounted directory; the container has no network.
 # {base_path} ends with "/"; {sock} is the socket path as seen inside the container.
+# The token is not here: it reaches the server in its environment (TOKEN_VARIABLE), where the
+# process list does not show it. {token} still works in a --command, at that cost.
 DEFAULT_COMMAND = (
     "jupyter notebook --no-browser"
     " --ServerApp.base_url={base_path}"
     " --ServerApp.sock={sock} --ServerApp.sock_mode=0o660"
-    " --IdentityProvider.token={token}"
     " --ServerApp.allow_remote_access=True"
     " --ServerApp.allow_origin={allow_origin}"
     " --ServerApp.tornado_settings={tornado_settings}"
 )
+
+# jupyter_server's IdentityProvider reads its token from this variable.
+TOKEN_VARIABLE = "JUPYTER_TOKEN"
 
 # Where a container's socket directory is mounted inside it.
 SOCKET_MOUNT = "/run/tmpnb"

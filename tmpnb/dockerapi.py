@@ -207,6 +207,9 @@ def create_kwargs(request: LaunchRequest, created: float) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "image": spec.image,
         "command": server_command(request),
+        # In the environment, not argv: /proc/<pid>/environ is readable by the server's own
+        # user alone, /proc/<pid>/cmdline by everyone on the host.
+        "environment": {config.TOKEN_VARIABLE: request.token},
         "name": container_name(spec.instance, request.container_id),
         "labels": container_labels(request, created),
         "network_mode": "host" if spec.host_network else "none",

@@ -23,9 +23,11 @@ from typing import Any, Protocol
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from tmpnb import sockets
 from tmpnb.config import ContainerSpec, PoolConfig
+from tmpnb.faults import log_fault
 from tmpnb.judging import latest_activity, routes_by_container, stray_routes, verdict
 from tmpnb.states import ContainerInputs, DockerOps, RouteOps
 from tmpnb.statusround import StatusAnswers, StatusAsk
@@ -77,6 +79,10 @@ class Flock(Protocol):
 
     def docker_answered(self) -> None: ...
 
+    def saw_activity(self, container_id: str, when: float) -> None:
+        """A handed-out container's latest activity, newer than what its machine had: kept
+        where a restart finds it."""
+
 
 class Heartbeat:
     def __init__(
@@ -101,7 +107,7 @@ class Heartbeat:
         """One heartbeat: reconcile with Docker and the proxy, then judge every handed-out
         container. It never fails: a failed sweep is logged, and the next one comes."""
         d = Deferred.fromCoroutine(self._sweep())
-        return d.addErrback(lambda f: log.failure("heartbeat", f))
+        return d.addErrback(lambda f: log_fault(log, f, "heartbeat"))
 
     async def _sweep(self) -> None:
         # What a heartbeat costs the reactor: this thread's CPU time from the sweep's start to
@@ -130,7 +136,7 @@ class Heartbeat:
         try:
             routes = await self._proxy.list_routes()
         except Exception:
-            log.failure("listing the proxy's routes")
+            log_fault(log, Failure(), "listing the proxy's routes")
             routes = None
         if not flock.running:  # a stop meanwhile: the routes it kept are not strays
             return 0, 0.0
@@ -152,6 +158,8 @@ class Heartbeat:
                 continue
             seen = machine.describe()
             activity = latest_activity(seen, routes_of.get(container_id), statuses.get(container_id))
+            if activity > (seen["last_activity"] or 0):
+                flock.saw_activity(container_id, activity)
             verdict(seen["assigned_at"], activity, now, self._config).apply(machine)
         return len(handed), time.thread_time() - judging
 
@@ -174,7 +182,7 @@ class Heartbeat:
         if stray:
             await gatherResults(
                 [maybeDeferred(self._proxy.delete_route, path) for path in stray], consumeErrors=True
-            ).addErrback(lambda f: log.failure("deleting stray routes", f))
+            ).addErrback(lambda f: log_fault(log, f, "deleting stray routes"))
 
     async def _reconcile(self) -> None:
         """Tell machines whose containers exited or vanished without an event, and remove
@@ -188,7 +196,7 @@ class Heartbeat:
         try:
             records = await self._docker.list_ours()
         except Exception:
-            log.failure("listing containers for the heartbeat")
+            log_fault(log, Failure(), "listing containers for the heartbeat")
             return
         if not flock.running:  # stopped while Docker took its time: the stop has its own say
             return
@@ -220,7 +228,7 @@ class Heartbeat:
                     for r in orphans
                 ],
                 consumeErrors=True,
-            ).addErrback(lambda f: log.failure("removing orphan containers", f))
+            ).addErrback(lambda f: log_fault(log, f, "removing orphan containers"))
         await remove_stray_socket_dirs(self._docker, flock, present.keys())
 
 
@@ -246,7 +254,7 @@ async def server_statuses(
     try:
         answers = await ask_statuses(asks)
     except Exception:
-        log.failure("asking the servers for their status")
+        log_fault(log, Failure(), "asking the servers for their status")
         return {}
     statuses = {}
     for container_id, answer in answers.items():

@@ -34,6 +34,7 @@ from tmpnb import ids
 from tmpnb.assignments import AssignmentMarks, MarkedRemovals
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.dockerapi import DockerTimeout, DockerUnavailable, container_name
+from tmpnb.faults import log_fault
 from tmpnb.heartbeat import (
     HANDED_OUT,
     AskStatuses,
@@ -43,7 +44,7 @@ from tmpnb.heartbeat import (
     remove_stray_socket_dirs,
     server_statuses,
 )
-from tmpnb.judging import sort_leftovers
+from tmpnb.judging import latest_activity, routes_by_container, sort_leftovers
 from tmpnb.statusround import StatusRounds
 from tmpnb.states import (
     Assignment,
@@ -181,7 +182,7 @@ class Pool(Service):
                 instance=self.spec.instance,
             )
             await gatherResults(removals, consumeErrors=True).addErrback(
-                lambda f: log.failure("removing leftover containers", f)
+                lambda f: log_fault(log, f, "removing leftover containers")
             )
         await remove_stray_socket_dirs(self._docker, self, listed)  # a crashed run's, say
         self._cleaned = True
@@ -190,7 +191,7 @@ class Pool(Service):
     def _leftover_left_behind(self, failure: Failure, container_id: str) -> None:
         """A leftover that could not be removed still counts against the capacity."""
         self._left_behind.add(container_id)
-        log.failure("removing leftover container {container}", failure, container=container_id)
+        log_fault(log, failure, "removing leftover container {container}", container=container_id)
 
     async def _list_leftovers(self) -> list[Any] | None:
         """This instance's containers, asked until Docker answers (it may be down or hung at
@@ -236,19 +237,35 @@ class Pool(Service):
         if self._listing is not None:  # Docker never answered the start's listing: stop asking
             self._listing.cancel()
         waits: list[Deferred[Any]] = [] if self._starting is None else [self._starting]
+        kept: dict[str, dict[str, Any]] = {}
         for container_id, machine in list(self._machines.items()):
             if container_id not in self._machines:  # a cull before this one removed it at once
                 continue
             if self._keep_assigned and self._states[container_id] in HANDED_OUT:
                 # Left running, route and all, for the next start to adopt; this pool lets
                 # go of it, so nothing it hears from now on can cull it.
+                kept[container_id] = machine.describe()
                 self._forget(container_id)
                 continue
             waits.append(self._removals[container_id])
             machine.cull("stopping")
+        waits.append(Deferred.fromCoroutine(self._keep_activity_of(kept)))
         done: Deferred[Any] = gatherResults(waits, consumeErrors=True)
         done.addErrback(lambda f: log.failure("stopping the pool", f))
         return done.addCallback(lambda _: None)
+
+    async def _keep_activity_of(self, kept: dict[str, dict[str, Any]]) -> None:
+        """Record, for the next start, the visitors' activity that only the proxy saw since
+        the last heartbeat: the embedded proxy forgets it with this process."""
+        if self._marks is None or not kept:
+            return
+        try:
+            routes_of = routes_by_container(await self._proxy.list_routes())
+        except Exception:
+            log_fault(log, Failure(), "listing the proxy's routes at stop")
+            return
+        for container_id, seen in kept.items():
+            self._marks.saw_activity(container_id, latest_activity(seen, routes_of.get(container_id), None))
 
     # -- what the orchestrator uses
 
@@ -363,9 +380,14 @@ class Pool(Service):
         for record, assigned_at in assigned:  # visitors first: they are using theirs
             if self._total() < self.config.capacity:
                 machine = self._new_machine(record.container_id, record.token, record.docker_id)
+                seen = None if self._marks is None else self._marks.last_activity(record.container_id)
                 if self._marks is not None:  # a route-only or used one is recorded from now on
                     self._marks.mark(record.container_id, assigned_at)
                 machine.adopt(record.docker_id, assigned_at)
+                if seen is not None and seen > assigned_at:
+                    # Restart grace: the activity the last run saw, which the proxy may have lost.
+                    machine.activity(seen)
+                    self.saw_activity(record.container_id, seen)
                 adopted.add(record.docker_id)
         for record in unused:
             if self._total() < self.config.capacity and self._stock() < self.config.pool_size:
@@ -388,7 +410,7 @@ class Pool(Service):
         try:
             routes = await self._proxy.list_routes()
         except Exception:
-            log.failure("listing the proxy's routes at start")
+            log_fault(log, Failure(), "listing the proxy's routes at start")
             return {}
         return {
             data.get("container"): data
@@ -413,7 +435,7 @@ class Pool(Service):
                 calls.append(maybeDeferred(self._docker.remove, name, container_id))
         if calls:
             await gatherResults(calls, consumeErrors=True).addErrback(
-                lambda f: log.failure("removing stale routes", f)
+                lambda f: log_fault(log, f, "removing stale routes")
             )
 
     def _stock(self) -> int:
@@ -537,6 +559,10 @@ class Pool(Service):
             # an orphan, and its route is not stray.
             return succeed(None)
         return self._heartbeat.sweep()
+
+    def saw_activity(self, container_id: str, when: float) -> None:
+        if self._marks is not None:
+            self._marks.saw_activity(container_id, when)
 
     def ids_in(self, states: frozenset[str]) -> list[str]:
         return [cid for cid, state in self._states.items() if state in states]

@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from tmpnb import sockets
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.dockerapi import LaunchRequest, container_name
+from tmpnb.faults import log_fault
 
 log = Logger()
 
@@ -457,7 +458,7 @@ def restore_route(inputs: ContainerInputs, core: ContainerCore, *data: object) -
     # An external proxy that restarted lost the route; the visitor's URL must work again.
     # A failure is only logged: the next heartbeat notices the route missing and tries again.
     add_route(core).addErrback(
-        lambda failure: log.failure("restoring the route of {container}", failure, container=core.container_id)
+        lambda failure: log_fault(log, failure, "restoring the route of {container}", container=core.container_id)
     )
 
 
@@ -494,7 +495,7 @@ def tear_down(inputs: ContainerInputs, core: ContainerCore) -> None:
             try:
                 await core.proxy.delete_route(core.route_path)
             except Exception:
-                log.failure("removing the route of {container}", container=core.container_id)
+                log_fault(log, Failure(), "removing the route of {container}", container=core.container_id)
         gone = await remove_container(core) if core.may_exist else True
         inputs.removed(not gone)
 
@@ -514,7 +515,9 @@ async def remove_container(core: ContainerCore) -> bool:
             return True
         except Exception:
             if attempt == attempts:
-                log.failure(
+                log_fault(
+                    log,
+                    Failure(),
                     "giving up removing container {container} after {attempts} tries",
                     container=core.container_id,
                     attempts=attempts,

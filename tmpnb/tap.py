@@ -281,10 +281,11 @@ class ObservedProxy:
 
 def health_check(docker: ObservedDocker, proxy: ObservedProxy, health: Any) -> Callable[[], Deferred[Any]]:
     """One round of the periodic check: ping dockerd, list the proxy's routes."""
+    from tmpnb.faults import log_fault
 
     def check() -> Deferred[Any]:
         pinged = docker.ping().addCallback(lambda answered: health.docker_ping(answered))
-        pinged.addErrback(lambda f: log.failure("docker health check", f))
+        pinged.addErrback(lambda f: log_fault(log, f, "docker health check"))
         listed = proxy.list_routes().addErrback(lambda f: None)  # ObservedProxy recorded it
         return pinged.addCallback(lambda _: listed)
 

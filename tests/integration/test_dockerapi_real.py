@@ -41,6 +41,24 @@ def started_pool(max_workers: int = 4) -> ThreadPool:
     return pool
 
 
+def processes_of(docker_id: str) -> dict[int, bytes]:
+    """/proc/<pid>/cmdline of every host process in the container's cgroup, by pid: what `ps`
+    shows any user of the host."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cgroup", "rb") as cgroup:
+                if docker_id.encode() not in cgroup.read():
+                    continue
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                found[int(entry)] = cmdline.read()
+        except OSError:  # the process ended meanwhile
+            continue
+    return found
+
+
 def request_for(spec: config.ContainerSpec, container_id: str) -> LaunchRequest:
     return LaunchRequest(
         container_id=container_id,
@@ -82,6 +100,16 @@ async def test_launch_ready_list_and_remove_a_real_container(
         assert {"started", "last_activity", "connections", "kernels"} <= status.keys()
         again = await server_status(reactor, path, request.base_path, request.token)
         assert again["started"] == status["started"]
+
+        # The token guards the server, and no process list shows it: it came in the environment.
+        refused = await unix_http_client(reactor, path).get(
+            f"http://localhost{request.base_path}api/status", headers={"Authorization": "token wrong"}
+        )
+        await refused.content()
+        assert refused.code == 403
+        command_lines = processes_of(docker_id)
+        assert any(b"jupyter" in line for line in command_lines.values()), command_lines
+        assert not [pid for pid, line in command_lines.items() if request.token.encode() in line]
 
         # The notebook may only be framed where the spec allows.
         response = await unix_http_client(reactor, path).get(

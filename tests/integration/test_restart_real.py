@@ -10,6 +10,7 @@ on the next heartbeat, and routes that point at no container of ours are deleted
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -98,12 +99,35 @@ def test_a_restarted_external_proxy_gets_its_routes_back(launch, chp):
     assert route in chp.routes()
 
     chp.stop()
-    chp.start()  # same ports and token, no routes
-    assert route not in chp.routes()
+    chp.start()  # same ports and token, no routes (tmpnb's next heartbeat may already be at work)
     nowhere = "/user/nowhere0000"
     chp.add_route(nowhere, "http://127.0.0.1:9")
 
-    wait_until(lambda: route in chp.routes() and nowhere not in chp.routes(), 10,
+    wait_until(lambda: route in chp.routes() and nowhere not in chp.routes(), 60,
                "the visitor's route back and the stray route deleted")
+    assert f"the proxy lost the route of {container_id_of(prefix)}; adding it again" in server.log()
     assert chp.routes()[route]["target"].startswith("http+unix://")
     assert answers(chp.base, prefix, token)
+
+
+def test_a_visitor_active_just_before_a_restart_is_not_culled_by_it(launch):
+    """Restart grace: the embedded proxy's record of the visitor's activity dies with the
+    process; the stop keeps it with the assignment marker, and the next start reads it."""
+    timeout = 30
+    server = launch("--pool-size=1", "--capacity=3", "--cull-period=1", f"--cull-timeout={timeout}")
+    server.wait_available(1)
+    prefix, token, _ = visit(server.base)
+    assigned = time.monotonic()
+    # Pages (not the server's API) for 15 s: only the proxy sees this activity.
+    while time.monotonic() < assigned + 15:
+        assert call(server.base, "GET", prefix + "tree", headers=auth(token)).status == 200
+        time.sleep(1)
+
+    assert server.stop() == -signal.SIGTERM
+    server.start()
+    wait_until(lambda: answers(server.base, prefix, token), 30, "the visitor's server through the restarted tmpnb")
+    # Counted from the assignment alone, the visitor would be culled at +30 s; counted from
+    # their last page at +15, not before +45. Look between the two.
+    time.sleep(max(0.0, assigned + timeout + 3 - time.monotonic()))
+    assert server.containers()[container_id_of(prefix)]["state"] in ("assigned", "idle")
+    wait_until(lambda: container_id_of(prefix) not in server.containers(), 60, "the visitor culled once idle")
