@@ -41,3 +41,33 @@ def test_the_service_listens_publicly_and_admin_on_loopback(tmp_path):
     admin = next(f for port, f, _, _ in reactor.tcpServers if port == 8124)
     table = admin.resource._redirector.table
     assert sorted(n.url for n in table) == ["http://127.0.0.2:8000", "http://127.0.0.3:8000", "http://127.0.0.4:8000"]
+
+
+def test_the_nodes_file_is_read_again_on_request_and_a_bad_one_is_refused(tmp_path):
+    import json
+
+    from treq.testing import StubTreq
+    from twisted.trial.unittest import SynchronousTestCase
+
+    results = SynchronousTestCase()
+    nodes = tmp_path / "nodes"
+    nodes.write_text("http://127.0.0.2:8000\n")
+    reactor = MemoryReactorClock()
+    top = makeService(parse("--nodes-file", str(nodes), "--admin-listen", "8124"), reactor=reactor,
+                      environ={"ADMIN_AUTH_TOKEN": "t"})
+    top.getServiceNamed("admin").privilegedStartService()
+    [(_, site, _, _)] = reactor.tcpServers
+    admin = StubTreq(site.resource)
+
+    def reload() -> bool:
+        response = results.successResultOf(admin.post("http://127.0.0.1:8124/api/reload",
+                                                      headers={"Authorization": "token t"}))
+        return json.loads(results.successResultOf(response.content()))["reloaded"]
+
+    table = site.resource._redirector.table
+    nodes.write_text("http://127.0.0.3:8000\nhttp://127.0.0.4:8000\n")
+    assert reload() is True
+    assert sorted(n.url for n in table) == ["http://127.0.0.3:8000", "http://127.0.0.4:8000"]
+    nodes.write_text("http://127.0.0.5:8000\nhalf a line")
+    assert reload() is False
+    assert sorted(n.url for n in table) == ["http://127.0.0.3:8000", "http://127.0.0.4:8000"]
