@@ -116,6 +116,11 @@ def make_network() -> None:
         sh("ip", "-n", netns, "link", "set", "lo", "up")
 
 
+def host_links() -> set[str]:
+    """The network interfaces of this machine's own namespace."""
+    return {line.split()[0] for line in sh("ip", "-br", "link").stdout.splitlines() if line.strip()}
+
+
 def our_namespaces() -> list[str]:
     listed = sh("ip", "netns", "list", check=False).stdout.split("\n")
     return [line.split()[0] for line in listed if line.startswith(f"{PREFIX}-")]

@@ -39,6 +39,7 @@ def swarm(notebook_image):
 
     host_docker = docker_py.from_env(timeout=600)
     ensure_node_image(host_docker, NODE_IMAGE)
+    host_links = swarm_hosts.host_links()
     try:
         swarm_hosts.setup()
         swarm_hosts.load_images(notebook_image, NODE_IMAGE)
@@ -57,7 +58,7 @@ def swarm(notebook_image):
             "TMPNB_CAPACITY": "3",
             "ADMIN_AUTH_TOKEN": secrets.token_hex(8),
         })
-        yield
+        yield host_links
     finally:
         swarm_hosts.teardown()
     assert swarm_hosts.our_namespaces() == []
@@ -78,6 +79,8 @@ def answers(visitor: dict) -> bool:
 
 def test_visitors_reach_all_three_hosts_and_a_killed_node_is_restarted_and_adopts(swarm):
     wait_for(every_node_has_room, 240, "three nodes up with room behind the redirector", interval=1)
+    # The swarm's bridges (docker_gwbridge, ingress) and veths exist only inside the namespaces.
+    assert swarm_hosts.host_links() == swarm
 
     # One pooled container on each host: three visitors at once land on all three.
     visitors = [client("visit", REDIRECTOR) for _ in range(3)]
