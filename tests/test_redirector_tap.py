@@ -71,3 +71,14 @@ def test_the_nodes_file_is_read_again_on_request_and_a_bad_one_is_refused(tmp_pa
     nodes.write_text("http://127.0.0.5:8000\nhalf a line")
     assert reload() is False
     assert sorted(n.url for n in table) == ["http://127.0.0.3:8000", "http://127.0.0.4:8000"]
+
+
+def test_the_tmpnb_command_runs_the_redirector():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "tmpnb.cli", "redirector", "--help"], capture_output=True,
+                          text=True, cwd=repo, env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert "--nodes-file" in done.stdout and "--health-period" in done.stdout, done.stderr

@@ -1,6 +1,7 @@
 """`tmpnb`: one command for what an operator does by hand.
 
     tmpnb run [twistd tmpnb options]    the service in the foreground (`twistd -n tmpnb …`)
+    tmpnb redirector [options]          a redirector in front of many nodes (`twistd -n tmpnb-redirector …`)
     tmpnb report LOG [--plot DIR]       summarise a lifecycle log (`python -m tmpnb.lifecycle report`)
     tmpnb image build | extract-static  the notebook image (`python -m tmpnb.image …`)
 
@@ -20,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = (args[0], args[1:]) if args else ("", [])
     if command == "run":
         return run_twistd(["-n", "--pidfile=", "tmpnb", *rest])
+    if command == "redirector":
+        return run_twistd(["-n", "--pidfile=", "tmpnb-redirector", *rest])
     if command == "report":
         from tmpnb.report import main as report
 
