@@ -17,6 +17,7 @@ class FakeNode:
     draining: bool = False
     name: str = ""
     public_url: str | None = None
+    waiting: int | None = None  # a node with a waiting line says how many wait
     mode: str = "ok"  # "ok", "error" (500, not JSON) or "silent" (never answers)
     spawned: int = 0
     stats_asked: int = 0
@@ -33,7 +34,8 @@ class FakeNode:
         if request.path == b"/api/stats":
             self.stats_asked += 1
             return json.dumps({"available": self.available, "capacity": self.capacity, "draining": self.draining,
-                               "node": self.name, "public_url": self.public_url, "version": "0.1.0"}).encode()
+                               "node": self.name, "public_url": self.public_url, "version": "0.1.0",
+                               **({} if self.waiting is None else {"waiting": self.waiting})}).encode()
         if request.path == b"/api/spawn" and request.method == b"POST":
             if self.available == 0 or self.draining:
                 request.setResponseCode(429)

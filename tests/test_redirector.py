@@ -119,6 +119,14 @@ def test_a_burst_between_polls_is_counted_locally_and_never_overfills_a_node(wor
     assert world.visit() is None  # everyone full until a node says otherwise
 
 
+def test_visitors_waiting_in_a_nodes_line_take_its_room_first(world):
+    world.fakes.nodes["127.0.0.2:8000"].waiting = 3
+    world.node("127.0.0.3:8000").available = 0
+    world.node("127.0.0.4:8000").available = 0
+    world.period()
+    assert world.visit() is None  # 3 pooled, 3 already waiting for them
+
+
 def test_every_node_full_means_the_no_vacancy_page_and_429_json(world):
     for host in world.hosts:
         world.node(host).available = 0

@@ -10,7 +10,7 @@ from tmpnb.redirector.nodes import Node
 
 def room(node: Node, headroom: int) -> int:
     """Visitors `node` can still take, as far as this redirector knows (never below 0)."""
-    return max(0, node.available - headroom - node.pending)
+    return max(0, node.available - node.waiting - headroom - node.pending)
 
 
 def candidates(nodes: Iterable[Node], headroom: int) -> list[tuple[Node, int]]:

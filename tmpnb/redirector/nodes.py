@@ -1,6 +1,7 @@
 """What the redirector knows of each node: health, drain, room, and its own recent redirects.
 
-Room is the node's last reported `available`, minus a headroom, minus the visitors this
+Room is the node's last reported `available`, minus those already waiting in its line (if it
+has one), minus a headroom, minus the visitors this
 redirector sent it since the poll that answered was sent: so a burst between two polls spreads
 out on local counts instead of landing on stale numbers.
 """
@@ -48,6 +49,7 @@ class Node:
     successes: int = 0  # in a row
     draining: bool = False
     available: int = 0
+    waiting: int = 0  # visitors in the node's waiting line, where it has one: ahead of ours
     capacity: int = 0
     name: str = ""
     public_url: str | None = None
@@ -77,6 +79,7 @@ class Node:
             "up": self.up,
             "draining": self.draining,
             "available": self.available,
+            "waiting": self.waiting,
             "capacity": self.capacity,
             "pending": self.pending,
             "room": room(self, headroom),
@@ -143,6 +146,7 @@ class NodeTable:
         node.successes += 1
         node.last_error = None
         node.available = _count(stats.get("available"))
+        node.waiting = _count(stats.get("waiting"))
         node.capacity = _count(stats.get("capacity"))
         node.draining = bool(stats.get("draining", False))
         node.name = str(stats.get("node") or "")
