@@ -17,10 +17,7 @@ failover:   a stats_node.py node killed (SIGKILL) and started again, --health-pe
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -33,7 +30,7 @@ import docker
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
-from tmpnb_process import ADMIN_TOKEN, Launcher, Redirector, call, free_port, wait_until  # noqa: E402
+from tmpnb_process import Launcher, Redirector, call, free_port, wait_until  # noqa: E402
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -45,8 +42,8 @@ def ms(values: list[float]) -> str:
     return f"p50 {percentile(values, 50) * 1000:.1f} ms, p99 {percentile(values, 99) * 1000:.1f} ms"
 
 
-def follow(base: str, path: str = "/") -> tuple[float, str]:
-    """GET and follow redirects to the end: (seconds, the final base)."""
+def follow(base: str, path: str = "/") -> tuple[float, str, str]:
+    """GET and follow redirects to the end: (seconds, the final base, the final path)."""
     started = time.perf_counter()
     for _ in range(5):
         reply = call(base, "GET", path)
