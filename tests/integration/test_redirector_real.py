@@ -53,7 +53,7 @@ def federation(launch):
     redirector = Redirector([node.base for node in nodes], [f"--health-period={HEALTH_PERIOD}"])
     redirector.start()
     yield redirector, nodes
-    redirector.stop()
+    redirector.stop(keep_log=True)
     failures = logged_failures(redirector.log())
     os.unlink(redirector.log_path)
     assert failures == []

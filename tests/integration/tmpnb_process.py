@@ -248,9 +248,13 @@ class Redirector:
     def nodes_by_url(self) -> dict[str, dict]:
         return {node["url"]: node for node in self.stats()["nodes"]}
 
-    def stop(self) -> int:
+    def stop(self, keep_log: bool = False) -> int:
+        """SIGTERM by PID; the exit status. The log goes unless `keep_log` (to read it after)."""
         self.process.send_signal(signal.SIGTERM)  # our own child, by its PID
-        return self.process.wait(timeout=30)
+        code = self.process.wait(timeout=30)
+        if not keep_log:
+            Path(self.log_path).unlink(missing_ok=True)
+        return code
 
 
 def visit(base: str, path: str = "/") -> tuple[str, str, str]:
