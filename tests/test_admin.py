@@ -242,3 +242,20 @@ def test_drain_and_its_end_through_the_admin_api(world):
 def test_drain_takes_only_post_and_delete(world):
     code, body = call(world.client, "GET", "/api/drain", headers=AUTH)
     assert code == 405 and world.pool.stats()["draining"] is False
+
+
+def test_metrics_are_served_without_the_token_when_given(world):
+    # The service passes prometheus_client.twisted.MetricsResource (which renders in a
+    # thread: tests/integration/test_metrics_real.py); any resource shows the routing.
+    from twisted.web.static import Data
+
+    client = StubTreq(AdminResource(world.pool, world.health, TOKEN, metrics=Data(b"tmpnb_up 1\n", "text/plain")))
+    response = results.successResultOf(client.get(BASE + "/metrics"))
+    assert response.code == 200
+    assert results.successResultOf(response.content()) == b"tmpnb_up 1\n"
+    response = results.successResultOf(client.post(BASE + "/metrics"))
+    assert response.code == 405
+
+
+def test_without_metrics_there_is_no_metrics_page(client):
+    assert call(client, "GET", "/metrics")[0] == 404

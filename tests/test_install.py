@@ -67,6 +67,7 @@ def assert_commands_work(bin_dir: Path) -> None:
     assert "tmpnb " in plugins and "tmpnb-proxy " in plugins, plugins
     assert "--pool-size" in output(bin_dir, "twistd", "tmpnb", "--help")
     assert "--api-port" in output(bin_dir, "twistd", "tmpnb-proxy", "--help")
+    assert "--error-target" in output(bin_dir, "tmpnb-proxy", "--help")  # what JupyterHub runs
     usage = output(bin_dir, "tmpnb", "--help")
     assert "tmpnb run" in usage and "tmpnb report" in usage and "tmpnb image" in usage
     assert "--pool-size" in output(bin_dir, "tmpnb", "run", "--help")
@@ -98,3 +99,13 @@ def test_the_console_command_without_arguments_says_how_to_use_it():
     done = subprocess.run([sys.executable, "-m", "tmpnb.cli"], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 2
     assert "tmpnb run" in done.stderr
+
+
+def test_run_chooses_twistds_logger_from_log_format():
+    from tmpnb.cli import _log_format
+
+    assert _log_format(["--pool-size", "3"]) == ("tmpnb.logs.text_observer", ["--pool-size", "3"])
+    assert _log_format(["--log-format", "json", "--pool-size", "3"]) == ("tmpnb.logs.json_observer", ["--pool-size", "3"])
+    assert _log_format(["--log-format=json"]) == ("tmpnb.logs.json_observer", [])
+    with pytest.raises(SystemExit):
+        _log_format(["--log-format", "xml"])

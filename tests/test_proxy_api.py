@@ -267,3 +267,30 @@ def test_without_a_token_in_the_environment_the_api_is_open_and_says_so(monkeypa
     api = StubTreq(listeners[("127.0.0.1", 9101)].resource)
     assert sync.successResultOf(api.get(API)).code == 200
     service.stopService()
+
+
+# --- what CHP does that JupyterHub relies on
+
+
+def test_a_route_with_an_empty_segment_is_kept_as_chp_keeps_it(server):
+    code, _, _ = server.call("POST", f"{API}/user//x", json={"target": "http://x"})
+    assert code == 201
+    code, _, body = server.call("GET", API)
+    assert list(json.loads(body)) == ["/user//x"]
+    assert server.call("GET", f"{API}/user/x")[0] == 404
+    assert server.call("DELETE", f"{API}/user//x")[0] == 204
+
+
+def test_with_host_routing_a_route_records_its_host_as_chp_does():
+    server = Server()
+    server.http = StubTreq(ProxyAPIResource(server.routes, TOKEN, host_routing=True))
+    server.call("POST", f"{API}/alice.hub.example/user/alice/", json={"target": "http://a", "jupyterhub": True})
+    _, _, body = server.call("GET", f"{API}/alice.hub.example/user/alice")
+    route = json.loads(body)
+    assert (route["host"], route["target"], route["jupyterhub"]) == ("alice.hub.example", "http://a", True)
+
+
+def test_inactive_since_in_rfc_1123_form_is_understood(server):
+    server.routes.add("/old", {"target": "http://old"})
+    code, _, body = server.call("GET", API, params={"inactive_since": "Tue, 01 Dec 2026 00:00:00 GMT"})
+    assert (code, list(json.loads(body))) == (200, ["/old"])

@@ -236,7 +236,7 @@ class SimulatedRun:
 def simulate(out: io.TextIOBase, **kwargs) -> Truth:
     """Run a simulation through the real recorder and observer, writing JSON lines to ``out``."""
     observer = lifecycle_log_observer(out)
-    recorder = LifecycleRecorder(Logger(namespace=NAMESPACE, observer=observer))
+    recorder = LifecycleRecorder(Logger(namespace=NAMESPACE, observer=lambda e: None), records=[observer.write])
     return SimulatedRun(recorder, **kwargs).run()
 
 
@@ -271,6 +271,26 @@ def test_cull_reasons_and_boot_failures_match_what_happened(run):
     assert report.boot_failures(records) == truth.boot_failures
 
 
+# What the simulation's reasons and causes are, by category.
+CULL_CATEGORY_OF = {"idle": "idle", "max age": "max-age", "die": "died", "oom": "died",
+                    "drained": "drained", "stopping": "stopping"}
+BOOT_FAILURE_CATEGORY_OF = {"timeout waiting for api/status": "not-ready",
+                            "DockerTimeout: create after 30s": "docker-timeout",
+                            "container exited (1) before it was ready": "launch-failed"}
+
+
+def test_culls_and_boot_failures_are_grouped_by_category(run):
+    truth, records = run
+    expected = Counter()
+    for reason, n in truth.cull_reasons.items():
+        expected["boot-failed" if reason.startswith("gave up after") else CULL_CATEGORY_OF[reason]] += n
+    assert report.cull_categories(records) == expected
+    failures = Counter()
+    for cause, n in truth.boot_failures.items():
+        failures[BOOT_FAILURE_CATEGORY_OF[cause]] += n
+    assert report.boot_failure_categories(records) == failures
+
+
 def test_timeline_never_holds_more_pooled_than_the_pool_and_ends_empty(run):
     truth, records = run
     times, counts = report.state_timeline(records)
@@ -293,7 +313,7 @@ def test_report_reads_what_the_real_pool_and_machines_record(tmp_path):
     pool = Pool(
         clock, docker, servers.wait_ready, InProcessProxyAPI(RouteTable(clock)), spec,
         PoolConfig(pool_size=2, capacity=4, boot_attempts=3, backoff_initial=1.0, cull_period=10_000),
-        on_transition=LifecycleRecorder(Logger(namespace=NAMESPACE, observer=observer)),
+        on_transition=LifecycleRecorder(Logger(namespace=NAMESPACE, observer=lambda e: None), records=[observer.write]),
     )
     docker.hold("launch")
     pool.startService()
@@ -386,7 +406,7 @@ def test_report_on_the_sample_log_from_the_command_line():
     out = result.stdout
     assert out.startswith(f"{containers} containers, {len(records)} transitions,")
     for heading in ("boot time", "pool wait", "session length", "idle before cull",
-                    "cull reasons", "boot failures by cause"):
+                    "culls by category", "boot failures by category"):
         assert heading in out
     sessions = report.summarize(report.session_lengths(records))
     assert f"session length{sessions.count:>11}" in out

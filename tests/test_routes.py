@@ -162,7 +162,18 @@ def test_dot_segments_are_resolved_before_matching():
     assert routes.match("/user/xyz/../abc/tree")[0] == "/user/abc"
     assert routes.match("/user/xyz/%2e%2e/abc/")[0] == "/user/abc"
     assert routes.match("/user/./abc")[0] == "/user/abc"
-    assert routes.match("//user///abc//")[0] == "/user/abc"
+    assert routes.match("//user/abc//")[0] == "/user/abc"  # leading and trailing slashes collapse
+
+
+def test_an_empty_segment_is_part_of_a_route_as_in_chp():
+    # JupyterHub adds /user//x for a user whose name is empty before "/x"; CHP keeps it apart.
+    routes, _ = table_at()
+    routes.add("/user//x/", {"target": "http://empty"})
+    routes.add("/user/x", {"target": "http://x"})
+    assert list(routes.all()) == ["/user//x", "/user/x"]
+    assert routes.match("/user//x/lab")[0] == "/user//x"
+    assert routes.match("/user/x/lab")[0] == "/user/x"
+    assert routes.match("/user///x") is None
 
 
 def test_a_path_that_climbs_above_the_root_matches_nothing():

@@ -1,6 +1,7 @@
 """The admin API, served on its own loopback listener (--admin-port).
 
     GET    /health                 status of dockerd and the proxy API; no token needed
+    GET    /metrics                Prometheus metrics (tmpnb/metrics.py); no token needed
     GET    /api/containers         {"containers": [{"id", "state", "path", "age", "idle",
                                    "in_state", "docker_id"}, ...]}  (seconds; idle is null
                                    for a container nobody has been given)
@@ -11,8 +12,8 @@
     DELETE /api/drain              end the drain: {"draining": false}
 
 Everything under /api/ needs ``Authorization: token <ADMIN_AUTH_TOKEN>``; 403 otherwise.
-/health is read-only and names no container, so monitoring can poll it without the token;
-with the token it also says why a component is not ok.
+/health and /metrics are read-only and name no container, so monitoring can poll them
+without the token; with the token /health also says why a component is not ok.
 """
 
 from __future__ import annotations
@@ -50,11 +51,13 @@ class AdminResource(Resource):
     isLeaf = True
 
     def __init__(
-        self, pool: AdminPool, health: Health, token: str, clock: IReactorTime | None = None
+        self, pool: AdminPool, health: Health, token: str, clock: IReactorTime | None = None,
+        metrics: Resource | None = None,
     ) -> None:
         super().__init__()
         self._pool = pool
         self._health = health
+        self._metrics = metrics  # prometheus_client.twisted.MetricsResource over the service's registry
         self._clock = clock if clock is not None else health.clock
         # An empty token would let "Authorization: token " in: refuse everything instead.
         self._expected = f"token {token}".encode() if token else None
@@ -66,11 +69,15 @@ class AdminResource(Resource):
             if method not in ("GET", "HEAD"):
                 return _method_not_allowed(request, "GET, HEAD")
             return self._health_page(request)
+        if segments == ["metrics"] and self._metrics is not None:
+            if method not in ("GET", "HEAD"):
+                return _method_not_allowed(request, "GET, HEAD")
+            return self._metrics.render(request)
         if segments[:1] != ["api"]:
             return _json(request, http.NOT_FOUND, {"error": "not found"})
         if not self._authorized(request):
             log.warn("refused admin {method} {path} from {peer}", method=method,
-                     path=request.path, peer=str(request.getClientAddress()))
+                     path=request.path.decode("utf-8", "replace"), peer=_peer(request))
             return _json(request, http.FORBIDDEN, {"error": "forbidden"})
         if segments == ["api", "containers"]:
             if method not in ("GET", "HEAD"):
@@ -136,6 +143,11 @@ def listed(described: dict[str, Any], now: float) -> dict[str, Any]:
         "in_state": now - described["in_state_since"],
         "docker_id": described.get("docker_id"),
     }
+
+
+def _peer(request: Request) -> str:
+    address = request.getClientAddress()
+    return f"{address.host}:{address.port}" if hasattr(address, "port") else str(address)
 
 
 def _json(request: Request, code: int, body: Any) -> bytes:

@@ -1,6 +1,7 @@
 """`tmpnb`: one command for what an operator does by hand.
 
-    tmpnb run [twistd tmpnb options]    the service in the foreground (`twistd -n tmpnb …`)
+    tmpnb run [--log-format text|json] [twistd tmpnb options]
+                                        the service in the foreground (`twistd -n tmpnb …`)
     tmpnb redirector [options]          a redirector in front of many nodes (`twistd -n tmpnb-redirector …`)
     tmpnb report LOG [--plot DIR]       summarise a lifecycle log (`python -m tmpnb.lifecycle report`)
     tmpnb image build | extract-static  the notebook image (`python -m tmpnb.image …`)
@@ -20,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     command, rest = (args[0], args[1:]) if args else ("", [])
     if command == "run":
-        return run_twistd(["-n", "--pidfile=", "tmpnb", *rest])
+        logger, rest = _log_format(rest)
+        return run_twistd(["-n", "--pidfile=", f"--logger={logger}", "tmpnb", *rest])
     if command == "redirector":
         return run_twistd(["-n", "--pidfile=", "tmpnb-redirector", *rest])
     if command == "report":
@@ -34,6 +36,25 @@ def main(argv: list[str] | None = None) -> int:
     stream = sys.stdout if command in ("-h", "--help", "help") else sys.stderr
     stream.write(f"usage:\n{USAGE}\n")
     return 0 if stream is sys.stdout else 2
+
+
+LOGGERS = {"text": "tmpnb.logs.text_observer", "json": "tmpnb.logs.json_observer"}
+
+
+def _log_format(args: list[str]) -> tuple[str, list[str]]:
+    """`--log-format F` (or `--log-format=F`) taken out of `args`: twistd's --logger for it."""
+    chosen, rest, args = "text", [], list(args)
+    while args:
+        arg = args.pop(0)
+        if arg == "--log-format" and args:
+            chosen = args.pop(0)
+        elif arg.startswith("--log-format="):
+            chosen = arg.partition("=")[2]
+        else:
+            rest.append(arg)
+    if chosen not in LOGGERS:
+        raise SystemExit(f"tmpnb run: --log-format is text or json, not {chosen!r}")
+    return LOGGERS[chosen], rest
 
 
 def run_twistd(arguments: list[str]) -> int:

@@ -1,10 +1,12 @@
-"""The lifecycle record: one structured log event per container transition.
+"""The lifecycle record: one record per container transition, with why (category, detail).
 
 The container machine (tmpnb/states.py) calls its ``on_transition`` hook with a
-``TransitionEvent``; ``LifecycleRecorder`` turns each into a twisted.logger event, and
-``lifecycle_log_observer`` writes only those events to a JSON-lines file for researchers
-(``--lifecycle-log FILE``).  ``python -m tmpnb.lifecycle report FILE`` summarises such a file
-(see tmpnb/report.py).
+``TransitionEvent``; ``LifecycleRecorder`` turns each into a plain record for its takers
+(the JSON-lines file of ``--lifecycle-log``, written by ``lifecycle_log_observer``; the
+metrics) and, unless routine, into a twisted.logger event for the operator.
+``categorize`` names the kind of every cull and failed boot. ``load`` reads one or several
+files back, ``load_frame`` into a pandas DataFrame; ``python -m tmpnb.lifecycle report
+FILE…`` summarises them (tmpnb/report.py).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import io
 import json
 import sys
 from datetime import datetime, timezone
-from typing import IO, Any, Iterable, Iterator, Protocol
+from typing import IO, Any, Callable, Iterable, Iterator, Protocol
 
 from twisted.logger import ILogObserver, Logger, LogLevel
 from zope.interface import implementer
@@ -25,27 +27,98 @@ MARKER = "tmpnb_lifecycle"
 
 # Inputs after which the transition is a failure worth a warning in the operator's log.
 FAILURE_INPUTS = frozenset({"bootFailed"})
+# Routine transitions: in the lifecycle record, but no line in the operator's log, which
+# keeps one line per thing that matters (a container ready, handed out, culled and why, a
+# failure). Starting a boot is followed by "ready" or a failure; a visitor going idle and
+# coming back happens every heartbeat period; the orchestrator logs each hand-out itself
+# ("handed … to a visitor", tmpnb/web/handout.py).
+QUIET_INPUTS = frozenset({"boot", "idle", "activity", "assign"})
+
+# Why a container was culled, and why a boot attempt failed, as a category (few values:
+# the report groups by it, Prometheus uses it as a label) and the detail apart.
+# A cull reason is "<category>: <detail>" or a known phrase; older logs' phrases included.
+CULL_CATEGORIES = (
+    ("idle", "idle"),
+    ("max-age", "max-age"),
+    ("too old", "max-age"),
+    ("gave up after", "boot-failed"),
+    ("route not added", "unroutable"),
+    ("route not restored", "unroutable"),
+    ("stopping", "stopping"),
+    ("drained", "drained"),
+    ("admin", "admin"),
+    ("visitor left", "visitor-left"),
+)
+BOOT_FAILURE_CATEGORIES = (
+    ("not ready within", "not-ready"),
+    ("timeout waiting", "not-ready"),
+    ("container exited while booting", "exited"),
+    ("DockerTimeout", "docker-timeout"),
+    ("DockerUnavailable", "docker-unavailable"),
+)
+OTHER = "other"
+_CATEGORY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz-")
 
 
-class Transition(Protocol):
-    """What the machine reports; tmpnb.states.TransitionEvent has these attributes."""
-
-    container: str
-    from_state: str
-    to_state: str
-    input: str
-    time: float
-    seconds_in_previous: float
-    cause: str | None
+def categorize(input: str, cause: str | None) -> tuple[str | None, str | None]:
+    """(category, detail) of a transition: for culls (input cull or exited) and failed
+    boot attempts; (None, None) for the others."""
+    text = cause or ""
+    if input == "exited":
+        return "died", text or None  # Docker's word: die, oom, destroy; or vanished
+    if input == "bootFailed":
+        for prefix, category in BOOT_FAILURE_CATEGORIES:
+            if text.startswith(prefix):
+                return category, text
+        return "launch-failed", text or None
+    if input != "cull":
+        return None, None
+    for phrase, category in CULL_CATEGORIES:
+        if text == phrase or text.startswith(phrase + ":") or text.startswith(phrase + " "):
+            detail = text[len(phrase):].lstrip(":").strip()
+            if category == "boot-failed":
+                detail = text
+            return category, detail or None
+    # "<category>: <detail>" from a part of tmpnb this table does not know yet.
+    head, colon, rest = text.partition(":")
+    slug = head.strip().lower().replace(" ", "-")
+    if slug and len(slug) <= 24 and set(slug) <= _CATEGORY_CHARS:
+        return slug, rest.strip() or None
+    return OTHER, text or None
 
 
 class LifecycleRecorder:
-    """The machine's ``on_transition`` hook: logs every transition as a structured event."""
+    """The machine's ``on_transition`` hook: every transition becomes a record for each of
+    ``records`` (the JSON-lines file, the metrics), and a structured log event for the
+    operator unless it is routine (QUIET_INPUTS)."""
 
-    def __init__(self, log: Logger | None = None) -> None:
+    def __init__(
+        self, log: Logger | None = None, records: Iterable[Callable[[dict[str, Any]], None]] = ()
+    ) -> None:
         self._log = log if log is not None else Logger(namespace=NAMESPACE)
+        self._records = list(records)
 
     def __call__(self, event: Transition) -> None:
+        category, detail = categorize(event.input, event.cause)
+        fields = dict(
+            container=event.container,
+            from_state=event.from_state,
+            to_state=event.to_state,
+            input=event.input,
+            time=event.time,
+            seconds_in_previous=event.seconds_in_previous,
+            cause=event.cause,
+            category=category,
+            detail=detail,
+        )
+        record = record_from_log_event(fields)
+        for write in self._records:
+            try:
+                write(record)
+            except Exception:
+                self._log.failure("recording the transition of {container}", container=event.container)
+        if event.input in QUIET_INPUTS:
+            return
         if event.cause is None:
             fmt = (
                 "container {container} {from_state} -> {to_state} on {input}"
@@ -57,23 +130,15 @@ class LifecycleRecorder:
                 " after {seconds_in_previous:.3f}s: {cause}"
             )
         level = LogLevel.warn if event.input in FAILURE_INPUTS else LogLevel.info
-        self._log.emit(
-            level,
-            fmt,
-            container=event.container,
-            from_state=event.from_state,
-            to_state=event.to_state,
-            input=event.input,
-            time=event.time,
-            seconds_in_previous=event.seconds_in_previous,
-            cause=event.cause,
-            **{MARKER: True},
-        )
+        self._log.emit(level, fmt, **fields, **{MARKER: True})
 
 
 def record_from_log_event(event: dict[str, Any]) -> dict[str, Any]:
     """The researchers' JSON object for one logged transition: plain keys, plain values."""
     when = float(event["time"])
+    category, detail = event.get("category"), event.get("detail")
+    if category is None and "category" not in event:  # an event from before categories
+        category, detail = categorize(event["input"], event["cause"])
     return {
         "container": event["container"],
         "from": event["from_state"],
@@ -83,6 +148,8 @@ def record_from_log_event(event: dict[str, Any]) -> dict[str, Any]:
         "iso": datetime.fromtimestamp(when, timezone.utc).isoformat(),
         "seconds_in_previous": float(event["seconds_in_previous"]),
         "cause": event["cause"],
+        "category": category,
+        "detail": detail,
     }
 
 
@@ -99,9 +166,12 @@ class LifecycleLogObserver:
         self._owns_file = owns_file
 
     def __call__(self, event: dict[str, Any]) -> None:
-        if not event.get(MARKER):
-            return
-        self._out.write(json.dumps(record_from_log_event(event), separators=(",", ":")) + "\n")
+        if event.get(MARKER):
+            self.write(record_from_log_event(event))
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record (LifecycleRecorder's ``records`` take this)."""
+        self._out.write(json.dumps(record, separators=(",", ":")) + "\n")
         self._out.flush()
 
     def close(self) -> None:
@@ -117,21 +187,55 @@ def lifecycle_log_observer(path_or_file: str | IO[str]) -> LifecycleLogObserver:
 
 
 def read_records(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-    """Parse a lifecycle log; blank lines are skipped, a torn last line (crash) too."""
+    """Parse a lifecycle log; blank lines are skipped, a torn last line (crash) too.
+    Records written before categories existed get theirs from their cause."""
     for number, line in enumerate(lines, 1):
         line = line.strip()
         if not line:
             continue
         try:
-            yield json.loads(line)
+            record = json.loads(line)
         except json.JSONDecodeError:
             print(f"skipping unreadable line {number}", file=sys.stderr)
+            continue
+        if "category" not in record and "input" in record:
+            record["category"], record["detail"] = categorize(record["input"], record.get("cause"))
+        yield record
 
 
-def load(path: str) -> list[dict[str, Any]]:
-    """All records of a lifecycle log file, in time order."""
-    with io.open(path, encoding="utf-8") as f:
-        return sorted(read_records(f), key=lambda r: r["time"])
+def load(*paths: str) -> list[dict[str, Any]]:
+    """All records of one or several lifecycle log files, in time order."""
+    records: list[dict[str, Any]] = []
+    for path in paths:
+        with io.open(path, encoding="utf-8") as f:
+            records.extend(read_records(f))
+    return sorted(records, key=lambda r: r["time"])
+
+
+# Columns of load_frame's DataFrame, in this order.
+COLUMNS = ("time", "container", "from", "to", "input", "seconds_in_previous", "category", "detail",
+           "cause", "source")
+
+
+def load_frame(*paths: str) -> Any:
+    """One or several lifecycle logs as a pandas DataFrame, one row per transition in time
+    order: ``time`` as a UTC Timestamp, ``source`` the file each came from (several runs, or
+    several nodes of a federation, in one frame). Needs pandas: ``pip install tmpnb[report]``."""
+    try:
+        import pandas
+    except ImportError:
+        raise ImportError(
+            "tmpnb.lifecycle.load_frame needs pandas: pip install 'tmpnb[report]' (or pip install pandas)"
+        ) from None
+    rows = []
+    for path in paths:
+        with io.open(path, encoding="utf-8") as f:
+            rows.extend({**record, "source": path} for record in read_records(f))
+    frame = pandas.DataFrame(rows, columns=list(COLUMNS))
+    frame["time"] = pandas.to_datetime(frame["time"], unit="s", utc=True)
+    for column in ("from", "to", "input", "category"):
+        frame[column] = frame[column].astype("category")
+    return frame.sort_values("time", kind="stable").reset_index(drop=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, succeed
 from twisted.web.client import Agent, HTTPConnectionPool, Response
 
+from tmpnb.logs import quiet_connection_pool
 from tmpnb.proxy.routes import RouteTable, normalize_route_path
 
 
@@ -156,7 +157,7 @@ def make_chp_client(
     Pass ``pool`` to own the connections (``pool.closeCachedConnections()`` at shutdown).
     """
     if pool is None:
-        pool = HTTPConnectionPool(reactor, persistent=True)
+        pool = quiet_connection_pool(reactor, persistent=True)
         pool.maxPersistentPerHost = 4
         # CHP drops idle keep-alive connections after 5 s; let ours go first, or a POST
         # (which Twisted never retries) may be written into a closing connection.

@@ -18,10 +18,11 @@ from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
+from tmpnb.logs import quiet_connection_pool
 from tmpnb.statusround import NotReady, StatusAnswers, StatusAsk, StatusRounds
 
 __all__ = ["NotReady", "ReadinessTimeout", "server_status", "status_url", "unix_http_client", "wait_ready"]
@@ -57,7 +58,7 @@ def unix_http_client(reactor: Any, socket_path: str) -> HTTPClient:
     """A treq client whose every request goes to the server listening on `socket_path`."""
     # Not persistent: probes are few and far between, and a culled server's socket must
     # leave no pooled connection behind.
-    pool = HTTPConnectionPool(reactor, persistent=False)
+    pool = quiet_connection_pool(reactor, persistent=False)
     agent = Agent.usingEndpointFactory(reactor, _UNIXEndpointFactory(reactor, socket_path), pool)
     return HTTPClient(agent)
 

@@ -1,7 +1,8 @@
 """The researchers' report over a lifecycle log (JSON lines written by tmpnb.lifecycle).
 
 Everything but ``main`` and ``plot`` is a pure function over parsed records, each record a
-dict with keys container, from, to, input, time, iso, seconds_in_previous, cause.
+dict with keys container, from, to, input, time, iso, seconds_in_previous, cause, category,
+detail (category and detail: tmpnb.lifecycle.categorize; older logs get them when read).
 
     python -m tmpnb.lifecycle report FILE [--plot DIR]
 """
@@ -121,6 +122,25 @@ def boot_failures(records: Iterable[Record]) -> Counter[str]:
     return Counter(_cause(r) for r in records if r["input"] == "bootFailed")
 
 
+def _category(record: Record) -> str:
+    if record.get("category"):
+        return record["category"]
+    from tmpnb.lifecycle import categorize
+
+    return categorize(record["input"], record.get("cause"))[0] or f"({record['input']})"
+
+
+def cull_categories(records: Iterable[Record]) -> Counter[str]:
+    """Culls by category (idle, max-age, died, boot-failed, stopping, drained, ...): "idle:
+    no activity for 8s" and "... for 9s" are one category."""
+    return Counter(_category(r) for r in records if r["to"] == CULLED and r["from"] != CULLED)
+
+
+def boot_failure_categories(records: Iterable[Record]) -> Counter[str]:
+    """Failed boot attempts by category (not-ready, exited, docker-timeout, launch-failed, ...)."""
+    return Counter(_category(r) for r in records if r["input"] == "bootFailed")
+
+
 def state_timeline(records: Iterable[Record]) -> tuple[list[float], dict[str, list[int]]]:
     """How many containers were in each live state over time.
 
@@ -209,11 +229,11 @@ def format_report(records: Sequence[Record], bins: int = 10) -> str:
                 f"{s.max:>10.3f}{s.mean:>10.3f}"
             )
     for title, counter in (
-        ("cull reasons", cull_reasons(records)),
-        ("boot failures by cause", boot_failures(records)),
+        ("culls by category", cull_categories(records)),
+        ("boot failures by category", boot_failure_categories(records)),
     ):
         lines += ["", f"{title} ({sum(counter.values())})"]
-        lines += [f"  {n:6d}  {cause}" for cause, n in counter.most_common()] or ["  none"]
+        lines += [f"  {n:6d}  {category}" for category, n in counter.most_common()] or ["  none"]
     for name, values in samples.items():
         if values:
             lines += ["", f"{name} (s)"] + text_histogram(values, bins)
@@ -261,7 +281,8 @@ def plot(records: Sequence[Record], directory: str, bins: int = 20) -> list[str]
         ax.set_ylabel("containers")
     for ax, (name, counter) in zip(
         axes.flat[len(DISTRIBUTIONS) :],
-        (("cull reasons", cull_reasons(records)), ("boot failures", boot_failures(records))),
+        (("culls by category", cull_categories(records)),
+         ("boot failures by category", boot_failure_categories(records))),
     ):
         causes = counter.most_common()
         labels = [textwrap.fill(c, 22) for c, _ in causes]
@@ -283,12 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tmpnb.lifecycle")
     commands = parser.add_subparsers(dest="command", required=True)
     report = commands.add_parser("report", help="summarise a lifecycle log (JSON lines)")
-    report.add_argument("file")
+    report.add_argument("file", nargs="+", help="one or several logs (several runs or nodes)")
     report.add_argument("--plot", metavar="DIR", help="also draw timeline and histograms as PNG")
     report.add_argument("--bins", type=int, default=10, help="bins of the text histograms")
     args = parser.parse_args(argv)
 
-    records = load(args.file)
+    records = load(*args.file)
     sys.stdout.write(format_report(records, args.bins))
     if args.plot:
         for path in plot(records, args.plot):

@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Site
 
 from tmpnb.config import DEFAULT_COMMAND, DEFAULT_IMAGE, ContainerSpec, PoolConfig
+from tmpnb.logs import QuietSite
 from tmpnb.web import CorsPolicy, WebSettings, make_resource
 from tmpnb.web.paths import below_from_redirect_uri
 
@@ -216,26 +217,31 @@ def web_socket_path(spec: ContainerSpec) -> str:
 
 
 class ObservedDocker:
-    """DockerAPI with the outcome of every call reported to Health (a hung dockerd shows)."""
+    """DockerAPI with the outcome of every call reported to Health (a hung dockerd shows),
+    and its latency to the metrics (tmpnb/metrics.py), if any."""
 
-    def __init__(self, docker: Any, health: Any) -> None:
+    def __init__(self, docker: Any, health: Any, metrics: Any = None) -> None:
         self._docker = docker
         self._health = health
+        self._metrics = metrics
+
+    def _timed(self, operation: str, d: Deferred[Any]) -> Deferred[Any]:
+        return d if self._metrics is None else self._metrics.observe_docker_call(operation, d)
 
     def launch(self, request: Any) -> Deferred[str]:
-        return self._health.observe_docker_call(self._docker.launch(request))
+        return self._health.observe_docker_call(self._timed("launch", self._docker.launch(request)))
 
     def remove(self, docker_id: str, container_id: str | None = None) -> Deferred[None]:
-        return self._health.observe_docker_call(self._docker.remove(docker_id, container_id))
+        return self._health.observe_docker_call(self._timed("remove", self._docker.remove(docker_id, container_id)))
 
     def inspect(self, docker_id: str) -> Deferred[Any]:
-        return self._health.observe_docker_call(self._docker.inspect(docker_id))
+        return self._health.observe_docker_call(self._timed("inspect", self._docker.inspect(docker_id)))
 
     def list_ours(self) -> Deferred[list[Any]]:
-        return self._health.observe_docker_call(self._docker.list_ours())
+        return self._health.observe_docker_call(self._timed("list", self._docker.list_ours()))
 
     def ping(self) -> Deferred[bool]:
-        return self._docker.ping()
+        return self._timed("ping", self._docker.ping())
 
     # The socket directories are the host's filesystem: their outcome says nothing of dockerd.
     def socket_dir_ids(self) -> Deferred[list[str]]:
@@ -304,6 +310,7 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     from tmpnb.dockerapi import DockerAPI, docker_client_factory, make_docker_threadpool
     from tmpnb.health import Health
     from tmpnb.lifecycle import LifecycleRecorder, lifecycle_log_observer
+    from tmpnb.metrics import CountedSpawner, Metrics
     from tmpnb.pool import Pool
     from tmpnb.readiness import wait_ready
 
@@ -311,10 +318,12 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     config = pool_config(options)
     top = MultiService()
     health = Health(reactor)
+    metrics = Metrics(reactor)
+    metrics.watch_health(health)
 
     threadpool = make_docker_threadpool(reactor, options["max-dock-workers"])
     docker = ObservedDocker(
-        DockerAPI(reactor, threadpool, docker_client_factory(options["docker-url"]), spec), health
+        DockerAPI(reactor, threadpool, docker_client_factory(options["docker-url"]), spec), health, metrics
     )
 
     if options["proxy-api-url"]:
@@ -330,15 +339,16 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
         proxy_api = InProcessProxyAPI(routes)
     proxy = ObservedProxy(proxy_api, health)
 
+    records: list[Callable[[dict], None]] = [metrics.record]  # every transition goes to each
     if options["lifecycle-log"]:
         observer = lifecycle_log_observer(options["lifecycle-log"])
-        globalLogPublisher.addObserver(observer)
+        records.append(observer.write)
         # After shutdown: the pool's last culls happen while the reactor shuts down.
-        reactor.addSystemEventTrigger("after", "shutdown", _close_observer, observer)
+        reactor.addSystemEventTrigger("after", "shutdown", observer.close)
 
     pool = Pool(
         reactor, docker, wait_ready, proxy, spec, config,
-        on_transition=LifecycleRecorder(),
+        on_transition=LifecycleRecorder(records=records),
         # Restarts keep visitors (docs/lifecycle.md, Restarts); the markers make adoption
         # safe with the embedded proxy, whose routes die with this process.
         **restarts(options),
@@ -346,18 +356,26 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     )
     pool.setName("pool")
     pool.setServiceParent(top)
+    metrics.watch_pool(pool)
+    heartbeats = metrics.heartbeat_observer()
+    globalLogPublisher.addObserver(heartbeats)
+    reactor.addSystemEventTrigger("after", "shutdown", globalLogPublisher.removeObserver, heartbeats)
 
-    web = Site(make_resource(pool, web_settings(options, environ)), reactor=reactor)
+    web = QuietSite(make_resource(CountedSpawner(pool, metrics), web_settings(options, environ)), reactor=reactor,
+                    name="orchestrator")
     web.displayTracebacks = False
     if routes is None:
         _named(strports.service(options["listen"], web, reactor=reactor), "web").setServiceParent(top)
         log.info("orchestrator on {listen}, routes in {proxy}", listen=options["listen"], proxy=options["proxy-api-url"])
     else:
-        for service in _embedded_proxy(reactor, options, spec, routes, web, environ):
+        for service in _embedded_proxy(reactor, options, spec, routes, web, environ, metrics):
             service.setServiceParent(top)
 
     if options["admin-port"]:
-        admin = Site(AdminResource(pool, health, environ.get(ADMIN_TOKEN_VARIABLE, "")), reactor=reactor)
+        from prometheus_client.twisted import MetricsResource
+
+        admin = QuietSite(AdminResource(pool, health, environ.get(ADMIN_TOKEN_VARIABLE, ""),
+                                   metrics=MetricsResource(metrics.registry)), reactor=reactor, name="admin")
         admin.displayTracebacks = False
         _named(strports.service(options["admin-port"], admin, reactor=reactor), "admin").setServiceParent(top)
 
@@ -368,7 +386,7 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
 
 
 def _embedded_proxy(reactor: Any, options: Options, spec: ContainerSpec, routes: Any, web: Site,
-                    environ: dict[str, str]) -> list[IService]:
+                    environ: dict[str, str], metrics: Any = None) -> list[IService]:
     """The orchestrator's own listener, the public proxy and the proxy's REST API."""
     from tmpnb.proxy.api import ProxyAPIResource
     from tmpnb.proxy.server import ReverseProxyFactory
@@ -388,12 +406,15 @@ def _embedded_proxy(reactor: Any, options: Options, spec: ContainerSpec, routes:
     services.append(_named(strports.service(web_listen, web, reactor=reactor), "web"))
 
     public = ReverseProxyFactory(reactor, routes, default_target=web_target, static_dir=options["static-dir"])
+    public.noisy = False
+    if metrics is not None:
+        metrics.watch_proxy(public)
     services.append(_named(strports.service(options["listen"], public, reactor=reactor), "proxy"))
 
     if options["proxy-api-listen"] not in ("none", ""):
         # Without a configured token nobody outside needs the API: make it unguessable.
         token = environ.get(PROXY_TOKEN_VARIABLE) or secrets.token_urlsafe(32)
-        api = Site(ProxyAPIResource(routes, token), reactor=reactor)
+        api = QuietSite(ProxyAPIResource(routes, token), reactor=reactor, name="proxy-api")
         api.displayTracebacks = False
         services.append(_named(strports.service(options["proxy-api-listen"], api, reactor=reactor), "proxy-api"))
     log.info("proxy on {listen}, orchestrator on {web}", listen=options["listen"], web=web_listen)
@@ -419,7 +440,3 @@ def _named(service: IService, name: str) -> IService:
     service.setName(name)
     return service
 
-
-def _close_observer(observer: Any) -> None:
-    globalLogPublisher.removeObserver(observer)
-    observer.close()

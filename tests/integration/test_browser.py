@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,25 @@ def browser():
         browser.close()
 
 
+def wait_for_idle_kernel(page, prefix: str, timeout: float = 120) -> None:
+    """Until the notebook's session has a kernel that its server reports idle, asked from the
+    page itself (its cookie is the visitor's login)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = page.evaluate(
+            """async (prefix) => {
+                const reply = await fetch(prefix + "api/sessions");
+                if (!reply.ok) return [];
+                return (await reply.json()).map(s => s.kernel && s.kernel.execution_state);
+            }""",
+            prefix,
+        )
+        if "idle" in states:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no idle kernel in {prefix} within {timeout:g}s")
+
+
 def test_a_visitor_runs_a_cell_in_a_fresh_notebook(launch, browser):
     tmpnb = launch("--pool-size=1", "--capacity=2")
     tmpnb.wait_available(1)
@@ -50,7 +70,9 @@ def test_a_visitor_runs_a_cell_in_a_fresh_notebook(launch, browser):
         notebook = opened.value
         notebook.wait_for_url(re.compile(re.escape(prefix) + r"notebooks/Untitled.*\.ipynb"), timeout=60_000)
 
-        # Wait for the kernel, type into the first cell, run it.
+        # Wait for the kernel, type into the first cell, run it. The UI's indicator says idle
+        # before any kernel exists too: on a loaded machine the server itself must say so.
+        wait_for_idle_kernel(notebook, prefix)
         notebook.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=90_000)
         editor = notebook.locator(".jp-Cell .cm-content").first
         editor.click()

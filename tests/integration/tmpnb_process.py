@@ -106,6 +106,8 @@ class Tmpnb:
     log_path: str = ""
     lifecycle_log: str = ""
     host: str = "127.0.0.1"  # the public listener's loopback address (many nodes: 127.0.0.2, …)
+    # twistd's own options, before "tmpnb"; with --logger the log goes to stdout, kept in log_path
+    twistd_args: list[str] = field(default_factory=list)
 
     @property
     def base(self) -> str:
@@ -124,9 +126,10 @@ class Tmpnb:
         os.makedirs(self.socket_root, exist_ok=True)
         self.log_path = os.path.join(self.socket_root, "twistd.log")
         self.lifecycle_log = self.lifecycle_log or os.path.join(self.socket_root, "lifecycle.jsonl")
+        to_stdout = any(a.startswith("--logger") for a in self.twistd_args)
         argv = [
             sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-            "-n", "--pidfile=", f"--logfile={self.log_path}", "tmpnb",
+            "-n", "--pidfile=", *([] if to_stdout else [f"--logfile={self.log_path}"]), *self.twistd_args, "tmpnb",
             f"--instance={self.instance}", f"--socket-root={self.socket_root}",
             f"--listen=tcp:{self.port}:interface={self.host}",
             f"--proxy-api-listen=tcp:{self.proxy_api_port}:interface=127.0.0.1",
@@ -137,7 +140,8 @@ class Tmpnb:
         ]
         env = {**os.environ, "PYTHONPATH": str(REPO), "ADMIN_AUTH_TOKEN": ADMIN_TOKEN,
                "CONFIGPROXY_AUTH_TOKEN": self.proxy_token, **self.env}
-        self.process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        with open(self.log_path, "ab") if to_stdout else open(os.devnull, "wb") as out:
+            self.process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -392,12 +396,13 @@ class Launcher:
         self.started: list[Tmpnb] = []
 
     def __call__(self, *args: str, env: dict | None = None, start: bool = True, port: int | None = None,
-                 host: str = "127.0.0.1", name: str = "") -> Tmpnb:
+                 twistd_args: Sequence[str] = (), host: str = "127.0.0.1", name: str = "") -> Tmpnb:
         """A new server (started unless `start` is false), on `port` if given, else a free one,
-        listening on `host`; `name` ends its instance name (n1, n2 … of a federation)."""
+        listening on `host`; `twistd_args` go to twistd itself (before "tmpnb"); `name` ends its
+        instance name (n1, n2 … of a federation)."""
         server = Tmpnb(f"test-{self._prefix}-{secrets.token_hex(4)}" + (f"-{name}" if name else ""),
                        tempfile.mkdtemp(prefix="tnb" + self._prefix[:2], dir="/tmp"),
-                       [*self._server_args, *args], env or {}, host=host)
+                       [*self._server_args, *args], env or {}, twistd_args=list(twistd_args), host=host)
         if port is not None:
             server.port = port
         self.started.append(server)
@@ -449,6 +454,15 @@ def logged_failures(log: str) -> list[str]:
     failures = []
     lines = log.splitlines()
     for number, line in enumerate(lines):
+        if line.startswith("{"):  # twistd --logger tmpnb.logs.json_observer: one event a line
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if (event.get("log_level") or {}).get("name") == "critical":
+                text = event.get("text", "").splitlines()
+                failures.append(f"{text[0] if text else ''} | {text[-1] if text else ''}")
+            continue
         if "#critical]" not in line:
             continue
         traceback = []

@@ -11,13 +11,14 @@ import hmac
 import json
 import re
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from urllib.parse import unquote
 
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from tmpnb.proxy.routes import RouteTable
+from tmpnb.proxy.routes import RouteTable, normalize_route_path
 
 log = Logger()
 
@@ -31,14 +32,45 @@ class BadRequest(Exception):
 
 
 def parse_inactive_since(text: str) -> float:
-    """An ISO 8601 time as a timestamp; a time without an offset is taken as UTC."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise BadRequest(f"Invalid datestamp '{text}' must be ISO8601.") from None
+    """A time as a timestamp, in the forms JavaScript's ``Date.parse`` (CHP's parser) reads.
+
+    ISO 8601 (without an offset: UTC), RFC 1123 / RFC 2822 (``Tue, 01 Dec 2026 00:00:00 GMT``,
+    what HTTP dates and ``Date.toUTCString`` look like), RFC 850, C's asctime, and
+    ``Date.toString``'s ``Tue Dec 01 2026 00:00:00 GMT+0000 (…)``.
+    """
+    moment = _parse_date(text.strip())
+    if moment is None:
+        raise BadRequest(f"Invalid datestamp '{text}' must be ISO8601.")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.timestamp()
+
+
+_JS_DATE_STRING = re.compile(r"^(\w{3} \w{3} \d{1,2} \d{4} \d{2}:\d{2}:\d{2}) GMT([+-]\d{4})(?: \(.*\))?$")
+_OTHER_FORMS = ("%A, %d-%b-%y %H:%M:%S GMT", "%a %b %d %H:%M:%S %Y")  # RFC 850, asctime
+
+
+def _parse_date(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    found = _JS_DATE_STRING.match(text)
+    if found:
+        try:
+            return datetime.strptime(f"{found.group(1)} {found.group(2)}", "%a %b %d %Y %H:%M:%S %z")
+        except ValueError:
+            return None
+    try:
+        return parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        pass
+    for form in _OTHER_FORMS:
+        try:
+            return datetime.strptime(" ".join(text.split()), form)
+        except ValueError:
+            continue
+    return None
 
 
 class ProxyAPIResource(Resource):
@@ -46,10 +78,11 @@ class ProxyAPIResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, routes: RouteTable, token: str | None) -> None:
+    def __init__(self, routes: RouteTable, token: str | None, host_routing: bool = False) -> None:
         super().__init__()
         self._routes = routes
         self._token = token
+        self._host_routing = host_routing
 
     def render(self, request: Request) -> bytes:
         # CHP sends no content type except on JSON answers.
@@ -106,6 +139,8 @@ class ProxyAPIResource(Resource):
             raise BadRequest(f"Body not valid JSON: {error}") from None
         if not isinstance(data, dict) or not isinstance(data.get("target"), str):
             raise BadRequest("Must specify 'target' as string")
+        if self._host_routing and normalize_route_path(path) != "/":
+            data["host"] = normalize_route_path(path).split("/")[1]  # as CHP records it
         self._routes.add(path, data)
         log.info("added route {path} -> {target}", path=path, target=data["target"])
         return _answer(request, 201)

@@ -11,14 +11,15 @@ from collections import deque
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .targets import Target
+from tmpnb.logs import connect_quietly
+
+from .targets import ClientTLS, Target
 from .websocket import Throttle
 
 log = Logger()
@@ -88,8 +89,16 @@ class _TargetPool:
 class BackendPool:
     """At most `max_per_target` connections per target; idle ones close after `idle_timeout`."""
 
-    def __init__(self, reactor: IReactorTime, connect_timeout: float, max_per_target: int, idle_timeout: float) -> None:
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        connect_timeout: float,
+        max_per_target: int,
+        idle_timeout: float,
+        client_tls: ClientTLS | None = None,
+    ) -> None:
         self._reactor = reactor
+        self._client_tls = client_tls  # for https targets
         self._connect_timeout = connect_timeout
         self._max = max_per_target
         self._idle_timeout = idle_timeout
@@ -124,10 +133,10 @@ class BackendPool:
     def connect_dedicated(self, target: Target) -> Deferred[BackendConnection]:
         """A connection outside the pool's bound, for a WebSocket that will hold it for long."""
         try:
-            endpoint = target.endpoint(self._reactor, self._connect_timeout)
+            endpoint = target.endpoint(self._reactor, self._connect_timeout, self._client_tls)
         except Exception:
             return fail()
-        return connectProtocol(endpoint, BackendConnection(None, target))
+        return connect_quietly(endpoint, BackendConnection(None, target))
 
     def release(self, conn: BackendConnection, reusable: bool) -> None:
         conn.handler = None
@@ -159,11 +168,11 @@ class BackendPool:
 
     def _connect(self, target: Target, pool: _TargetPool) -> Deferred[BackendConnection]:
         try:
-            endpoint = target.endpoint(self._reactor, self._connect_timeout)
+            endpoint = target.endpoint(self._reactor, self._connect_timeout, self._client_tls)
         except Exception:
             pool.total -= 1
             return fail()
-        d = connectProtocol(endpoint, BackendConnection(self, target))
+        d = connect_quietly(endpoint, BackendConnection(self, target))
 
         def failed(reason: Failure) -> Failure:
             pool.total -= 1

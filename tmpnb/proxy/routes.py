@@ -14,15 +14,23 @@ from twisted.internet.interfaces import IReactorTime
 
 
 def normalize_route_path(path: str) -> str:
-    """The table's key for a route path: ``/user/abc/`` and ``user//abc`` both give ``/user/abc``."""
-    segments = [segment for segment in path.split("/") if segment]
-    return "/" + "/".join(segments)
+    """The table's key for a route path, as CHP's ``trimPrefix``: a leading ``/``, one trailing ``/`` off.
+
+    ``/user/abc/`` and ``user/abc`` both give ``/user/abc``; ``/user//abc`` stays as it is
+    (CHP keeps the empty segment, and so does JupyterHub's route for a user named ``""``).
+    """
+    if not path.startswith("/"):
+        path = "/" + path
+    if len(path) > 1 and path.endswith("/"):
+        path = path[:-1]
+    return path
 
 
 def resolve_request_path(raw_path: str | bytes) -> str | None:
     """A request path decoded once and free of dot segments, or None if it climbs above ``/``.
 
     The query string is dropped; a trailing ``/`` is kept since the backend may care about it.
+    Leading slashes collapse into one; empty segments inside stay, as CHP's route trie keeps them.
     Percent-decoding happens once, after splitting off the query, so ``%2e%2e`` is resolved
     like ``..`` and ``%252e`` stays the literal text ``%2e``.
     """
@@ -34,8 +42,8 @@ def resolve_request_path(raw_path: str | bytes) -> str | None:
         return None
     resolved: list[str] = []
     segments = decoded.split("/")
-    for segment in segments:
-        if segment in ("", "."):
+    for index, segment in enumerate(segments):
+        if segment == "." or (segment == "" and (not resolved or index == len(segments) - 1)):
             continue
         if segment == "..":
             if not resolved:
@@ -43,6 +51,8 @@ def resolve_request_path(raw_path: str | bytes) -> str | None:
             resolved.pop()
         else:
             resolved.append(segment)
+    while resolved and resolved[-1] == "":
+        resolved.pop()  # "/a//" is "/a/"
     trailing = "/" if resolved and segments[-1] in ("", ".", "..") else ""
     return "/" + "/".join(resolved) + trailing
 

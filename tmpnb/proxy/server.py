@@ -13,6 +13,8 @@ and give the backend connection back to the pool when both messages are complete
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any, BinaryIO
 
 from twisted.internet.defer import CancelledError
@@ -21,6 +23,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .errorpages import ErrorPage, ErrorPages
 from .forward import BackendConnection, BackendPool, PoolTimeout, set_no_delay
 from .httphead import (
     MAX_HEAD_BYTES,
@@ -35,7 +38,7 @@ from .httphead import (
 )
 from .routes import RouteTable
 from .static import StaticFile, StaticFiles
-from .targets import Target, parse_target
+from .targets import ClientTLS, Target, parse_target
 from .websocket import Splice, Throttle, upgrade_headers
 
 log = Logger()
@@ -62,7 +65,7 @@ _EXPLANATIONS = {
 # How a body is delimited.
 _NONE, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(4)
 # Where a visitor connection is.
-READ_HEAD, CONNECTING, FORWARDING, STATIC, SPLICED, CLOSED = range(6)
+READ_HEAD, CONNECTING, FORWARDING, STATIC, SPLICED, ERROR_PAGE, CLOSED = range(7)
 
 # Requests safe to send again when a reused connection turns out to have been closed.
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
@@ -75,9 +78,22 @@ TOUCH_INTERVAL = 1.0  # route activity is recorded at most this often per connec
 # two of this process's fds, and a culled container's until its container is gone.
 BACKEND_IDLE_TIMEOUT = 5.0
 
+# Statuses configurable-http-proxy hands to --error-target / --error-path.
+_ERROR_TARGET_STATUSES = frozenset({404, 503})
+_HOST_PORT = re.compile(rb":(\d+)")
+_REDIRECTS = frozenset({201, 301, 302, 307, 308})  # whose Location --auto-rewrite may change
 
-def error_page(status: int, detail: str, close: bool) -> bytes:
+
+def error_page(status: int, detail: str, close: bool, page: ErrorPage | None = None) -> bytes:
+    """A whole error response: the proxy's own page, or one from the error target."""
     reason = _REASONS.get(status, b"Error")
+    if page is not None:
+        body = page.body
+        head = b"HTTP/1.1 %d %s\r\n" % (status, reason) + serialize_headers(list(page.headers))
+        head += b"Content-Length: %d\r\nCache-Control: no-store\r\n" % len(body)
+        if close:
+            head += b"Connection: close\r\n"
+        return head + b"\r\n" + body
     explanation = _EXPLANATIONS.get(status, detail)
     body = (
         "<!DOCTYPE html><html><head><title>{code} {reason}</title></head>"
@@ -109,7 +125,8 @@ class ProxyServerProtocol(Protocol):
         self._buffer = bytearray()
         self._scanned = 0
         self._held = False  # reading paused by us, not by back-pressure
-        self._last_traffic = 0.0
+        self._last_traffic = 0.0  # either direction on the visitor's connection
+        self._backend_traffic = 0.0  # either direction on the backend's, during an exchange
         self._timer = None
         self._throttle: Throttle | None = None
         self._client_ip = b""
@@ -149,6 +166,7 @@ class ProxyServerProtocol(Protocol):
         self.factory.connections += 1
 
     def dataReceived(self, data: bytes) -> None:
+        self.factory.bytes_in += len(data)
         state = self._state
         self._last_traffic = now = self._clock.seconds()
         if state == SPLICED:
@@ -168,6 +186,8 @@ class ProxyServerProtocol(Protocol):
     def connectionLost(self, reason: Failure = ConnectionDone) -> None:
         self.factory.connections -= 1
         state, self._state = self._state, CLOSED
+        if state == SPLICED:
+            self.factory.websockets -= 1
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -222,8 +242,16 @@ class ProxyServerProtocol(Protocol):
 
     def _start_exchange(self, head: RequestHead, now: float) -> None:
         factory = self.factory
+        factory.requests += 1
         self._head = head
-        matched = factory.routes.match(head.path)
+        if head.target == b"/_chp_healthz" and head.method == b"GET":
+            self._answer_health(head)
+            return
+        if factory.host_routing:
+            # CHP: the Host header, port cut off, is the first segment of the route's path.
+            matched = factory.routes.match("/" + head.host.split(b":", 1)[0].decode("latin-1") + head.path)
+        else:
+            matched = factory.routes.match(head.path)
         if matched is not None:
             self._route, data = matched
             factory.routes.touch(self._route)
@@ -248,6 +276,8 @@ class ProxyServerProtocol(Protocol):
             self._respond_locally(502, str(e), head)
             return
         self._req_done = not head.has_body
+        if factory.exchange_limit is not None:
+            self._tighten_timer(factory.exchange_limit)
         if head.content_length:
             self._req_remaining = head.content_length
         elif head.chunked:
@@ -299,6 +329,7 @@ class ProxyServerProtocol(Protocol):
         head = self._head
         self._state = FORWARDING
         self._backend = backend
+        self._backend_traffic = self._clock.seconds()
         backend.handler = self
         transport = backend.transport
         transport.write(self._backend_head(head))
@@ -316,28 +347,61 @@ class ProxyServerProtocol(Protocol):
     def _backend_head(self, head: RequestHead) -> bytes:
         """The request head as the backend sees it: hop-by-hop headers out, X-Forwarded-* in."""
         factory = self.factory
-        forwarded = {b"x-forwarded-proto": factory.scheme}
-        if self._client_ip:
-            forwarded[b"x-forwarded-for"] = self._client_ip
-        if head.host:
-            forwarded[b"x-forwarded-host"] = head.host
-        lines = []
-        for name, value in end_to_end(head.headers, head.connection_tokens):
-            extra = forwarded.get(name)
-            if extra is not None:
-                # Earlier proxies' values come first, as configurable-http-proxy appends.
-                value = value + b", " + extra
-                del forwarded[name]
-            lines.append((name, value))
-        lines.extend(forwarded.items())
+        replaced = factory.replaced_headers(self._target)
+        lines = [(name, value) for name, value in end_to_end(head.headers, head.connection_tokens) if name not in replaced]
+        if factory.x_forward:
+            self._add_forwarded(lines, head)
+        lines.extend(factory.header_values(self._target))
         if head.chunked:
             lines.append((b"transfer-encoding", b"chunked"))
         version = b"HTTP/1.1" if head.version >= (1, 1) else b"HTTP/1.0"
-        parts = [head.method, b" ", self._target.prefix + head.target, b" ", version, b"\r\n", serialize_headers(lines)]
+        parts = [head.method, b" ", self._backend_target(head), b" ", version, b"\r\n", serialize_headers(lines)]
         if head.upgrade is not None:
             parts.append(upgrade_headers(head.upgrade))
         parts.append(b"\r\n")
         return b"".join(parts)
+
+    def _add_forwarded(self, lines: list[tuple[bytes, bytes]], head: RequestHead) -> None:
+        """X-Forwarded-* as configurable-http-proxy (node-http-proxy's ``xfwd``) sets them.
+
+        For, Port and Proto append ``,<value>`` to what an earlier proxy sent; Host is kept if
+        present (and, as there, not set at all on an upgrade).
+        """
+        tls = self.factory.scheme == b"https"
+        found = _HOST_PORT.search(head.host)
+        values = {
+            b"x-forwarded-for": self._client_ip,
+            b"x-forwarded-port": found.group(1) if found else (b"443" if tls else b"80"),
+            b"x-forwarded-proto": (b"wss" if tls else b"ws") if head.upgrade is not None else self.factory.scheme,
+        }
+        if not self._client_ip:
+            del values[b"x-forwarded-for"]  # a unix socket listener knows no address
+        has_host = False
+        for index, (name, value) in enumerate(lines):
+            extra = values.pop(name, None)
+            if extra is not None:
+                lines[index] = (name, value + b"," + extra)
+            elif name == b"x-forwarded-host":
+                has_host = True
+        lines.extend(values.items())
+        if not has_host and head.upgrade is None:
+            lines.append((b"x-forwarded-host", head.host))
+
+    def _backend_target(self, head: RequestHead) -> bytes:
+        """The request-target sent on: the target's own path first, the route's prefix kept or not."""
+        factory = self.factory
+        target = head.target
+        if not factory.include_prefix and self._route is not None:
+            prefix = self._route
+            if factory.host_routing:
+                prefix = prefix[len(head.host.split(b":", 1)[0]) + 1 :]
+            # As CHP: the route's length cut off the request-target, as written.
+            target = target[len(prefix.encode("utf-8")) :]
+            if not target.startswith(b"/"):
+                target = b"/" + target
+        if factory.prepend_path:
+            target = self._target.prefix + target
+        return target
 
     def _request_body(self, data: bytes) -> None:
         rest = b""
@@ -358,6 +422,7 @@ class ProxyServerProtocol(Protocol):
             self._req_remaining = remaining - len(data)
         if data:
             self._backend.transport.write(data)
+            self._backend_traffic = self._last_traffic
         if self._req_done and rest:
             self._buffer = bytearray(rest)  # a pipelined request: it waits for this exchange to end
             self._hold()
@@ -374,7 +439,8 @@ class ProxyServerProtocol(Protocol):
     # -- the backend's side --------------------------------------------------------------
 
     def backendDataReceived(self, data: bytes) -> None:
-        now = self._last_traffic = self._clock.seconds()
+        self.factory.bytes_out += len(data)
+        now = self._last_traffic = self._backend_traffic = self._clock.seconds()
         if self._route is not None and now - self._touched >= TOUCH_INTERVAL:
             self._touched = now
             self.factory.routes.touch(self._route)
@@ -437,6 +503,8 @@ class ProxyServerProtocol(Protocol):
         # The visitor's connection survives only if this message's end is unambiguous.
         self._close_after = not head.keep_alive or mode == _UNTIL_CLOSE or head.upgrade is not None
         headers = end_to_end(resp.headers, resp.connection_tokens)
+        if self.factory.rewrites_location and status in _REDIRECTS:
+            headers = self._rewrite_location(headers, head)
         if mode == _CHUNKED:
             headers.append((b"transfer-encoding", b"chunked"))
         if self._close_after or not self._req_done:
@@ -450,6 +518,23 @@ class ProxyServerProtocol(Protocol):
             self._response_done()
         elif rest:
             self._response_body(rest)
+
+    def _rewrite_location(self, headers: list[tuple[bytes, bytes]], head: RequestHead) -> list[tuple[bytes, bytes]]:
+        """``--auto-rewrite`` / ``--protocol-rewrite``: a redirect to the target itself points at the proxy."""
+        factory = self.factory
+        rewritten = []
+        for name, value in headers:
+            if name == b"location":
+                scheme, sep, rest = value.partition(b"://")
+                netloc, slash, path = rest.partition(b"/")
+                if sep and netloc == self._target.netloc:
+                    if factory.auto_rewrite:
+                        netloc = head.host
+                    if factory.protocol_rewrite:
+                        scheme = factory.protocol_rewrite.rstrip(b":")
+                    value = scheme + b"://" + netloc + slash + path
+            rewritten.append((name, value))
+        return rewritten
 
     def _response_body(self, data: bytes) -> None:
         mode = self._resp_mode
@@ -539,6 +624,7 @@ class ProxyServerProtocol(Protocol):
     def _begin_splice(self, resp: ResponseHead, rest: bytes) -> None:
         backend = self._backend
         self._state = SPLICED
+        self.factory.websockets += 1
         backend.transport.unregisterProducer()
         self.transport.unregisterProducer()
         headers = end_to_end(resp.headers, resp.connection_tokens)
@@ -561,9 +647,38 @@ class ProxyServerProtocol(Protocol):
     # -- answers made here ---------------------------------------------------------------
 
     def _respond_locally(self, status: int, detail: str, head: RequestHead) -> None:
-        """An error page for a request whose body (if any) we have not read: then close."""
+        """An error page for a request whose body (if any) we have not read: then close.
+
+        With an error target (CHP's ``--error-target``), a 404 or 503 page comes from there.
+        """
+        pages = self.factory.error_pages
+        if pages is not None and status in _ERROR_TARGET_STATUSES and head.upgrade is None:
+            self._state = ERROR_PAGE
+            self._hold()
+            d = pages.page(status, head.target)
+            d.addCallback(self._send_error_page, status, detail, head)
+            d.addErrback(self._log_failure, "answering with an error page")
+            return
+        self._send_error_page(None, status, detail, head)
+
+    def _send_error_page(self, page: ErrorPage | None, status: int, detail: str, head: RequestHead) -> None:
+        if self._state == CLOSED:
+            return  # the visitor left while the error target answered
         close = not head.keep_alive or head.has_body or head.upgrade is not None
-        self.transport.write(error_page(status, detail, close=close))
+        self.transport.write(error_page(status, detail, close=close, page=page))
+        if close:
+            self._close()
+        else:
+            self._finish_exchange()
+
+    def _answer_health(self, head: RequestHead) -> None:
+        """CHP's liveness probe on the public port (Kubernetes deployments point at it)."""
+        close = not head.keep_alive or head.has_body
+        self.transport.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n"
+            + (b"Connection: close\r\n" if close else b"")
+            + b'\r\n{"status":"OK"}'
+        )
         if close:
             self._close()
         else:
@@ -588,37 +703,83 @@ class ProxyServerProtocol(Protocol):
     # -- timeouts ------------------------------------------------------------------------
 
     def _check_timeout(self) -> None:
-        """A lazy idle timer: re-armed for the remainder instead of reset on every packet."""
+        """A lazy timer: re-armed for the nearest deadline instead of reset on every packet.
+
+        Between requests (and while a head arrives) the connection may idle ``idle_timeout``.
+        During an exchange nothing limits how long a backend may think unless asked, as in
+        configurable-http-proxy: ``timeout`` drops a visitor's connection silent that long
+        in both directions, ``proxy_timeout`` gives up on a backend silent that long.
+        """
         self._timer = None
         state = self._state
         if state == CLOSED:
             return
-        limit = self.factory.idle_timeout
+        factory = self.factory
+        now = self._clock.seconds()
+        wait = factory.idle_timeout  # outside an exchange's limits, look again this often
         if state == SPLICED:
-            limit = self.factory.websocket_idle_timeout
+            limit = factory.websocket_idle_timeout
             if limit is None:
                 return
-        idle = self._clock.seconds() - self._last_traffic
-        if state == STATIC:
-            idle = 0.0  # the visitor's own pace; a dead one is noticed by TCP
-        if idle < limit:
-            self._timer = self._clock.callLater(limit - idle, self._check_timeout)
-            return
-        if state == READ_HEAD:
-            if self._buffer:
-                self._refuse(408, "request head incomplete")
-            else:
-                self._close()  # an idle keep-alive connection
-        elif state == SPLICED:
-            self._splice.close()
-        elif state == CONNECTING:
-            if self._pending is not None:
-                self._pending.cancel()
-            self.transport.write(error_page(504, "no backend connection", close=True))
-            self._close()
+            idle = now - self._last_traffic
+            if idle >= limit:
+                self._splice.close()
+                return
+            wait = limit - idle
+        elif state == READ_HEAD:
+            limit = factory.idle_timeout if factory.timeout is None else min(factory.idle_timeout, factory.timeout)
+            idle = now - self._last_traffic
+            if idle >= limit:
+                if self._buffer:
+                    self._refuse(408, "request head incomplete")
+                else:
+                    self._close()  # an idle keep-alive connection
+                return
+            wait = limit - idle
+        elif state in (CONNECTING, FORWARDING):
+            if factory.timeout is not None:
+                idle = now - self._last_traffic
+                if idle >= factory.timeout:
+                    self._drop(idle)
+                    return
+                wait = factory.timeout - idle
+            if state == FORWARDING and factory.proxy_timeout is not None:
+                silent = now - self._backend_traffic
+                if silent >= factory.proxy_timeout:
+                    self._backend_timed_out(silent)
+                    return
+                wait = min(wait, factory.proxy_timeout - silent)
+        self._timer = self._clock.callLater(wait, self._check_timeout)
+
+    def _tighten_timer(self, limit: float) -> None:
+        """Look again within ``limit``: the lazy timer may be set for the longer idle timeout."""
+        timer = self._timer
+        if timer is not None and timer.active() and timer.getTime() > self._clock.seconds() + limit:
+            timer.reset(limit)
+
+    def _drop(self, idle: float) -> None:
+        """``timeout``: as Node's socket timeout in CHP, the visitor's connection just closes."""
+        log.info("dropped a connection idle for {idle:.1f}s on {path}", idle=idle, path=self._head.path)
+        if self._pending is not None:
+            self._pending.cancel()
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            self.factory.pool.release(backend, reusable=False)
+        self._close()
+
+    def _backend_timed_out(self, silent: float) -> None:
+        """``proxy_timeout``: the backend's request is abandoned; a 503 if nothing was answered yet."""
+        log.info("backend {target} silent for {silent:.1f}s on {path}", target=self._target.url, silent=silent, path=self._head.path)
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            backend.transport.unregisterProducer()
+            self.transport.unregisterProducer()
+            self.factory.pool.release(backend, reusable=False)
+        if self._resp is None:
+            head = self._head
+            self._respond_locally(503, "the backend did not answer in time", head)
         else:
-            log.info("backend {target} idle for {idle:.0f}s on {path}", target=self._target.url, idle=idle, path=self._head.path)
-            self._abandon(504, "backend timed out")
+            self._close()
 
 
 class ReverseProxyFactory(Factory):
@@ -634,21 +795,57 @@ class ReverseProxyFactory(Factory):
         static_dir: str | None = None,
         connect_timeout: float = 5.0,
         idle_timeout: float = 120.0,
+        timeout: float | None = None,
+        proxy_timeout: float | None = None,
         max_backend_connections_per_target: int = 32,
         backend_idle_timeout: float = BACKEND_IDLE_TIMEOUT,
         websocket_idle_timeout: float | None = None,
         scheme: str = "http",
         static: StaticFiles | None = None,
+        error_pages: ErrorPages | None = None,
+        host_routing: bool = False,
+        x_forward: bool = True,
+        include_prefix: bool = True,
+        prepend_path: bool = True,
+        custom_headers: Sequence[tuple[str, str]] = (),
+        change_origin: bool = False,
+        auto_rewrite: bool = False,
+        protocol_rewrite: str | None = None,
+        client_tls: ClientTLS | None = None,
     ) -> None:
+        """A proxy; the options after ``static`` are configurable-http-proxy's (see ``options.py``).
+
+        ``idle_timeout``: a connection between requests; ``timeout`` and ``proxy_timeout``
+        (None: no limit) as CHP's ``--timeout`` and ``--proxy-timeout``, in seconds.
+        ``error_pages``: an ``ErrorTarget`` or ``ErrorDirectory`` for 404 and 503 answers.
+        """
         self.reactor = reactor
         self.routes = routes
         self.default_target = default_target
         self.static = static if static is not None else (StaticFiles(static_dir) if static_dir else None)
         self.idle_timeout = idle_timeout
+        self.timeout = timeout
+        self.proxy_timeout = proxy_timeout
+        limits = [limit for limit in (timeout, proxy_timeout) if limit is not None]
+        self.exchange_limit = min(limits) if limits else None  # the shortest limit on an exchange
         self.websocket_idle_timeout = websocket_idle_timeout
         self.scheme = scheme.encode("ascii")
-        self.pool = BackendPool(reactor, connect_timeout, max_backend_connections_per_target, backend_idle_timeout)
+        self.error_pages = error_pages
+        self.host_routing = host_routing
+        self.x_forward = x_forward
+        self.include_prefix = include_prefix
+        self.prepend_path = prepend_path
+        self.change_origin = change_origin
+        self.auto_rewrite = auto_rewrite
+        self.protocol_rewrite = protocol_rewrite.encode("ascii") if protocol_rewrite else None
+        self.rewrites_location = auto_rewrite or bool(protocol_rewrite)
+        self._custom = [(name.strip().lower().encode("latin-1"), value.strip().encode("latin-1")) for name, value in custom_headers]
+        self._replaced = frozenset(name for name, _ in self._custom)
+        self.pool = BackendPool(reactor, connect_timeout, max_backend_connections_per_target, backend_idle_timeout, client_tls)
         self.connections = 0
+        # Counted for tmpnb.metrics: requests, bytes from visitors (in) and from backends
+        # (out), WebSockets spliced and still open.
+        self.requests = self.bytes_in = self.bytes_out = self.websockets = 0
         self._targets: dict[str, Target] = {}
 
     def buildProtocol(self, addr) -> ProxyServerProtocol:
@@ -662,6 +859,18 @@ class ReverseProxyFactory(Factory):
                 self._targets.clear()
             target = self._targets[url] = parse_target(url)
         return target
+
+    def replaced_headers(self, target: Target) -> frozenset[bytes]:
+        """Visitor's headers the proxy sets itself (``--custom-header``, ``--change-origin``)."""
+        if self.change_origin:
+            return self._replaced | {b"host"}
+        return self._replaced
+
+    def header_values(self, target: Target) -> list[tuple[bytes, bytes]]:
+        headers = list(self._custom)
+        if self.change_origin:
+            headers.append((b"host", target.netloc or b"localhost"))
+        return headers
 
     def stopFactory(self) -> None:
         self.pool.close_all()

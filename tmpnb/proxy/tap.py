@@ -1,9 +1,10 @@
-"""``twistd tmpnb-proxy``: the reverse proxy and its REST API, alone, with CHP's option names.
+"""``twistd tmpnb-proxy`` (and the ``tmpnb-proxy`` command): the proxy and its REST API, alone.
 
-    CONFIGPROXY_AUTH_TOKEN=secret twistd -n tmpnb-proxy --ip 127.0.0.1 --port 8000 \\
+    CONFIGPROXY_AUTH_TOKEN=secret tmpnb-proxy --ip 127.0.0.1 --port 8000 \\
         --default-target http://127.0.0.1:9000
 
-The API listens on ``--api-ip:--api-port`` (default ``127.0.0.1:<port+1>``), as CHP's does.
+The command line is configurable-http-proxy's (see ``options.py``); the API listens on
+``--api-ip:--api-port`` (default ``127.0.0.1:<port+1>``), as CHP's does. This module only wires.
 """
 
 from __future__ import annotations
@@ -11,89 +12,149 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from twisted.application import strports
-from twisted.application.service import IService, MultiService
-from twisted.internet.endpoints import quoteStringArgument
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint
+from twisted.internet.abstract import isIPv6Address
 from twisted.logger import Logger
-from twisted.python import usage
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.server import Site
 
 from tmpnb.proxy.api import ProxyAPIResource
+from tmpnb.proxy.options import NO_EFFECT, TOKEN_VARIABLE, Options
 from tmpnb.proxy.routes import RouteTable
+
+__all__ = ["Options", "makeService"]
 
 log = Logger()
 
-TOKEN_VARIABLE = "CONFIGPROXY_AUTH_TOKEN"
 
-
-class Options(usage.Options):
-    optParameters = [
-        ["ip", None, "127.0.0.1", "Public-facing IP of the proxy ('' or 0.0.0.0: every interface)."],
-        ["port", None, 8000, "Public-facing port of the proxy.", int],
-        ["socket", None, None, "UNIX socket for the proxy to listen on, instead of --ip/--port."],
-        ["api-ip", None, "127.0.0.1", "Inward-facing IP for API requests."],
-        ["api-port", None, None, "Inward-facing port for API requests (default: --port + 1).", int],
-        ["api-socket", None, None, "UNIX socket for the API to listen on, instead of --api-ip/--api-port."],
-        ["default-target", None, None, "Default proxy target (proto://host[:port]): the route '/'."],
-        ["static-dir", None, None, "Directory served centrally for every notebook's static files."],
-    ]
-
-    def postOptions(self) -> None:
-        if self["api-port"] is None:
-            self["api-port"] = self["port"] + 1
-        # CHP's only channel for the secret: never a command-line argument, which `ps` shows.
-        self["auth-token"] = os.environ.get(TOKEN_VARIABLE) or None
-
-
-def tcp_endpoint(ip: str, port: int) -> str:
-    """A strports description for a TCP listener; '' means every interface, as in CHP."""
-    if ip in ("", "*"):
-        return f"tcp:{port}"
-    return f"tcp:{port}:interface={quoteStringArgument(ip)}"
-
-
-def unix_endpoint(path: str) -> str:
-    return f"unix:{quoteStringArgument(path)}"
+def listener(reactor: Any, ip: str, port: int, socket: str | None, factory: Any, tls: Any = None) -> IService:
+    """A listening service on a unix socket or ip:port ('' for every interface), TLS if given."""
+    if socket:
+        endpoint = UNIXServerEndpoint(reactor, socket)
+    elif isIPv6Address(ip):
+        endpoint = TCP6ServerEndpoint(reactor, port, interface=ip)
+    else:
+        endpoint = TCP4ServerEndpoint(reactor, port, interface=ip)
+    if tls is not None:
+        factory = TLSMemoryBIOFactory(tls, False, factory)
+    service = StreamServerEndpointService(endpoint, factory)
+    service._raiseSynchronously = True  # a port in use stops the start, as in CHP
+    return service
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
     """The route table, the API listener and the public listener, as one service."""
     if reactor is None:
         from twisted.internet import reactor
+    # Imported here: what the forwarding side needs is more than `twistd --help` should load.
+    from tmpnb.proxy import tls
+    from tmpnb.proxy.errorpages import ErrorDirectory, ErrorTarget
+    from tmpnb.proxy.server import ReverseProxyFactory
+    from tmpnb.proxy.redirect import HTTPSRedirect
+
     token = options["auth-token"]
     if not token:
         log.warn("{variable} is not set: the REST API accepts anyone", variable=TOKEN_VARIABLE)
+    if options.given("log-level") and not options.get("log-level-applied"):
+        log.info("--log-level {chosen}: under twistd, twistd's logging decides what is shown", chosen=options["log-level"])
+    for name, why in NO_EFFECT.items():
+        if options[name]:
+            log.info("--{option} has no effect: {why}", option=name, why=why)
 
     routes = RouteTable(reactor)
     if options["default-target"]:
         routes.add("/", {"target": options["default-target"]})
 
-    top = MultiService()
-    api_description = (
-        unix_endpoint(options["api-socket"])
-        if options["api-socket"]
-        else tcp_endpoint(options["api-ip"], options["api-port"])
+    public_tls = api_tls = None
+    tls_common = dict(protocol=options["ssl-protocol"], ciphers=options["ssl-ciphers"], dhparam=options["ssl-dhparam"])
+    if options["ssl-key"]:
+        public_tls = tls.ServerTLS(
+            options["ssl-key"],
+            options["ssl-cert"],
+            ca=options["ssl-ca"],
+            request_cert=options["ssl-request-cert"],
+            reject_unauthorized=options["ssl-reject-unauthorized"],
+            passphrase=options["ssl-passphrase"],
+            **tls_common,
+        )
+    if options["api-ssl-key"]:
+        api_tls = tls.ServerTLS(
+            options["api-ssl-key"],
+            options["api-ssl-cert"],
+            ca=options["api-ssl-ca"],
+            request_cert=options["api-ssl-request-cert"],
+            reject_unauthorized=options["api-ssl-reject-unauthorized"],
+            passphrase=options["api-ssl-passphrase"],
+            **tls_common,
+        )
+    client_tls = tls.TargetTLS(
+        options["client-ssl-key"], options["client-ssl-cert"], options["client-ssl-ca"], insecure=options["insecure"]
     )
-    api_site = Site(ProxyAPIResource(routes, token))
-    api_site.displayTracebacks = False
-    strports.service(api_description, api_site, reactor=reactor).setServiceParent(top)
 
-    public_description = (
-        unix_endpoint(options["socket"]) if options["socket"] else tcp_endpoint(options["ip"], options["port"])
+    error_pages = None
+    if options["error-target"]:
+        error_pages = ErrorTarget(reactor, options["error-target"], client_tls)
+    elif options["error-path"]:
+        error_pages = ErrorDirectory(options["error-path"])
+
+    top = MultiService()
+    api_site = Site(ProxyAPIResource(routes, token, host_routing=options["host-routing"]))
+    api_site.displayTracebacks = False
+    listener(reactor, options["api-ip"], options["api-port"], options["api-socket"], api_site, api_tls).setServiceParent(top)
+
+    public = ReverseProxyFactory(
+        reactor,
+        routes,
+        None,  # as in CHP, --default-target is the route "/", which the API can show and replace
+        static_dir=options["static-dir"],
+        idle_timeout=options["keep-alive-timeout"],
+        timeout=options["timeout"],
+        proxy_timeout=options["proxy-timeout"],
+        scheme="https" if public_tls is not None else "http",
+        error_pages=error_pages,
+        host_routing=options["host-routing"],
+        x_forward=not options["no-x-forward"],
+        include_prefix=not options["no-include-prefix"],
+        prepend_path=not options["no-prepend-path"],
+        custom_headers=options["custom-header"],
+        change_origin=options["change-origin"],
+        auto_rewrite=options["auto-rewrite"],
+        protocol_rewrite=options["protocol-rewrite"],
+        client_tls=client_tls,
     )
-    strports.service(public_description, _forwarding_factory(reactor, routes, options), reactor=reactor).setServiceParent(top)
+    listener(reactor, options["ip"], options["port"], options["socket"], public, public_tls).setServiceParent(top)
+
+    if options["redirect-port"]:
+        https_port = options["redirect-to"] or options["port"]
+        listener(reactor, options["ip"], options["redirect-port"], None, Site(HTTPSRedirect(https_port))).setServiceParent(top)
+    if options["pid-file"]:
+        PidFile(options["pid-file"]).setServiceParent(top)
     log.info(
-        "proxy on {public}, its API on {api}",
-        public=public_description,
-        api=api_description,
+        "proxy on {scheme}://{public}, its API on {api_scheme}://{api}",
+        scheme="https" if public_tls else "http",
+        public=options["socket"] or f"{options['ip']}:{options['port']}",
+        api_scheme="https" if api_tls else "http",
+        api=options["api-socket"] or f"{options['api-ip']}:{options['api-port']}",
     )
     return top
 
 
-def _forwarding_factory(reactor: Any, routes: RouteTable, options: Options) -> Any:
-    # Imported here: the forwarding side pulls in more than the API needs.
-    from tmpnb.proxy.server import ReverseProxyFactory
+class PidFile(Service):
+    """CHP's --pid-file: written when the proxy starts, removed when it stops."""
 
-    # No fallback target here: as in CHP, --default-target is the route "/" (added in
-    # makeService), which the API can show, replace and delete.
-    return ReverseProxyFactory(reactor, routes, None, static_dir=options["static-dir"])
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def startService(self) -> None:
+        super().startService()
+        with open(self.path, "w") as f:
+            f.write(str(os.getpid()))
+
+    def stopService(self) -> None:
+        super().stopService()
+        try:
+            os.remove(self.path)
+        except FileNotFoundError:
+            pass

@@ -1,16 +1,24 @@
 """Route targets in the forms configurable-http-proxy 5.3 accepts.
 
-`http://host:port[/prefix]` and `http+unix://<percent-encoded socket path>[/prefix]`.
+`http://host:port[/prefix]`, `https://host:port[/prefix]` and
+`http+unix://<percent-encoded socket path>[/prefix]`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, UNIXClientEndpoint
-from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, UNIXClientEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
+
+
+class ClientTLS(Protocol):
+    """How the proxy speaks TLS to an https target (see `tls.TargetTLS`)."""
+
+    def creator_for(self, hostname: str) -> IOpenSSLClientConnectionCreator: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,20 +28,30 @@ class Target:
     port: int
     socket_path: str  # "" for TCP
     prefix: bytes  # path prepended to every request-target, without trailing "/"
+    tls: bool = False  # an https target
+    netloc: bytes = b""  # host[:port] as written in the URL, for --change-origin
 
-    def endpoint(self, reactor, timeout: float) -> IStreamClientEndpoint:
+    def endpoint(self, reactor, timeout: float, client_tls: ClientTLS | None = None) -> IStreamClientEndpoint:
         if self.socket_path:
             return UNIXClientEndpoint(reactor, self.socket_path, timeout=timeout)
         if isIPAddress(self.host):
-            return TCP4ClientEndpoint(reactor, self.host, self.port, timeout=timeout)
-        if isIPv6Address(self.host):
-            return HostnameEndpoint(reactor, self.host.encode("ascii"), self.port, timeout=timeout)
-        return HostnameEndpoint(reactor, self.host.encode("idna"), self.port, timeout=timeout)
+            plain = TCP4ClientEndpoint(reactor, self.host, self.port, timeout=timeout)
+        elif isIPv6Address(self.host):
+            plain = HostnameEndpoint(reactor, self.host.encode("ascii"), self.port, timeout=timeout)
+        else:
+            plain = HostnameEndpoint(reactor, self.host.encode("idna"), self.port, timeout=timeout)
+        if not self.tls:
+            return plain
+        if client_tls is None:
+            from tmpnb.proxy.tls import TargetTLS
+
+            client_tls = TargetTLS()
+        return wrapClientTLS(client_tls.creator_for(self.host), plain)
 
 
 def parse_target(url: str) -> Target:
     """Parse a target URL; ValueError when it is not one the proxy can reach."""
-    if url.startswith("http+unix://"):
+    if url.startswith(("http+unix://", "unix+http://")):
         rest = url[len("http+unix://") :]
         encoded_socket, slash, path = rest.partition("/")
         socket_path = unquote(encoded_socket)
@@ -41,9 +59,11 @@ def parse_target(url: str) -> Target:
             raise ValueError(f"unix socket target needs an absolute, percent-encoded path: {url!r}")
         return Target(url, "", 0, socket_path, _prefix(slash + path))
     parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"unsupported target (http:// or http+unix:// only): {url!r}")
-    return Target(url, parts.hostname, parts.port or 80, "", _prefix(parts.path))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"unsupported target (http://, https:// or http+unix:// only): {url!r}")
+    tls = parts.scheme == "https"
+    port = parts.port or (443 if tls else 80)
+    return Target(url, parts.hostname, port, "", _prefix(parts.path), tls, parts.netloc.rpartition("@")[2].encode("idna"))
 
 
 def _prefix(path: str) -> bytes:

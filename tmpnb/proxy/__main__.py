@@ -1,0 +1,7 @@
+"""python -m tmpnb.proxy: the tmpnb-proxy command."""
+
+import sys
+
+from tmpnb.proxy.cli import main
+
+sys.exit(main())
