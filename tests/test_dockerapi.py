@@ -347,8 +347,8 @@ def test_command_is_an_argv_with_each_value_whole(tmp_path):
     assert "--ServerApp.allow_origin=https://a.org" in argv
     [settings] = [a for a in argv if a.startswith("--ServerApp.tornado_settings=")]
     literal = settings.partition("=")[2]
-    assert ast.literal_eval(literal) == {
-        "headers": {"Content-Security-Policy": "frame-ancestors 'self' https://journal.example"}
+    assert ast.literal_eval(literal)["headers"] == {
+        "Content-Security-Policy": "frame-ancestors 'self' https://journal.example"
     }
 
 
@@ -365,8 +365,16 @@ def test_command_survives_values_with_quotes_and_spaces(tmp_path):
 def test_tornado_settings_is_a_python_literal_of_the_csp_header():
     literal = tornado_settings("'none'")
 
-    assert ast.literal_eval(literal) == {"headers": {"Content-Security-Policy": "frame-ancestors 'none'"}}
+    assert ast.literal_eval(literal)["headers"] == {"Content-Security-Policy": "frame-ancestors 'none'"}
     assert len(shlex.split(shlex.quote(literal))) == 1
+
+
+def test_the_front_end_sends_its_token_on_websockets_too():
+    """In a cross-site iframe no cookie reaches the server: the notebook UI must put the token
+    (which it already sends as a header on every HTTP call) on its websockets as well."""
+    settings = ast.literal_eval(tornado_settings("'self'"))
+
+    assert settings["page_config_data"] == {"appendToken": "true"}
 
 
 # -- launch -------------------------------------------------------------------------------

@@ -134,6 +134,20 @@ def test_with_an_external_proxy_the_orchestrator_takes_the_listener(monkeypatch)
     assert site.resource.children[b"api"].children.keys() == {b"spawn", b"stats"}
 
 
+def test_the_public_listener_can_be_tls(tmp_path):
+    from test_proxy_tls import self_signed_pem
+
+    (tmp_path / "server.pem").write_bytes(self_signed_pem())
+    reactor = MemoryReactorClock()
+    options = parse(f"--socket-root={tmp_path}", "--proxy-api-listen=none",
+                    f"--listen=ssl:8443:interface=127.0.0.1:privateKey={tmp_path}/server.pem")
+    top = makeService(options, reactor=reactor, environ={})
+    start_listeners(top, reactor, ["proxy"])
+    [(port, public, _, _, interface)] = reactor.sslServers
+    assert (port, interface) == (8443, "127.0.0.1")
+    assert public.scheme == b"https"  # X-Forwarded-Proto for the notebook servers
+
+
 def test_web_listen_can_be_tcp(tmp_path):
     reactor = MemoryReactorClock()
     options = parse(f"--socket-root={tmp_path}", "--web-listen=tcp:9100:interface=127.0.0.1",

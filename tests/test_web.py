@@ -375,6 +375,19 @@ def test_cors_headers_as_configured_and_preflight():
     assert header(post(treq, "/api/spawn")[0], "Access-Control-Allow-Origin") == "https://course.example"
 
 
+def test_an_allowed_origin_alone_may_post_json_with_a_token():
+    """The browser's preflight of `POST /api/spawn` with a JSON body asks for Content-Type
+    (and Authorization when API_AUTH_TOKEN is set): --allow-origin alone must let it through."""
+    treq = client(FakePool(), cors=CorsPolicy(allow_origin="https://article.example"))
+    response = done(treq.request("OPTIONS", BASE + "/api/spawn", headers={
+        "Origin": "https://article.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type,authorization"}))
+    assert response.code == 204
+    assert header(response, "Access-Control-Allow-Origin") == "https://article.example"
+    allowed = {h.strip().lower() for h in header(response, "Access-Control-Allow-Headers").split(",")}
+    assert {"content-type", "authorization"} <= allowed
+
+
 def test_no_cors_headers_unless_asked():
     response, _ = get(client(FakePool()), "/api/stats")
     assert header(response, "Access-Control-Allow-Origin") is None

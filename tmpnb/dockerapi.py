@@ -139,8 +139,19 @@ def docker_client_factory(
 
 def tornado_settings(frame_ancestors: str) -> str:
     """The Python literal for --ServerApp.tornado_settings: lets the notebook sit in iframes
-    of `frame_ancestors` (e.g. a journal's page) and nowhere else."""
-    settings = {"headers": {"Content-Security-Policy": f"frame-ancestors {frame_ancestors}"}}
+    of `frame_ancestors` (e.g. a journal's page) and nowhere else, and work there.
+
+    In another site's iframe the browser does not send the server's cookies (SameSite, and
+    third-party cookies blocked or partitioned), so the front end must authenticate with the
+    token every page already holds in its page config: its HTTP calls send `Authorization:
+    token …` (which also exempts them from the XSRF check), and `appendToken` makes it add
+    `?token=` to its websockets too, which it otherwise does only for a server on another
+    host. The token stays inside the iframe's own origin: the embedding page cannot read it.
+    """
+    settings = {
+        "headers": {"Content-Security-Policy": f"frame-ancestors {frame_ancestors}"},
+        "page_config_data": {"appendToken": "true"},
+    }
     literal = repr(settings)
     assert ast.literal_eval(literal) == settings  # traitlets parses it back this way
     return literal

@@ -168,23 +168,29 @@ class Pool(Service):
             self._marks.forget_all_but(r.container_id for r in leftovers)
         leftovers = [r for r in leftovers if r.container_id not in self._machines]
         if self._adopt:
-            leftovers = await self._adopt_leftovers(leftovers)
+            leftovers, forgetting = await self._adopt_leftovers(leftovers)
         else:  # the routes of the containers about to be removed go too
-            await self._forget_stale_routes(await self._our_routes(), leftovers, set())
-        removals = [
-            self._docker.remove(r.docker_id, r.container_id).addErrback(self._leftover_left_behind, r.container_id)
-            for r in leftovers
-        ]
-        if removals:
+            forgetting = self._forget_stale_routes(await self._our_routes(), leftovers, set())
+        if leftovers:
             log.info(
                 "removing {count} leftover containers of instance {instance}",
-                count=len(removals),
+                count=len(leftovers),
                 instance=self.spec.instance,
             )
-            await gatherResults(removals, consumeErrors=True).addErrback(
-                lambda f: log_fault(log, f, "removing leftover containers")
-            )
-        await remove_stray_socket_dirs(self._docker, self, listed)  # a crashed run's, say
+        # All at once, not one after the other: a slow or hung Docker call in one must not
+        # leave leftovers or directories that nobody owns and nobody is removing meanwhile.
+        # A crashed run's stray directories are not among the listed containers' (listed).
+        cleanups = [
+            forgetting,
+            Deferred.fromCoroutine(remove_stray_socket_dirs(self._docker, self, listed)),
+            *(
+                self._docker.remove(r.docker_id, r.container_id).addErrback(self._leftover_left_behind, r.container_id)
+                for r in leftovers
+            ),
+        ]
+        await gatherResults(cleanups, consumeErrors=True).addErrback(
+            lambda f: log_fault(log, f, "removing leftover containers")
+        )
         self._cleaned = True
         self.fill()
 
@@ -362,8 +368,9 @@ class Pool(Service):
 
     # -- an earlier run's containers
 
-    async def _adopt_leftovers(self, leftovers: list[Any]) -> list[Any]:
-        """Adopt what can be; return the records to remove.
+    async def _adopt_leftovers(self, leftovers: list[Any]) -> tuple[list[Any], Deferred[None]]:
+        """Adopt what can be; return the records to remove, and the removal of stale routes
+        (under way).
 
         A container with a route of ours in the proxy is a visitor's: assigned again, its
         assigned_at from the route. Without a route, the server's api/status decides: never
@@ -396,14 +403,14 @@ class Pool(Service):
                 self._waiting.append(record.container_id)
                 adopted.add(record.docker_id)
         self._boot_waiting()
-        await self._forget_stale_routes(routed, leftovers, adopted)
+        forgetting = self._forget_stale_routes(routed, leftovers, adopted)
         log.info(
             "adopted {assigned} assigned and {pooled} unused containers of instance {instance}",
             assigned=sum(1 for r, _ in assigned if r.docker_id in adopted),
             pooled=sum(1 for r in unused if r.docker_id in adopted),
             instance=self.spec.instance,
         )
-        return [r for r in leftovers if r.docker_id not in adopted]
+        return [r for r in leftovers if r.docker_id not in adopted], forgetting
 
     async def _our_routes(self) -> dict[Any, dict]:
         """The proxy's routes this instance added, by container id (none if it cannot tell)."""
@@ -418,11 +425,12 @@ class Pool(Service):
             if data.get("instance") == self.spec.instance and data.get("container")
         }
 
-    async def _forget_stale_routes(
+    def _forget_stale_routes(
         self, routed: dict[Any, dict], leftovers: list[Any], adopted: set[str]
-    ) -> None:
+    ) -> Deferred[None]:
         """Routes of ours to containers not adopted go; so does the socket directory of a
-        container that vanished (the removal of those still there comes after)."""
+        container that vanished (the removal of those still there is the caller's); fires when
+        all of it is done, never with a failure."""
         present = {r.container_id for r in leftovers}
         kept = {r.container_id for r in leftovers if r.docker_id in adopted}
         calls = []
@@ -433,10 +441,8 @@ class Pool(Service):
             if container_id not in present:
                 name = container_name(self.spec.instance, container_id)
                 calls.append(maybeDeferred(self._docker.remove, name, container_id))
-        if calls:
-            await gatherResults(calls, consumeErrors=True).addErrback(
-                lambda f: log_fault(log, f, "removing stale routes")
-            )
+        done: Deferred[Any] = gatherResults(calls, consumeErrors=True)
+        return done.addCallbacks(lambda _: None, lambda f: log_fault(log, f, "removing stale routes"))
 
     def _stock(self) -> int:
         return self._in_stock

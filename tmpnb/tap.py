@@ -405,7 +405,10 @@ def _embedded_proxy(reactor: Any, options: Options, spec: ContainerSpec, routes:
         web_target = proxy_target(path)
     services.append(_named(strports.service(web_listen, web, reactor=reactor), "web"))
 
-    public = ReverseProxyFactory(reactor, routes, default_target=web_target, static_dir=options["static-dir"])
+    # Behind `ssl:` the servers are told their visitors came over https (X-Forwarded-Proto).
+    scheme = "https" if options["listen"].startswith("ssl:") else "http"
+    public = ReverseProxyFactory(reactor, routes, default_target=web_target, static_dir=options["static-dir"],
+                                 scheme=scheme)
     public.noisy = False
     if metrics is not None:
         metrics.watch_proxy(public)

@@ -19,9 +19,11 @@ from typing import Any, BinaryIO
 
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectError, ConnectionDone, TimeoutError as ConnectTimeout
+from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from .errorpages import ErrorPage, ErrorPages
 from .forward import BackendConnection, BackendPool, PoolTimeout, set_no_delay
@@ -782,6 +784,7 @@ class ProxyServerProtocol(Protocol):
             self._close()
 
 
+@implementer(IProtocolNegotiationFactory)
 class ReverseProxyFactory(Factory):
     """Builds visitor connections; holds what they share: routes, pool, static files."""
 
@@ -850,6 +853,11 @@ class ReverseProxyFactory(Factory):
 
     def buildProtocol(self, addr) -> ProxyServerProtocol:
         return ProxyServerProtocol(self)
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """What we speak, for ALPN on an `ssl:` listener. Twisted answers every client that
+        offers ALPN (browsers, curl) from this list, and fails the handshake when it is empty."""
+        return [b"http/1.1"]
 
     def target(self, url: str) -> Target:
         """A parsed target, cached: the same few URLs are looked up on every request."""

@@ -1,0 +1,82 @@
+"""The public proxy behind an `ssl:` listener (`--listen ssl:443:privateKey=…:certKey=…`).
+
+A browser's TLS handshake offers ALPN ("h2", "http/1.1"); Twisted's TLS layer then asks the
+wrapped factory which protocols it speaks and fails the handshake when it names none. The
+handshakes here run in memory (no reactor, no socket) with a certificate made for the test.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from twisted.internet import ssl
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.test.iosim import connectedServerAndClient
+
+from tmpnb.proxy.routes import RouteTable
+from tmpnb.proxy.server import ReverseProxyFactory
+
+
+def self_signed_pem() -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tmpnb test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(hours=1)).sign(key, hashes.SHA256()))
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()) + cert.public_bytes(serialization.Encoding.PEM)
+
+
+class Received(Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+
+def handshake(client_alpn: list[bytes] | None):
+    """A client offering `client_alpn` talks to the proxy over TLS, in memory: the client's
+    TLS protocol, and a function that sends bytes and returns everything received so far."""
+    reactor = MemoryReactorClock()
+    proxy = ReverseProxyFactory(reactor, RouteTable(reactor), default_target=None)
+    # The TLS layer gathers small writes until the next reactor turn: reactor.advance(0).
+    server_tls = TLSMemoryBIOFactory(ssl.PrivateCertificate.loadPEM(self_signed_pem()).options(), False, proxy,
+                                     clock=reactor)
+    client_app = Received()
+    client_tls = TLSMemoryBIOFactory(ssl.CertificateOptions(acceptableProtocols=client_alpn), True,
+                                     Factory.forProtocol(lambda: client_app), clock=reactor)
+    client, _, pump = connectedServerAndClient(lambda: server_tls.buildProtocol(None),
+                                               lambda: client_tls.buildProtocol(None))
+
+    def exchange(data: bytes) -> bytes:
+        client_app.transport.write(data)
+        for _ in range(3):
+            reactor.advance(0)
+            pump.flush()
+        return client_app.data
+
+    pump.flush()
+    return client, exchange
+
+
+def test_a_browser_offering_alpn_completes_the_handshake_and_speaks_http_1_1():
+    client, exchange = handshake([b"h2", b"http/1.1"])
+
+    assert client.negotiatedProtocol == b"http/1.1"
+    # No route, no default target: the proxy itself answers.
+    assert exchange(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 404")
+
+
+def test_a_client_without_alpn_is_served_too():
+    client, exchange = handshake(None)
+
+    assert client.negotiatedProtocol is None
+    assert exchange(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 404")
