@@ -35,7 +35,7 @@ class FakeNode:
             self.stats_asked += 1
             return json.dumps({"available": self.available, "capacity": self.capacity, "draining": self.draining,
                                "node": self.name, "public_url": self.public_url, "version": "0.1.0",
-                               **({} if self.waiting is None else {"waiting": self.waiting})}).encode()
+                               **({} if self.waiting is None else {"waiting": {"length": self.waiting, "max": 100}})}).encode()
         if request.path == b"/api/spawn" and request.method == b"POST":
             if self.available == 0 or self.draining:
                 request.setResponseCode(429)

@@ -45,7 +45,7 @@ class World:
             self.servers.wait_ready,
             InProcessProxyAPI(RouteTable(self.clock)),
             self.spec,
-            PoolConfig(pool_size=2, capacity=6),
+            PoolConfig(pool_size=2, capacity=6, refill_delay=0.0),
             on_transition=self.transitions.append,
         )
         self.health = Health(self.clock)

@@ -30,7 +30,7 @@ results = SynchronousTestCase()
 
 @dataclass
 class World:
-    config: PoolConfig = PoolConfig(pool_size=2, capacity=4, boot_timeout=10.0, boot_attempts=2)
+    config: PoolConfig = PoolConfig(pool_size=2, capacity=4, boot_timeout=10.0, boot_attempts=2, refill_delay=0.0)
     clock: Clock = field(default_factory=Clock)
     events: list[TransitionEvent] = field(default_factory=list)
 
@@ -68,7 +68,8 @@ def world() -> World:
 
 
 HEARTBEAT = PoolConfig(
-    pool_size=1, capacity=3, cull_period=10.0, cull_timeout=60.0, cull_max=300.0, boot_timeout=5.0
+    pool_size=1, capacity=3, cull_period=10.0, cull_timeout=60.0, cull_max=300.0, boot_timeout=5.0,
+    refill_delay=0.0,
 )
 
 
@@ -239,6 +240,13 @@ def test_a_draining_node_hands_out_nothing_boots_nothing_and_keeps_its_visitors(
     world.pool.drain()  # emptying the pool while draining: nothing refills it
     world.answer_all()
     assert world.pool.stats()["total"] == 0
+
+
+def test_a_draining_node_has_no_room_for_its_waiting_line(world: World) -> None:
+    world.started()
+    assert world.pool.room() > 0
+    world.pool.set_draining(True)
+    assert world.pool.room() == 0  # the line turns new visitors away: No vacancy
 
 
 def test_a_drained_node_keeps_assigned_containers_until_culled(world: World) -> None:
@@ -461,7 +469,7 @@ def test_a_failing_sweep_is_logged_and_the_next_one_comes() -> None:
 def many_handed_out(count: int) -> World:
     """A started pool with `count` containers handed out and one pooled."""
     world = World(
-        config=PoolConfig(pool_size=1, capacity=count + 1, cull_period=10.0, cull_timeout=60.0, cull_max=300.0)
+        config=PoolConfig(pool_size=1, capacity=count + 1, cull_period=10.0, cull_timeout=60.0, cull_max=300.0, refill_delay=0.0)
     ).started()
     for _ in range(count):
         handed_out(world)

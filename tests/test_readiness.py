@@ -219,3 +219,52 @@ def test_no_authorization_header_without_a_token(token):
     check.successResultOf(d)
 
     assert seen == [f"token {token}" if token else None]
+
+
+class LandingPage(JupyterStatus):
+    """api/status as above, and the landing page, which records who asked for it."""
+
+    def __init__(self, base_path: str, token: str, page_code: int = 200) -> None:
+        super().__init__(base_path, token)
+        self.rendered: list[bytes] = []
+        self.page_code = page_code
+
+    def render_GET(self, request: Any) -> bytes | int:  # noqa: N802
+        if request.path.endswith(b"/tree"):
+            self.rendered.append(request.uri)
+            request.setResponseCode(self.page_code)
+            return b"<html>the tree</html>"
+        return super().render_GET(request)
+
+
+def test_with_warm_the_server_renders_the_landing_page_once_as_its_visitor_will_ask():
+    server = LandingPage("/user/abc/", "secret")
+    stub = StubTreq(server)
+
+    d = wait_ready(Clock(), "/unused.sock", "/user/abc/", "secret", 10.0, 0.1, client=stub, warm="tree")
+    stub.flush()
+
+    assert check.successResultOf(d) == STATUS
+    assert server.rendered == [b"/user/abc/tree?token=secret"]
+
+
+def test_a_landing_page_that_fails_to_render_does_not_make_the_server_unready():
+    server = LandingPage("/user/abc/", "secret", page_code=500)
+    stub = StubTreq(server)
+
+    d = wait_ready(Clock(), "/unused.sock", "/user/abc/", "secret", 10.0, 0.1, client=stub, warm="tree")
+    stub.flush()
+
+    assert check.successResultOf(d) == STATUS
+    assert len(server.rendered) == 1
+
+
+def test_without_warm_no_page_is_rendered():
+    server = LandingPage("/user/abc/", "secret")
+    stub = StubTreq(server)
+
+    d = wait_ready(Clock(), "/unused.sock", "/user/abc/", "secret", 10.0, 0.1, client=stub)
+    stub.flush()
+
+    assert check.successResultOf(d) == STATUS
+    assert server.rendered == []

@@ -312,7 +312,7 @@ def test_report_reads_what_the_real_pool_and_machines_record(tmp_path):
     observer = lifecycle_log_observer(path)
     pool = Pool(
         clock, docker, servers.wait_ready, InProcessProxyAPI(RouteTable(clock)), spec,
-        PoolConfig(pool_size=2, capacity=4, boot_attempts=3, backoff_initial=1.0, cull_period=10_000),
+        PoolConfig(pool_size=2, capacity=4, boot_attempts=3, backoff_initial=1.0, cull_period=10_000, refill_delay=0.0),
         on_transition=LifecycleRecorder(Logger(namespace=NAMESPACE, observer=lambda e: None), records=[observer.write]),
     )
     docker.hold("launch")

@@ -63,6 +63,11 @@ def test_max_booting_reaches_the_pool_config():
     assert pool_config(parse("--max-booting=2")).max_booting == 2
 
 
+def test_refill_delay_reaches_the_pool_config():
+    assert pool_config(parse("--refill-delay=0")).refill_delay == 0.0
+    assert parse()["max-waiting"] == 200
+
+
 def test_by_default_a_restart_keeps_the_visitors_and_the_flags_clean_up_instead():
     assert restarts(parse()) == {"adopt": True, "keep_assigned": True}
     assert restarts(parse("--cleanup-on-start")) == {"adopt": False, "keep_assigned": True}
@@ -83,7 +88,8 @@ def test_cors_options_and_api_token_reach_the_web_settings():
     "argv",
     [["--pool-size=30", "--capacity=20"], ["--capacity=0"], ["--redirect-uri=https://evil.example/"],
      ["--user-length=0"], ["--use-tokens", "--no-tokens"], ["--allow-credentials=maybe"],
-     ["--cleanup-on-stop=no"], ["--cleanup-on-start=yes"], ["--max-booting=0"]],
+     ["--cleanup-on-stop=no"], ["--cleanup-on-start=yes"], ["--max-booting=0"], ["--max-waiting=-1"],
+     ["--refill-delay=-1"]],
 )
 def test_nonsense_is_refused_at_parse_time(argv):
     with pytest.raises(UsageError):
@@ -118,7 +124,10 @@ def test_embedded_proxy_listens_publicly_and_sends_the_rest_to_the_orchestrators
     socket = web_socket_path(container_spec(options))
     assert socket == str(tmp_path / "t1.web.sock")
     assert public.default_target == proxy_target(socket)
-    assert sorted(address for address, *_ in reactor.unixServers) == [api_socket, socket]
+    assert sorted(address for address, *_ in reactor.unixServers) == sorted([api_socket, socket])
+    # Room in the backlog for a spike's proxy connections, one per visitor in line.
+    [(_, _, backlog, *_)] = [server for server in reactor.unixServers if server[0] == socket]
+    assert backlog > options["max-waiting"]
 
 
 def test_with_an_external_proxy_the_orchestrator_takes_the_listener(monkeypatch):

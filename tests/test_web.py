@@ -188,7 +188,7 @@ def test_a_failed_hand_out_shows_no_vacancy_and_is_logged():
         globalLogPublisher.removeObserver(events.append)
     assert response.code == 503
     assert b"No vacancy" in body
-    assert any(e.get("log_format") == "could not hand out a notebook" and "log_failure" in e for e in events)
+    assert any(e.get("log_format") == "handing out a notebook" and "log_failure" in e for e in events)
 
 
 def test_head_does_not_take_a_container():
@@ -355,6 +355,7 @@ def test_robots_keep_crawlers_off_user_and_spawn():
     lines = body.decode().splitlines()
     assert "Disallow: /user/" in lines
     assert "Disallow: /spawn/" in lines
+    assert "Disallow: /wait/" in lines
 
 
 def test_cors_headers_as_configured_and_preflight():

@@ -25,7 +25,7 @@ from tmpnb.proxyapi import InProcessProxyAPI
 from tmpnb.web import WebSettings, make_resource
 
 PREFIXES = ["", "spawn", "spawn/tree", "api", "api/spawn", "api/stats", "user", "user/abc123",
-            "stats", "robots.txt", "static", "tree"]
+            "stats", "robots.txt", "static", "tree", "wait", "wait/0123abcd"]
 NASTY_SEGMENTS = ["..", ".", "%2e%2e", "%2E%2e", "%2F", "%5C", "%00", "%ff", "%", "%zz", "..%2F..",
                   "a%2F..%2F..%2Fetc", "~", "%0d%0a", "?", "#", ";", "%3Cscript%3E", "é", "\\", "//"]
 METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "FOO"]

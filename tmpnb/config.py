@@ -68,6 +68,8 @@ class PoolConfig:
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
     ready_poll_interval: float = 0.05
+    # Seconds after a hand-out before its replacement boots (0: at once); see Pool.acquire.
+    refill_delay: float = 1.0
     cull_period: float = 60.0
     cull_timeout: float = 600.0
     cull_max: float = 14400.0

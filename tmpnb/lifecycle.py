@@ -15,10 +15,13 @@ import io
 import json
 import sys
 from datetime import datetime, timezone
-from typing import IO, Any, Callable, Iterable, Iterator, Protocol
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from twisted.logger import ILogObserver, Logger, LogLevel
 from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from tmpnb.states import TransitionEvent
 
 NAMESPACE = "tmpnb.lifecycle"
 # Every event LifecycleRecorder emits carries this key, so observers can pick them out
@@ -98,7 +101,7 @@ class LifecycleRecorder:
         self._log = log if log is not None else Logger(namespace=NAMESPACE)
         self._records = list(records)
 
-    def __call__(self, event: Transition) -> None:
+    def __call__(self, event: TransitionEvent) -> None:
         category, detail = categorize(event.input, event.cause)
         fields = dict(
             container=event.container,
@@ -150,6 +153,24 @@ def record_from_log_event(event: dict[str, Any]) -> dict[str, Any]:
         "cause": event["cause"],
         "category": category,
         "detail": detail,
+    }
+
+
+def line_record(
+    visitor: str, step: str, when: float, waited: float, position: int, waiting: int, container: str | None
+) -> dict[str, Any]:
+    """A visitor's step in the waiting line (tmpnb/waitingline.py): joined, served, left or
+    expired; `waited` seconds since joining, `waiting` the line's length afterwards. Written
+    beside the transitions; `transitions()` and the report leave them out."""
+    return {
+        "visitor": visitor,
+        "line": step,
+        "time": when,
+        "iso": datetime.fromtimestamp(when, timezone.utc).isoformat(),
+        "waited": waited,
+        "position": position,
+        "waiting": waiting,
+        "container": container,
     }
 
 
@@ -230,12 +251,17 @@ def load_frame(*paths: str) -> Any:
     rows = []
     for path in paths:
         with io.open(path, encoding="utf-8") as f:
-            rows.extend({**record, "source": path} for record in read_records(f))
+            rows.extend({**record, "source": path} for record in transitions(read_records(f)))
     frame = pandas.DataFrame(rows, columns=list(COLUMNS))
     frame["time"] = pandas.to_datetime(frame["time"], unit="s", utc=True)
     for column in ("from", "to", "input", "category"):
         frame[column] = frame[column].astype("category")
     return frame.sort_values("time", kind="stable").reset_index(drop=True)
+
+
+def transitions(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The containers' transitions of a lifecycle log, without the waiting line's records."""
+    return [r for r in records if "line" not in r]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,6 +77,20 @@ class PoolDocker(HeartbeatDocker, Protocol):
 # tmpnb.readiness.wait_ready(reactor, socket_path, base_path, token, timeout, interval)
 WaitReady = Callable[[Any, str, str, str, float, float], "Deferred[dict]"]
 
+# A burst of hand-outs postpones its replacements by --refill-delay after each hand-out, but
+# a steady stream of visitors no longer than this many delays.
+REFILL_POSTPONE_MAX = 4
+
+
+class Line(Protocol):
+    """What the pool asks of the waiting line (tmpnb/waitingline.py)."""
+
+    def waiting(self) -> int: ...
+
+    def offer(self) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
 
 class Pool(Service):
     """Keeps `config.pool_size` containers ready, at most `config.capacity` in all."""
@@ -143,6 +157,11 @@ class Pool(Service):
         )
         self._heartbeats = LoopingCall(self.sweep)
         self._heartbeats.clock = reactor
+        self._line: Line | None = None
+        # Refill yields to a burst of hand-outs: while this call is pending, only the
+        # waiting line's visitors are booted for (see acquire).
+        self._refill_later: IDelayedCall | None = None
+        self._postponed_since = 0.0
 
     # -- the service
 
@@ -240,6 +259,8 @@ class Pool(Service):
             self._heartbeats.stop()
         if self._pause is not None and self._pause.active():
             self._pause.cancel()
+        if self._refill_later is not None and self._refill_later.active():
+            self._refill_later.cancel()
         if self._listing is not None:  # Docker never answered the start's listing: stop asking
             self._listing.cancel()
         waits: list[Deferred[Any]] = [] if self._starting is None else [self._starting]
@@ -281,11 +302,43 @@ class Pool(Service):
             return None
         # The machine's transition takes it out of self._pooled.
         assignment = self._machines[self._pooled[0]].assign()
+        self._postpone_refill()
         self.fill()
         return assignment
 
+    def attach_line(self, line: Line) -> None:
+        """Visitors waiting in `line` are booted for beyond the pool size, and each container
+        pooled is offered to it (on the next turn: not from inside the machine's transition)."""
+        self._line = line
+
+    def room(self) -> int:
+        """How many more visitors can get a container without a cull: those booted or on
+        their way, and the room left within the capacity. None while the node drains."""
+        if self._draining:
+            return 0
+        return self._in_stock + max(0, self.config.capacity - self._total())
+
+    def _postpone_refill(self) -> None:
+        """Replacements for a burst of hand-outs start --refill-delay after its last one (at
+        most REFILL_POSTPONE_MAX delays after its first): boots would take the CPU the
+        visitors' first pages need."""
+        delay = self.config.refill_delay
+        if delay <= 0:
+            return
+        now = self._reactor.seconds()
+        if self._refill_later is None or not self._refill_later.active():
+            self._postponed_since = now
+            self._refill_later = self._reactor.callLater(delay, self._refill_now)
+            return
+        until = min(now + delay, self._postponed_since + REFILL_POSTPONE_MAX * delay)
+        self._refill_later.reset(max(0.0, until - now))
+
+    def _refill_now(self) -> None:
+        self._refill_later = None
+        self.fill()
+
     def stats(self) -> dict[str, Any]:
-        return {
+        stats: dict[str, Any] = {
             "available": len(self._pooled),
             "capacity": self.config.capacity,
             "pool_size": self.config.pool_size,
@@ -294,6 +347,9 @@ class Pool(Service):
             "states": dict(Counter(self._states.values())),
             "draining": self._draining,
         }
+        if self._line is not None:
+            stats["waiting"] = self._line.stats()
+        return stats
 
     def containers(self) -> list[dict[str, Any]]:
         return [machine.describe() for machine in self._machines.values()]
@@ -324,13 +380,18 @@ class Pool(Service):
     # -- keeping the pool full
 
     def fill(self) -> None:
-        """Start machines until pool_size are booted or booting, within capacity."""
+        """Start machines until pool_size, and one for each visitor in the waiting line, are
+        booted or booting, within capacity. While refill yields to a burst of hand-outs
+        (_postpone_refill), only the line is booted for."""
         if not (self.running and self._cleaned) or self._draining:
             return
         if self._pause is not None and self._pause.active():
             return
         stock = self._stock()
-        while stock < self.config.pool_size and self._total() < self.config.capacity:
+        wanted = 0 if self._line is None else self._line.waiting()
+        if self._refill_later is None or not self._refill_later.active():
+            wanted += self.config.pool_size
+        while stock < wanted and self._total() < self.config.capacity:
             self._start_machine()
             stock += 1
 
@@ -488,6 +549,8 @@ class Pool(Service):
             self._pooled.append(container_id)
             self._give_ups = 0
             self._paused_for_docker = False
+            if self._line is not None:
+                self._reactor.callLater(0, self._line.offer)
         elif event.from_state == "pooled":
             self._pooled.remove(container_id)
         if event.input == "assign" and self._marks is not None:

@@ -2,7 +2,9 @@
 
 Ready means: `GET <base_path>api/status` with the server's token answers 200. Until the
 server has created its socket the connection is refused; until it is listening it may not
-answer; `wait_ready` keeps asking every `interval` until `timeout`.
+answer; `wait_ready` keeps asking every `interval` until `timeout`. With `warm`, the server
+then renders that page (the visitor's landing page, --redirect-uri) once, so that its first
+visitor does not pay the cold first render (templates compiled, handlers imported).
 """
 
 from __future__ import annotations
@@ -126,12 +128,16 @@ def wait_ready(
     interval: float,
     *,
     client: HTTPClient | None = None,
+    warm: str | None = None,
 ) -> Deferred[dict[str, Any]]:
     """Ask every `interval` seconds until the server answers 200 (fires with its status)
-    or `timeout` seconds have passed (fails with ReadinessTimeout). Cancelling stops it."""
+    or `timeout` seconds have passed (fails with ReadinessTimeout). Cancelling stops it.
+
+    `warm`: a path below `base_path` (as "tree") the server then renders once, within the
+    same `timeout`; whatever it answers, the server is ready."""
     http = client if client is not None else unix_http_client(reactor, socket_path)
     return Deferred.fromCoroutine(
-        _wait_ready(reactor, http, socket_path, base_path, token, timeout, interval)
+        _wait_ready(reactor, http, socket_path, base_path, token, timeout, interval, warm)
     )
 
 
@@ -143,6 +149,7 @@ async def _wait_ready(
     token: str,
     timeout: float,
     interval: float,
+    warm: str | None = None,
 ) -> dict[str, Any]:
     deadline = reactor.seconds() + timeout
     last_error: BaseException | None = None
@@ -154,9 +161,32 @@ async def _wait_ready(
         # A server that accepts but never answers must not hold us past the deadline.
         attempt.addTimeout(remaining, reactor)
         try:
-            return await attempt
+            status = await attempt
+            break
         except CancelledError:
             raise  # our caller gave up (the attempt's own timeout arrives as TimeoutError)
         except Exception as e:  # every way of not being ready yet: refused, 503, no answer
             last_error = e
         await deferLater(reactor, min(interval, max(0.0, deadline - reactor.seconds())))
+    if warm is not None:
+        await _render_once(reactor, http, base_path + warm, token, deadline - reactor.seconds())
+    return status
+
+
+async def _render_once(reactor: Any, http: Any, path: str, token: str, remaining: float) -> None:
+    """GET the page as its visitor will (token in the URL), reading it all; an answer that
+    is not 200 or comes too late leaves the server as ready as it was."""
+    url = HOST + path + ("&" if "?" in path else "?") + "token=" + token
+    attempt = Deferred.fromCoroutine(_page(http, url))
+    attempt.addTimeout(max(remaining, 0.0), reactor)
+    try:
+        await attempt
+    except CancelledError:
+        raise
+    except Exception:
+        pass  # a page that does not render now will not for the visitor either: theirs to see
+
+
+async def _page(http: Any, url: str) -> None:
+    response = await http.get(url)
+    await treq.content(response)

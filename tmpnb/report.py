@@ -299,7 +299,7 @@ def plot(records: Sequence[Record], directory: str, bins: int = 20) -> list[str]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tmpnb.lifecycle import load
+    from tmpnb.lifecycle import load, transitions
 
     parser = argparse.ArgumentParser(prog="python -m tmpnb.lifecycle")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--bins", type=int, default=10, help="bins of the text histograms")
     args = parser.parse_args(argv)
 
-    records = load(*args.file)
+    records = transitions(load(*args.file))  # the waiting line's records are not summarised here
     sys.stdout.write(format_report(records, args.bins))
     if args.plot:
         for path in plot(records, args.plot):

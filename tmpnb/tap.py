@@ -12,6 +12,7 @@ that proxy's --default-target must point at. Option names follow tmpnb's.
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 from collections.abc import Callable
@@ -85,6 +86,9 @@ class Options(usage.Options):
         ["boot-attempts", None, _POOL.boot_attempts, "Tries to boot a container before giving up.", int],
         ["boot-timeout", None, _POOL.boot_timeout, "Seconds a container may take to answer.", float],
         ["max-booting", None, _POOL.max_booting, "Most containers booting at once (booting is CPU-bound).", int],
+        ["max-waiting", None, 200, "Most visitors waiting in line for a container (0: none wait, No vacancy at once).", int],
+        ["refill-delay", None, _POOL.refill_delay,
+         "Seconds after the last of a burst of hand-outs before their replacements boot (0: at once).", float],
         # The containers
         ["image", None, DEFAULT_IMAGE, "Notebook image (must exist locally: python -m tmpnb.image build)."],
         ["command", None, DEFAULT_COMMAND,
@@ -133,6 +137,8 @@ class Options(usage.Options):
             below_from_redirect_uri(self["redirect-uri"])
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+        if self["max-waiting"] < 0 or self["refill-delay"] < 0:
+            raise usage.UsageError("--max-waiting and --refill-delay cannot be negative")
         if self["max-booting"] < 1:
             raise usage.UsageError("--max-booting must be at least 1")
         if self["proxy-api-url"] and not os.environ.get(PROXY_TOKEN_VARIABLE):
@@ -183,6 +189,7 @@ def pool_config(options: Options) -> PoolConfig:
         cull_period=options["cull-period"],
         cull_timeout=options["cull-timeout"],
         cull_max=options["cull-max"],
+        refill_delay=options["refill-delay"],
     )
 
 
@@ -310,9 +317,10 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     from tmpnb.dockerapi import DockerAPI, docker_client_factory, make_docker_threadpool
     from tmpnb.health import Health
     from tmpnb.lifecycle import LifecycleRecorder, lifecycle_log_observer
-    from tmpnb.metrics import CountedSpawner, Metrics
+    from tmpnb.metrics import Metrics
     from tmpnb.pool import Pool
     from tmpnb.readiness import wait_ready
+    from tmpnb.waitingline import WaitingLine
 
     spec = container_spec(options)
     config = pool_config(options)
@@ -346,8 +354,10 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
         # After shutdown: the pool's last culls happen while the reactor shuts down.
         reactor.addSystemEventTrigger("after", "shutdown", observer.close)
 
+    # A pooled server has rendered its landing page once: no visitor pays the cold render.
+    warm_ready = functools.partial(wait_ready, warm=below_from_redirect_uri(options["redirect-uri"]))
     pool = Pool(
-        reactor, docker, wait_ready, proxy, spec, config,
+        reactor, docker, warm_ready, proxy, spec, config,
         on_transition=LifecycleRecorder(records=records),
         # Restarts keep visitors (docs/lifecycle.md, Restarts); the markers make adoption
         # safe with the embedded proxy, whose routes die with this process.
@@ -361,8 +371,12 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     globalLogPublisher.addObserver(heartbeats)
     reactor.addSystemEventTrigger("after", "shutdown", globalLogPublisher.removeObserver, heartbeats)
 
-    web = QuietSite(make_resource(CountedSpawner(pool, metrics), web_settings(options, environ)), reactor=reactor,
-                    name="orchestrator")
+    # The line's records go to the lifecycle file; the metrics take transitions only.
+    line_records = [write for write in records if write != metrics.record]
+    line = WaitingLine(reactor, pool, options["max-waiting"], records=line_records,
+                       on_turned_away=metrics.no_vacancy.inc)
+    pool.attach_line(line)
+    web = QuietSite(make_resource(pool, web_settings(options, environ), line), reactor=reactor, name="orchestrator")
     web.displayTracebacks = False
     if routes is None:
         _named(strports.service(options["listen"], web, reactor=reactor), "web").setServiceParent(top)
@@ -401,14 +415,19 @@ def _embedded_proxy(reactor: Any, options: Options, spec: ContainerSpec, routes:
         path = web_socket_path(spec)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         # lockfile: a socket file left by a crashed run is replaced, a live one is not.
-        web_listen = f"unix:{quoteStringArgument(path)}:mode=600:lockfile=1"
+        # A spike opens a proxy connection per visitor at once (those in line hold theirs):
+        # a full backlog refuses a unix connect at once (EAGAIN), which the proxy answers 503.
+        backlog = 128 + options["max-waiting"]
+        web_listen = f"unix:{quoteStringArgument(path)}:mode=600:lockfile=1:backlog={backlog}"
         web_target = proxy_target(path)
     services.append(_named(strports.service(web_listen, web, reactor=reactor), "web"))
 
     # Behind `ssl:` the servers are told their visitors came over https (X-Forwarded-Proto).
     scheme = "https" if options["listen"].startswith("ssl:") else "http"
+    # Each visitor in the waiting line holds a request open at the orchestrator (a long poll):
+    # the proxy's bound on connections to one backend must leave room for all of them.
     public = ReverseProxyFactory(reactor, routes, default_target=web_target, static_dir=options["static-dir"],
-                                 scheme=scheme)
+                                 scheme=scheme, max_backend_connections_per_target=32 + options["max-waiting"])
     public.noisy = False
     if metrics is not None:
         metrics.watch_proxy(public)

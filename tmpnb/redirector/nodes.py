@@ -146,7 +146,7 @@ class NodeTable:
         node.successes += 1
         node.last_error = None
         node.available = _count(stats.get("available"))
-        node.waiting = _count(stats.get("waiting"))
+        node.waiting = _waiting(stats.get("waiting"))
         node.capacity = _count(stats.get("capacity"))
         node.draining = bool(stats.get("draining", False))
         node.name = str(stats.get("node") or "")
@@ -173,6 +173,11 @@ class NodeTable:
         """The node answered a forwarded spawn with 429: nothing left until it says otherwise."""
         node.available = 0
         node.sent_at_poll = node.sent
+
+
+def _waiting(value: Any) -> int:
+    """Visitors in a node's waiting line: its stats say {"length": n, …} (tmpnb/waitingline.py)."""
+    return _count(value.get("length")) if isinstance(value, dict) else _count(value)
 
 
 def _count(value: Any) -> int:

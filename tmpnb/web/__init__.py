@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 from twisted.web.util import Redirect
@@ -22,13 +23,16 @@ from tmpnb.web.headers import CorsPolicy, ResponseHeaders
 from tmpnb.web.methods import OnlyAllowed
 from tmpnb.web.paths import below_from_redirect_uri
 from tmpnb.web.spawn import SpawnPage
+from tmpnb.web.waiting import Holds, WaitPage
+from tmpnb.waitingline import WaitingLine
 
-__all__ = ["CorsPolicy", "Spawner", "WebSettings", "make_resource"]
+__all__ = ["CorsPolicy", "Holds", "Spawner", "WebSettings", "make_resource"]
 
 ROBOTS_TXT = b"""\
 User-agent: *
 Disallow: /user/
 Disallow: /spawn/
+Disallow: /wait/
 Disallow: /api/
 # Every visit to / starts a notebook server: crawlers that understand "$" keep off it.
 Disallow: /$
@@ -45,6 +49,7 @@ class WebSettings:
     frame_ancestors: str = "'self'"
     cors: CorsPolicy = field(default_factory=CorsPolicy)
     retry_after: int = 5
+    holds: Holds = field(default_factory=Holds)  # how long requests wait on the waiting line
     # Many hosts: this node's name (--instance) and the URL visitors reach it at (--public-url).
     node: str = ""
     public_url: str | None = None
@@ -103,15 +108,21 @@ class _Root(Resource):
         return self._not_found
 
 
-def make_resource(pool: Spawner, settings: WebSettings) -> Resource:
-    """The orchestrator's resource tree over `pool` (tmpnb.pool.Pool or its twin)."""
+def make_resource(pool: Spawner, settings: WebSettings, line: WaitingLine | None = None) -> Resource:
+    """The orchestrator's resource tree over `pool` (tmpnb.pool.Pool or its twin), handing
+    containers out through `line` (tmpnb.tap wires one to the pool)."""
+    if line is None:
+        # Nobody waits in a line of 0: its clock only times requests whose route is being added.
+        line = WaitingLine(Clock(), pool, max_waiting=0)  # type: ignore[arg-type]
     default_below = below_from_redirect_uri(settings.redirect_uri)
-    handout = HandOut(pool, settings.use_tokens)
+    handout = HandOut(line, settings.use_tokens)
     root = _Root(ResponseHeaders(settings.cors, settings.frame_ancestors))
 
     if settings.api_token is None:
-        root.putChild(b"", SpawnPage(handout, default_below, settings.retry_after, from_path=False))
-        root.putChild(b"spawn", SpawnPage(handout, default_below, settings.retry_after, from_path=True))
+        holds = settings.holds
+        root.putChild(b"", SpawnPage(handout, default_below, settings.retry_after, from_path=False, holds=holds))
+        root.putChild(b"spawn", SpawnPage(handout, default_below, settings.retry_after, from_path=True, holds=holds))
+        root.putChild(b"wait", WaitPage(line, handout, holds, settings.retry_after))
     api = _ApiBranch()
     api.putChild(b"spawn", SpawnAPI(handout, settings.api_token, settings.retry_after))
     node = {"node": settings.node, "public_url": settings.public_url}

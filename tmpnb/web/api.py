@@ -11,6 +11,7 @@ from twisted.web.error import UnsupportedMethod
 from twisted.web.server import NOT_DONE_YET, Request
 
 import tmpnb
+from tmpnb.faults import log_fault
 from tmpnb.web import replies
 from tmpnb.web.methods import OnlyAllowed
 from tmpnb.web.handout import HandOut, Spawner, departure
@@ -19,27 +20,43 @@ from tmpnb.web.paths import BadPath, path_from_text
 log = Logger()
 
 MAX_BODY = 4096
+# Longest a POST /api/spawn may wait in line ({"wait": seconds}).
+MAX_API_WAIT = 60.0
 
 
 class BadRequest(ValueError):
     pass
 
 
-def requested_below(body: bytes) -> str | None:
-    """The notebook path a POST /api/spawn body asks for; None for an empty body.
-
-    The body is optional; if present it is a JSON object whose optional "path"
-    is a notebook path below /user/<id>/. Raises BadRequest for anything else.
-    """
+def _document(body: bytes) -> dict:
     if not body.strip():
-        return None
+        return {}
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):
         raise BadRequest("body is not JSON") from None
     if not isinstance(document, dict):
         raise BadRequest("body is not a JSON object")
-    path = document.get("path")
+    return document
+
+
+def requested_wait(body: bytes) -> float:
+    """Seconds a POST /api/spawn body is willing to wait in line ("wait"), at most
+    MAX_API_WAIT; 0 without it. Raises BadRequest for anything but a number >= 0."""
+    wait = _document(body).get("wait", 0)
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait < float("inf"):
+        raise BadRequest('"wait" is not a number of seconds')
+    return min(float(wait), MAX_API_WAIT)
+
+
+def requested_below(body: bytes) -> str | None:
+    """The notebook path a POST /api/spawn body asks for; None for an empty body.
+
+    The body is optional; if present it is a JSON object whose optional "path"
+    is a notebook path below /user/<id>/ and whose optional "wait" is how long
+    the caller waits in line (requested_wait). Raises BadRequest for anything else.
+    """
+    path = _document(body).get("path")
     if path is None:
         return None
     if not isinstance(path, str):
@@ -52,6 +69,9 @@ def requested_below(body: bytes) -> str | None:
 
 class SpawnAPI(OnlyAllowed):
     """POST /api/spawn -> {"url": "/user/<id>/?token=…"}; 429 {"status": "full"}.
+
+    With {"wait": seconds} the caller waits in line (at most that long) when no container
+    is pooled; without it, "full" comes at once, as tmpnb answered.
 
     With API_AUTH_TOKEN set, callers must send `Authorization: token <it>`.
     """
@@ -79,24 +99,36 @@ class SpawnAPI(OnlyAllowed):
             return replies.json_reply(request, 413, {"status": "body too large"})
         try:
             below = requested_below(body) or ""
+            wait = requested_wait(body)
         except BadRequest as e:
             return replies.json_reply(request, 400, {"status": "bad request", "reason": str(e)})
-        left = departure(request)
-        pending = self._handout.take(left, below)
-        if pending is None:
+        line = self._handout.line
+        ticket = line.take(below, join=wait > 0)  # not willing to wait: "full", as ever
+        if ticket is None:
             request.setHeader(b"Retry-After", str(self._retry_after).encode("ascii"))
             return replies.json_reply(request, 429, {"status": "full"})
+        left = departure(request)
+        request.notifyFinish().addErrback(lambda _: line.leave(ticket))
 
-        def answer(url: str | None) -> None:
-            if url is not None:
-                replies.finish(request, left, replies.json_reply(request, 200, {"url": url}))
+        def answer(assignment: object) -> None:
+            if left:
+                return
+            if assignment is None or ticket.state != "ready":
+                line.leave(ticket, "expired")  # waited as long as asked
+                request.setHeader(b"Retry-After", str(self._retry_after).encode("ascii"))
+                replies.finish(request, left, replies.json_reply(request, 429, {"status": "full"}))
+                return
+            url = self._handout.url(ticket)
+            replies.finish(request, left, replies.json_reply(request, 200, {"url": url}))
 
         def failed(reason: Failure) -> None:
-            log.failure("could not hand out a notebook through the API", reason)
+            log_fault(log, reason, "handing out a notebook through the API")
             request.setHeader(b"Retry-After", str(self._retry_after).encode("ascii"))
             replies.finish(request, left, replies.json_reply(request, 503, {"status": "unavailable"}))
 
-        pending.addCallback(answer).addErrback(failed).addErrback(
+        # A ticket served at once waits for its route however long that takes, as before.
+        timeout = wait if ticket.state == "waiting" else MAX_API_WAIT
+        line.wait(ticket, timeout).addCallbacks(answer, failed).addErrback(
             lambda reason: log.failure("answering an API spawn failed", reason)
         )
         return NOT_DONE_YET

@@ -1,4 +1,5 @@
-"""Handing one pooled container to one request, shared by the pages and the JSON API."""
+"""Handing containers to requests, shared by the pages and the JSON API: through the
+waiting line (tmpnb/waitingline.py), which serves at once when a container is pooled."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from tmpnb.web.paths import with_token
 
 if TYPE_CHECKING:
     from tmpnb.pool import Assignment
+    from tmpnb.waitingline import Ticket, WaitingLine
 
 log = Logger()
 
@@ -38,29 +40,13 @@ def departure(request: Request) -> list[bool]:
 
 
 class HandOut:
-    def __init__(self, pool: Spawner, use_tokens: bool) -> None:
-        self._pool = pool
+    def __init__(self, line: WaitingLine, use_tokens: bool) -> None:
+        self.line = line
         self._use_tokens = use_tokens
 
-    def take(self, left: list[bool], below: str) -> Deferred[str | None] | None:
-        """Take a container for this visitor; fires with the URL that logs them in.
-
-        None at once when the pool has nothing to give ("full"). Fires with None
-        when the visitor left meanwhile (`left`, from `departure`): the container
-        goes back (culled), since nobody else will ever learn its URL.
-        """
-        pending = self._pool.acquire()
-        if pending is None:
-            return None
-
-        def arrived(assignment: Assignment) -> str | None:
-            if left:
-                log.info("visitor left before {container} was ready; culling it",
-                         container=assignment.container_id)
-                self._pool.cull(assignment.container_id, "visitor left")
-                return None
-            log.info("handed {container} to a visitor", container=assignment.container_id)
-            token = assignment.token if self._use_tokens else None
-            return with_token(assignment.path + below, token)
-
-        return pending.addCallback(arrived)
+    def url(self, ticket: Ticket) -> str:
+        """The URL that logs the ticket's visitor in to their container, which is theirs now."""
+        assignment = self.line.claim(ticket)
+        log.info("handed {container} to a visitor", container=assignment.container_id)
+        token = assignment.token if self._use_tokens else None
+        return with_token(assignment.path + ticket.below, token)

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from twisted.logger import Logger
-from twisted.python.failure import Failure
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
 from tmpnb.pages import render_page
 from tmpnb.web import replies
 from tmpnb.web.methods import OnlyAllowed
-from tmpnb.web.handout import HandOut, departure
+from tmpnb.web.handout import HandOut
 from tmpnb.web.paths import BadPath, notebook_path
-
-log = Logger()
+from tmpnb.web.waiting import Holds, serve_ticket
 
 
 def _without_old_user(segments: list[bytes]) -> list[bytes]:
@@ -23,7 +20,7 @@ def _without_old_user(segments: list[bytes]) -> list[bytes]:
 
 
 class SpawnPage(OnlyAllowed):
-    """302 to /user/<id>/<path>?token=…, or the No-vacancy page.
+    """302 to /user/<id>/<path>?token=…, the waiting line's page, or the No-vacancy page.
 
     `from_path`: take the notebook path from the URL (/spawn/<path>); the front
     page (/) always sends the visitor to --redirect-uri.
@@ -31,8 +28,10 @@ class SpawnPage(OnlyAllowed):
 
     isLeaf = True
 
-    def __init__(self, handout: HandOut, default_below: str, retry_after: int, from_path: bool) -> None:
+    def __init__(self, handout: HandOut, default_below: str, retry_after: int, from_path: bool,
+                 holds: Holds = Holds()) -> None:
         super().__init__()
+        self._holds = holds
         self._handout = handout
         self._default_below = default_below
         self._retry_after = retry_after
@@ -46,23 +45,12 @@ class SpawnPage(OnlyAllowed):
             except BadPath:
                 shown = request.path.decode("utf-8", "replace")
                 return replies.html(request, 400, render_page("badpath", "Bad path", path=shown))
-        left = departure(request)
-        pending = self._handout.take(left, below)
-        if pending is None:
+        ticket = self._handout.line.take(below)
+        if ticket is None:
             return replies.no_vacancy(request, self._retry_after)
-
-        def answer(url: str | None) -> None:
-            if url is not None:
-                replies.finish(request, left, replies.redirect(request, url))
-
-        def failed(reason: Failure) -> None:
-            log.failure("could not hand out a notebook", reason)
-            replies.finish(request, left, replies.no_vacancy(request, self._retry_after))
-
-        pending.addCallback(answer).addErrback(failed).addErrback(
-            lambda reason: log.failure("answering a spawn failed", reason)
-        )
-        return NOT_DONE_YET
+        # Served at once when a container is pooled; otherwise the visitor waits in line.
+        return serve_ticket(request, self._handout.line, self._handout, ticket, self._holds.first,
+                            self._holds, self._retry_after)
 
     def render_HEAD(self, request: Request) -> bytes:
         # Link checkers and chat unfurlers send HEAD: it must not take a container.
