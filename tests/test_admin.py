@@ -93,7 +93,8 @@ def call(client: StubTreq, method: str, path: str, **kwargs) -> tuple[int, dict]
 
 @pytest.mark.parametrize(
     "method, path",
-    [("GET", "/api/containers"), ("DELETE", "/api/containers/{id}"), ("DELETE", "/api/pool")],
+    [("GET", "/api/containers"), ("DELETE", "/api/containers/{id}"), ("DELETE", "/api/pool"),
+     ("POST", "/api/drain"), ("DELETE", "/api/drain")],
 )
 @pytest.mark.parametrize(
     "headers",
@@ -226,6 +227,21 @@ def test_an_idle_container_has_been_idle_since_its_last_activity(world):
     described = {**described, "state": "idle", "idle_since": described["created"] + 40.0}
     row = listed(described, now=described["created"] + 100.0)
     assert (row["state"], row["age"], row["idle"]) == ("idle", 100.0, 60.0)
+
+
+def test_drain_and_its_end_through_the_admin_api(world):
+    visited = world.visitor()
+    assert call(world.client, "POST", "/api/drain", headers=AUTH) == (200, {"draining": True})
+    assert world.pool.stats()["draining"] is True
+    assert world.pool.acquire() is None
+    assert world.states()[visited] == "assigned"
+    assert call(world.client, "DELETE", "/api/drain", headers=AUTH) == (200, {"draining": False})
+    assert world.pool.acquire() is not None
+
+
+def test_drain_takes_only_post_and_delete(world):
+    code, body = call(world.client, "GET", "/api/drain", headers=AUTH)
+    assert code == 405 and world.pool.stats()["draining"] is False
 
 
 def test_metrics_are_served_without_the_token_when_given(world):

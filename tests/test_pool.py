@@ -109,6 +109,7 @@ def test_start_fills_the_pool_and_stats_count_it(world: World) -> None:
         "total": 2,
         "left_behind": 0,
         "states": {"booting": 2},
+        "draining": False,
     }
     world.answer_all()
     assert world.pool.stats()["available"] == 2
@@ -225,6 +226,47 @@ def test_drain_culls_the_pooled_ones_and_the_pool_refills(world: World) -> None:
     assert taken.container_id in after
     assert len(before & after) == 1  # only the assigned one survived
     assert world.pool.stats()["available"] == 2
+
+
+def test_a_draining_node_hands_out_nothing_boots_nothing_and_keeps_its_visitors(world: World) -> None:
+    world.started()
+    visitor = handed_out(world)
+    world.pool.set_draining(True)
+    assert world.pool.stats()["draining"] is True
+    assert world.pool.acquire() is None
+    world.pool.cull(visitor, "idle")  # a visitor leaves: no container replaces theirs
+    world.answer_all()
+    assert world.pool.stats()["states"] == {"pooled": 2}
+    world.pool.drain()  # emptying the pool while draining: nothing refills it
+    world.answer_all()
+    assert world.pool.stats()["total"] == 0
+
+
+def test_a_draining_node_has_no_room_for_its_waiting_line(world: World) -> None:
+    world.started()
+    assert world.pool.room() > 0
+    world.pool.set_draining(True)
+    assert world.pool.room() == 0  # the line turns new visitors away: No vacancy
+
+
+def test_a_drained_node_keeps_assigned_containers_until_culled(world: World) -> None:
+    world.started()
+    visitor = handed_out(world)
+    world.pool.set_draining(True)
+    world.clock.advance(world.config.cull_period)
+    assert visitor in world.docker.running()
+    assert {c["container"]: c["state"] for c in world.pool.containers()}[visitor] in ("assigned", "idle")
+
+
+def test_the_end_of_a_drain_hands_out_and_refills_again(world: World) -> None:
+    world.started()
+    world.pool.set_draining(True)
+    world.pool.drain()
+    world.answer_all()
+    world.pool.set_draining(False)
+    world.answer_all()
+    assert world.pool.stats()["available"] == 2 and world.pool.stats()["draining"] is False
+    assert world.pool.acquire() is not None
 
 
 def test_stop_removes_everything_it_made_and_fires_when_done(world: World) -> None:

@@ -117,15 +117,16 @@ def test_embedded_proxy_listens_publicly_and_sends_the_rest_to_the_orchestrators
     start_listeners(top, reactor, ["proxy", "proxy-api", "web", "admin"])
 
     tcp = {port: (factory, interface) for port, factory, _, interface in reactor.tcpServers}
-    assert sorted(tcp) == [8001, 8123, 10000]
+    assert sorted(tcp) == [8123, 10000]
     assert all(interface == "127.0.0.1" for _, interface in tcp.values())
+    api_socket = str(tmp_path / "t1.proxy-api.sock")
     public = tcp[8123][0]
     socket = web_socket_path(container_spec(options))
     assert socket == str(tmp_path / "t1.web.sock")
     assert public.default_target == proxy_target(socket)
-    assert [address for address, *_ in reactor.unixServers] == [socket]
+    assert sorted(address for address, *_ in reactor.unixServers) == sorted([api_socket, socket])
     # Room in the backlog for a spike's proxy connections, one per visitor in line.
-    [(_, _, backlog, *_)] = reactor.unixServers
+    [(_, _, backlog, *_)] = [server for server in reactor.unixServers if server[0] == socket]
     assert backlog > options["max-waiting"]
 
 
@@ -166,3 +167,17 @@ def test_web_listen_can_be_tcp(tmp_path):
     tcp = {port: factory for port, factory, _, _ in reactor.tcpServers}
     assert tcp[8124].default_target == "http://127.0.0.1:9100"
     assert 9100 in tcp
+
+
+def test_two_nodes_on_one_host_differ_only_in_instance_and_listen(tmp_path):
+    """Everything else that must differ (sockets, the proxy API) is derived from the instance."""
+    listeners = []
+    for instance, port in (("n1", 8101), ("n2", 8102)):
+        reactor = MemoryReactorClock()
+        options = parse(f"--socket-root={tmp_path}", f"--instance={instance}", f"--listen=tcp:{port}:interface=127.0.0.1",
+                        "--public-url=http://n.example.org")
+        top = makeService(options, reactor=reactor, environ={})
+        start_listeners(top, reactor, ["proxy", "proxy-api", "web"])
+        listeners.append({("tcp", p) for p, *_ in reactor.tcpServers} | {("unix", a) for a, *_ in reactor.unixServers})
+        assert web_settings(options, {}).node == instance
+    assert listeners[0].isdisjoint(listeners[1])

@@ -9,6 +9,9 @@
     DELETE /api/pool               cull the unassigned pool, refill follows: {"drained": n}
     DELETE /api/shares/<id>        take a share down (with sharing on): {"deleted": id}, 404 if
                                    unknown or already gone
+    POST   /api/drain              drain the node: no new visitors, no refill, visitors stay
+                                   until culled: {"draining": true}
+    DELETE /api/drain              end the drain: {"draining": false}
 
 Everything under /api/ needs ``Authorization: token <ADMIN_AUTH_TOKEN>``; 403 otherwise.
 /health and /metrics are read-only and name no container, so monitoring can poll them
@@ -44,6 +47,8 @@ class AdminPool(Protocol):
     def cull(self, container_id: str, reason: str) -> bool: ...
 
     def drain(self) -> int: ...
+
+    def set_draining(self, draining: bool) -> None: ...
 
 
 class AdminResource(Resource):
@@ -100,6 +105,12 @@ class AdminResource(Resource):
             if method != "DELETE":
                 return _method_not_allowed(request, "DELETE")
             return self._take_down(request, segments[2])
+        if segments == ["api", "drain"]:
+            if method not in ("POST", "DELETE"):
+                return _method_not_allowed(request, "POST, DELETE")
+            self._pool.set_draining(method == "POST")
+            log.info("admin set draining to {draining}", draining=method == "POST")
+            return _json(request, http.OK, {"draining": method == "POST"})
         return _json(request, http.NOT_FOUND, {"error": "not found"})
 
     def _take_down(self, request: Request, share_id: str) -> Any:

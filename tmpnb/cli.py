@@ -2,6 +2,7 @@
 
     tmpnb run [--log-format text|json] [twistd tmpnb options]
                                         the service in the foreground (`twistd -n tmpnb …`)
+    tmpnb redirector [options]          a redirector in front of many nodes (`twistd -n tmpnb-redirector …`)
     tmpnb report LOG [--plot DIR]       summarise a lifecycle log (`python -m tmpnb.lifecycle report`)
     tmpnb image build | extract-static  the notebook image (`python -m tmpnb.image …`)
 
@@ -22,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     if command == "run":
         logger, rest = _log_format(rest)
         return run_twistd(["-n", "--pidfile=", f"--logger={logger}", "tmpnb", *rest])
+    if command == "redirector":
+        return run_twistd(["-n", "--pidfile=", "tmpnb-redirector", *rest])
     if command == "report":
         from tmpnb.report import main as report
 

@@ -150,6 +150,8 @@ class Pool(Service):
         # Containers whose removal gave up (Docker away): they may still exist, so they count
         # against the capacity until a heartbeat sees them gone or removes them.
         self._left_behind: set[str] = set()
+        # A node drain (admin POST /api/drain): no hand-outs, no refill; visitors keep theirs.
+        self._draining = False
         self._heartbeat = Heartbeat(
             reactor, self, self._docker, proxy, self._ask_statuses, spec, config
         )
@@ -296,7 +298,7 @@ class Pool(Service):
 
     def acquire(self) -> Deferred[Assignment] | None:
         """A pooled container for one visitor, or None when none is ready ("full")."""
-        if not self.running or not self._pooled:
+        if not self.running or self._draining or not self._pooled:
             return None
         # The machine's transition takes it out of self._pooled.
         assignment = self._machines[self._pooled[0]].assign()
@@ -311,7 +313,9 @@ class Pool(Service):
 
     def room(self) -> int:
         """How many more visitors can get a container without a cull: those booted or on
-        their way, and the room left within the capacity."""
+        their way, and the room left within the capacity. None while the node drains."""
+        if self._draining:
+            return 0
         return self._in_stock + max(0, self.config.capacity - self._total())
 
     def _postpone_refill(self) -> None:
@@ -341,6 +345,7 @@ class Pool(Service):
             "total": self._total(),
             "left_behind": len(self._left_behind),
             "states": dict(Counter(self._states.values())),
+            "draining": self._draining,
         }
         if self._line is not None:
             stats["waiting"] = self._line.stats()
@@ -363,13 +368,22 @@ class Pool(Service):
             self._machines[container_id].cull("drained")
         return len(drained)
 
+    def set_draining(self, draining: bool) -> None:
+        """Drain the node (not to be confused with drain(), which empties the pool): while
+        draining it hands out nothing and boots nothing; assigned containers live on until
+        culled, pooled ones wait for the drain to end."""
+        if draining != self._draining:
+            log.info("node draining: {draining}", draining=draining)
+        self._draining = draining
+        self.fill()
+
     # -- keeping the pool full
 
     def fill(self) -> None:
         """Start machines until pool_size, and one for each visitor in the waiting line, are
         booted or booting, within capacity. While refill yields to a burst of hand-outs
         (_postpone_refill), only the line is booted for."""
-        if not (self.running and self._cleaned):
+        if not (self.running and self._cleaned) or self._draining:
             return
         if self._pause is not None and self._pause.active():
             return

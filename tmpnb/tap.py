@@ -119,7 +119,9 @@ class Options(usage.Options):
         ["listen", None, "tcp:8000:interface=127.0.0.1", "Public endpoint (the orchestrator's own with --proxy-api-url)."],
         ["web-listen", None, None, "Embedded proxy only: the orchestrator's endpoint (default: a unix socket in --socket-root)."],
         ["proxy-api-url", None, None, f"Use this external configurable-http-proxy API (token in ${PROXY_TOKEN_VARIABLE})."],
-        ["proxy-api-listen", None, "tcp:8001:interface=127.0.0.1", "Embedded proxy's REST API endpoint ('none': off)."],
+        ["proxy-api-listen", None, None,
+         "Embedded proxy's REST API endpoint ('none': off; default tcp:8001 on loopback for the instance "
+         "'tmpnb', a unix socket <socket-root>/<instance>.proxy-api.sock for any other)."],
         ["admin-port", None, None, f"Admin API port or endpoint, on loopback (token in ${ADMIN_TOKEN_VARIABLE})."],
         # Share and remix (tmpnb/share/)
         ["share-store", None, "/var/lib/tmpnb/shares.sqlite3",
@@ -128,6 +130,7 @@ class Options(usage.Options):
         ["share-expires-days", None, 30.0, "Days a share lives unless its sharer asks for fewer.", float],
         ["shares-per-hour", None, 30, "Shares one notebook server may make in an hour.", int],
         ["share-renders-per-minute", None, 30, "Uncached share renders one client address may ask for in a minute.", int],
+        ["public-url", None, None, "The URL visitors reach this node at, told to a tmpnb-redirector in /api/stats."],
     ]
 
     def postOptions(self) -> None:
@@ -149,7 +152,18 @@ class Options(usage.Options):
             raise usage.UsageError(f"--proxy-api-url needs ${PROXY_TOKEN_VARIABLE}")
         if self["admin-port"] is not None:
             self["admin-port"] = _endpoint_or_port(self["admin-port"])
+        if self["proxy-api-listen"] is None:
+            self["proxy-api-listen"] = default_proxy_api_listen(self["instance"], self["socket-root"])
         self["host-directories"] = tuple(d for d in self["host-directories"].split(",") if d)
+
+
+def default_proxy_api_listen(instance: str, socket_root: str) -> str:
+    """CHP's API port for the default instance; for any other a socket named after it, so two
+    nodes on one host differ only in --instance and --listen."""
+    if instance == _SPEC.instance:
+        return "tcp:8001:interface=127.0.0.1"
+    path = os.path.join(socket_root, f"{instance}.proxy-api.sock")
+    return f"unix:{quoteStringArgument(path)}:mode=600:lockfile=1"
 
 
 def container_spec(options: Options) -> ContainerSpec:
@@ -198,6 +212,8 @@ def web_settings(options: Options, environ: dict[str, str]) -> WebSettings:
         api_token=environ.get(API_TOKEN_VARIABLE) or None,
         container_image=options["image"],
         frame_ancestors=options["frame-ancestors"],
+        node=options["instance"],
+        public_url=options["public-url"],
         cors=CorsPolicy(
             allow_origin=options["allow-origin"],
             allow_credentials=options["allow-credentials"],
@@ -410,6 +426,7 @@ def _embedded_proxy(reactor: Any, options: Options, spec: ContainerSpec, routes:
     from tmpnb.sockets import proxy_target
 
     services = []
+    os.makedirs(spec.socket_root, exist_ok=True)  # the sockets derived from the instance live there
     if options["web-listen"]:
         web_listen = options["web-listen"]
         web_target = _target_of(web_listen)

@@ -110,12 +110,13 @@ class Tmpnb:
     process: subprocess.Popen | None = None
     log_path: str = ""
     lifecycle_log: str = ""
+    host: str = "127.0.0.1"  # the public listener's loopback address (many nodes: 127.0.0.2, …)
     # twistd's own options, before "tmpnb"; with --logger the log goes to stdout, kept in log_path
     twistd_args: list[str] = field(default_factory=list)
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def admin_base(self) -> str:
@@ -135,7 +136,7 @@ class Tmpnb:
             sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
             "-n", "--pidfile=", *([] if to_stdout else [f"--logfile={self.log_path}"]), *self.twistd_args, "tmpnb",
             f"--instance={self.instance}", f"--socket-root={self.socket_root}",
-            f"--listen=tcp:{self.port}:interface=127.0.0.1",
+            f"--listen=tcp:{self.port}:interface={self.host}",
             f"--proxy-api-listen=tcp:{self.proxy_api_port}:interface=127.0.0.1",
             f"--admin-port={self.admin_port}",
             f"--lifecycle-log={self.lifecycle_log}",
@@ -214,6 +215,55 @@ class Tmpnb:
         """Names of the containers' socket directories under <socket-root>/<instance>/."""
         root = Path(self.socket_root, self.instance)
         return {p.name for p in root.iterdir() if p.is_dir()} if root.exists() else set()
+
+
+@dataclass
+class Redirector:
+    """One `twistd -n tmpnb-redirector` process on loopback, in front of `nodes` (their URLs)."""
+
+    nodes: list[str]
+    args: list[str] = field(default_factory=list)
+    port: int = field(default_factory=free_port)
+    admin_port: int = field(default_factory=free_port)
+    log_path: str = field(default_factory=lambda: tempfile.mktemp(prefix="tnb-redirector-", suffix=".log", dir="/tmp"))
+    process: subprocess.Popen | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        argv = [
+            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            "-n", "--pidfile=", f"--logfile={self.log_path}", "tmpnb-redirector",
+            f"--listen=tcp:{self.port}:interface=127.0.0.1", f"--admin-listen={self.admin_port}",
+            *(f"--node={url}" for url in self.nodes), *self.args,
+        ]
+        env = {**os.environ, "PYTHONPATH": str(REPO), "ADMIN_AUTH_TOKEN": ADMIN_TOKEN}
+        self.process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        wait_until(lambda: self.check_alive() or call(self.base, "GET", "/api/stats").status == 200, 30,
+                   "the redirector answering")
+
+    def check_alive(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            raise TmpnbError(f"redirector exited:\n{self.log()[-4000:]}")
+
+    def log(self) -> str:
+        return Path(self.log_path).read_text() if os.path.exists(self.log_path) else ""
+
+    def stats(self) -> dict:
+        return call(self.base, "GET", "/api/stats").json()
+
+    def nodes_by_url(self) -> dict[str, dict]:
+        return {node["url"]: node for node in self.stats()["nodes"]}
+
+    def stop(self, keep_log: bool = False) -> int:
+        """SIGTERM by PID; the exit status. The log goes unless `keep_log` (to read it after)."""
+        self.process.send_signal(signal.SIGTERM)  # our own child, by its PID
+        code = self.process.wait(timeout=30)
+        if not keep_log:
+            Path(self.log_path).unlink(missing_ok=True)
+        return code
 
 
 def visit(base: str, path: str = "/") -> tuple[str, str, str]:
@@ -351,12 +401,13 @@ class Launcher:
         self.started: list[Tmpnb] = []
 
     def __call__(self, *args: str, env: dict | None = None, start: bool = True, port: int | None = None,
-                 twistd_args: Sequence[str] = ()) -> Tmpnb:
-        """A new server (started unless `start` is false), on `port` if given, else a free one;
-        `twistd_args` go to twistd itself (before "tmpnb")."""
-        server = Tmpnb(f"test-{self._prefix}-{secrets.token_hex(4)}",
+                 twistd_args: Sequence[str] = (), host: str = "127.0.0.1", name: str = "") -> Tmpnb:
+        """A new server (started unless `start` is false), on `port` if given, else a free one,
+        listening on `host`; `twistd_args` go to twistd itself (before "tmpnb"); `name` ends its
+        instance name (n1, n2 … of a federation)."""
+        server = Tmpnb(f"test-{self._prefix}-{secrets.token_hex(4)}" + (f"-{name}" if name else ""),
                        tempfile.mkdtemp(prefix="tnb" + self._prefix[:2], dir="/tmp"),
-                       [*self._server_args, *args], env or {}, twistd_args=list(twistd_args))
+                       [*self._server_args, *args], env or {}, twistd_args=list(twistd_args), host=host)
         if port is not None:
             server.port = port
         self.started.append(server)

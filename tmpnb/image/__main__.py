@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     extract.add_argument("dest", help="directory to fill (created if missing)")
     extract.add_argument("--image", default=DEFAULT_IMAGE, help="image (default %(default)s)")
 
+    node = commands.add_parser("build-node", help="build the node image (tmpnb itself, for Swarm)")
+    node.add_argument("--image", default="tmpnb/node:latest", help="tag (default %(default)s)")
+    node.add_argument("--quiet", action="store_true", help="print only the image id")
+
     args = parser.parse_args(argv)
     say = _quiet if getattr(args, "quiet", False) else _say
     started = time.monotonic()
@@ -36,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "build":
             image_id = ensure_image(client, args.image, args.force, say=say, mirror=args.mirror)
             print(image_id)
+        elif args.command == "build-node":
+            from tmpnb.image.node import ensure_node_image
+
+            print(ensure_node_image(client, args.image, say=say))
         else:
             manifest = extract_static(client, args.dest, args.image)
             for prefix, directory in sorted(manifest.items()):

@@ -53,6 +53,9 @@ class WebSettings:
     cors: CorsPolicy = field(default_factory=CorsPolicy)
     retry_after: int = 5
     holds: Holds = field(default_factory=Holds)  # how long requests wait on the waiting line
+    # Many hosts: this node's name (--instance) and the URL visitors reach it at (--public-url).
+    node: str = ""
+    public_url: str | None = None
 
 
 class NotFoundPage(Resource):
@@ -129,7 +132,8 @@ def make_resource(pool: Spawner, settings: WebSettings, line: WaitingLine | None
         root.putChild(b"wait", WaitPage(line, handout, holds, settings.retry_after))
     api = _ApiBranch()
     api.putChild(b"spawn", SpawnAPI(handout, settings.api_token, settings.retry_after))
-    api.putChild(b"stats", StatsAPI(pool, settings.container_image))
+    node = {"node": settings.node, "public_url": settings.public_url}
+    api.putChild(b"stats", StatsAPI(pool, settings.container_image, node))
     root.putChild(b"api", api)
     root.putChild(b"stats", Redirect(b"/api/stats"))
     if sharing is None:

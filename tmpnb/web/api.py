@@ -143,13 +143,15 @@ class StatsAPI(OnlyAllowed):
 
     isLeaf = True
 
-    def __init__(self, pool: Spawner, container_image: str) -> None:
+    def __init__(self, pool: Spawner, container_image: str, node: dict | None = None) -> None:
         super().__init__()
         self._pool = pool
         self._container_image = container_image
+        self._node = node or {}  # who this node is, for a redirector: "node", "public_url"
 
     def render_GET(self, request: Request) -> bytes:
         stats = dict(self._pool.stats())
         stats["version"] = tmpnb.__version__
         stats["container_image"] = self._container_image
+        stats.update(self._node)
         return replies.json_reply(request, 200, stats)

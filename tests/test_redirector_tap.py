@@ -1,0 +1,84 @@
+"""`twistd tmpnb-redirector` options and wiring."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+
+from tmpnb.redirector.tap import Options, makeService
+
+
+def parse(*argv: str) -> Options:
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+def test_nodes_repeat_and_are_normalized():
+    options = parse("--node", "http://10.0.0.1:8000/", "--node", "https://n2.example.org")
+    assert options["node"] == ["http://10.0.0.1:8000", "https://n2.example.org"]
+
+
+@pytest.mark.parametrize("argv", [[], ["--node", "10.0.0.1:8000"], ["--node", "http://x:1", "--health-period", "0"],
+                                  ["--node", "http://x:1", "--down-after", "0"]])
+def test_bad_options_are_refused(argv):
+    with pytest.raises(usage.UsageError):
+        parse(*argv)
+
+
+def test_the_service_listens_publicly_and_admin_on_loopback(tmp_path):
+    nodes = tmp_path / "nodes"
+    nodes.write_text("http://127.0.0.2:8000\nhttp://127.0.0.3:8000\n")
+    reactor = MemoryReactorClock()
+    top = makeService(parse("--nodes-file", str(nodes), "--node", "http://127.0.0.4:8000",
+                            "--listen", "tcp:8123:interface=127.0.0.1", "--admin-listen", "8124"),
+                      reactor=reactor, environ={"ADMIN_AUTH_TOKEN": "t"})
+    for name in ("web", "admin"):
+        top.getServiceNamed(name).privilegedStartService()
+    assert sorted((port, interface) for port, _, _, interface in reactor.tcpServers) == [
+        (8123, "127.0.0.1"), (8124, "127.0.0.1")]
+    admin = next(f for port, f, _, _ in reactor.tcpServers if port == 8124)
+    table = admin.resource._redirector.table
+    assert sorted(n.url for n in table) == ["http://127.0.0.2:8000", "http://127.0.0.3:8000", "http://127.0.0.4:8000"]
+
+
+def test_the_nodes_file_is_read_again_on_request_and_a_bad_one_is_refused(tmp_path):
+    import json
+
+    from treq.testing import StubTreq
+    from twisted.trial.unittest import SynchronousTestCase
+
+    results = SynchronousTestCase()
+    nodes = tmp_path / "nodes"
+    nodes.write_text("http://127.0.0.2:8000\n")
+    reactor = MemoryReactorClock()
+    top = makeService(parse("--nodes-file", str(nodes), "--admin-listen", "8124"), reactor=reactor,
+                      environ={"ADMIN_AUTH_TOKEN": "t"})
+    top.getServiceNamed("admin").privilegedStartService()
+    [(_, site, _, _)] = reactor.tcpServers
+    admin = StubTreq(site.resource)
+
+    def reload() -> bool:
+        response = results.successResultOf(admin.post("http://127.0.0.1:8124/api/reload",
+                                                      headers={"Authorization": "token t"}))
+        return json.loads(results.successResultOf(response.content()))["reloaded"]
+
+    table = site.resource._redirector.table
+    nodes.write_text("http://127.0.0.3:8000\nhttp://127.0.0.4:8000\n")
+    assert reload() is True
+    assert sorted(n.url for n in table) == ["http://127.0.0.3:8000", "http://127.0.0.4:8000"]
+    nodes.write_text("http://127.0.0.5:8000\nhalf a line")
+    assert reload() is False
+    assert sorted(n.url for n in table) == ["http://127.0.0.3:8000", "http://127.0.0.4:8000"]
+
+
+def test_the_tmpnb_command_runs_the_redirector():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "tmpnb.cli", "redirector", "--help"], capture_output=True,
+                          text=True, cwd=repo, env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert "--nodes-file" in done.stdout and "--health-period" in done.stdout, done.stderr

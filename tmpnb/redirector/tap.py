@@ -1,0 +1,151 @@
+"""``twistd tmpnb-redirector``: one front door for several tmpnb nodes.
+
+    twistd -n tmpnb-redirector --listen tcp:8000 \\
+        --node http://10.0.0.1:8000 --node http://10.0.0.2:8000 --health-period 5
+
+Each node is polled at GET /api/stats; each new visitor is redirected to (or, for POST
+/api/spawn, forwarded to) a node chosen by its room among the healthy, not draining ones.
+--nodes-file is read again on SIGHUP; a bad file keeps the last good list.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import IService, MultiService, Service
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web.server import Site
+
+from tmpnb.redirector.nodes import Thresholds, normalized_url
+from tmpnb.tap import ADMIN_TOKEN_VARIABLE, _endpoint_or_port, _yes_no
+
+log = Logger()
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = __doc__
+
+    optParameters = [
+        ["listen", None, "tcp:8000:interface=127.0.0.1", "Public endpoint."],
+        ["nodes-file", None, None, "File of node URLs, one a line (# comments); read again on SIGHUP."],
+        ["health-period", None, 5.0, "Seconds between polls of every node.", float],
+        ["health-timeout", None, None, "Seconds a poll may take (default: 0.8 x period, at most 5).", float],
+        ["down-after", None, 2, "Failed polls in a row that take a node out of rotation.", int],
+        ["up-after", None, 2, "Answered polls in a row that bring a node that was down back.", int],
+        ["headroom", None, 0, "Pooled containers left on each node as a margin.", int],
+        ["spawn-timeout", None, 30.0, "Seconds a forwarded POST /api/spawn may take.", float],
+        ["retry-after", None, 5, "Retry-After when every node is full.", int],
+        ["allow-origin", None, "", "Access-Control-Allow-Origin (as on a node)."],
+        ["allow-credentials", None, False, "Access-Control-Allow-Credentials.", _yes_no],
+        ["allow-methods", None, "", "Access-Control-Allow-Methods."],
+        ["allow-headers", None, "", "Access-Control-Allow-Headers."],
+        ["admin-listen", None, None, f"Admin API port or endpoint, on loopback (token in ${ADMIN_TOKEN_VARIABLE})."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["node"] = []
+
+    def opt_node(self, url: str) -> None:
+        """A node's URL (repeatable), e.g. http://10.0.0.1:8000."""
+        try:
+            self["node"].append(normalized_url(url))
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+
+    def postOptions(self) -> None:
+        if not self["node"] and not self["nodes-file"]:
+            raise usage.UsageError("give at least one --node or a --nodes-file")
+        if self["health-period"] <= 0 or self["down-after"] < 1 or self["up-after"] < 1 or self["headroom"] < 0:
+            raise usage.UsageError("need --health-period > 0, --down-after and --up-after >= 1, --headroom >= 0")
+        if self["admin-listen"] is not None:
+            self["admin-listen"] = _endpoint_or_port(self["admin-listen"])
+
+
+class SighupReload(Service):
+    """Reads the nodes file again on SIGHUP (the handler only schedules it on the reactor)."""
+
+    def __init__(self, reactor: Any, reload: Any) -> None:
+        self._reactor = reactor
+        self._reload = reload
+        self._previous: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._previous = signal.signal(signal.SIGHUP, lambda *_: self._reactor.callFromThread(self._reload))
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+
+
+def makeService(options: Options, reactor: Any = None, environ: dict[str, str] | None = None) -> IService:
+    if reactor is None:
+        from twisted.internet import reactor
+    environ = dict(os.environ) if environ is None else environ
+
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+    from tmpnb.redirector.admin import RedirectorAdmin
+    from tmpnb.redirector.metrics import Metrics
+    from tmpnb.redirector.nodes import NodeTable
+    from tmpnb.redirector.nodesfile import load_nodes_file
+    from tmpnb.redirector.polling import Poller
+    from tmpnb.redirector.web import Redirector, make_resource
+    from tmpnb.web.headers import CorsPolicy, ResponseHeaders
+
+    top = MultiService()
+    table = NodeTable(Thresholds(down_after=options["down-after"], up_after=options["up-after"]))
+    for url in options["node"]:
+        table.add(url, source="option")
+    reload = None
+    if options["nodes-file"]:
+        path = options["nodes-file"]
+
+        def reload() -> bool:
+            loaded = load_nodes_file(path, table)
+            if loaded and poller.running:
+                poller.poll_now()
+            return loaded
+
+        load_nodes_file(path, table)
+        SighupReload(reactor, reload).setServiceParent(top)
+
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 4
+    http = HTTPClient(Agent(reactor, pool=pool))
+    metrics = Metrics(table, options["headroom"])
+    rng = random.Random()
+    poller = Poller(reactor, http, table, options["health-period"], options["health-timeout"], rng=rng,
+                    on_poll=metrics.poll)
+    poller.setName("poller")
+    poller.setServiceParent(top)
+
+    redirector = Redirector(table, options["headroom"], rng, metrics)
+    cors = CorsPolicy(allow_origin=options["allow-origin"], allow_credentials=options["allow-credentials"],
+                      allow_methods=options["allow-methods"], allow_headers=options["allow-headers"])
+    site = Site(make_resource(redirector, http, reactor, ResponseHeaders(cors, "'self'"),
+                              options["spawn-timeout"], options["retry-after"]), reactor=reactor)
+    site.displayTracebacks = False
+    web = strports.service(options["listen"], site, reactor=reactor)
+    web.setName("web")
+    web.setServiceParent(top)
+
+    if options["admin-listen"]:
+        admin = Site(RedirectorAdmin(redirector, environ.get(ADMIN_TOKEN_VARIABLE, ""), reload,
+                                     on_added=lambda: poller.poll_now() if poller.running else None),
+                     reactor=reactor)
+        admin.displayTracebacks = False
+        service = strports.service(options["admin-listen"], admin, reactor=reactor)
+        service.setName("admin")
+        service.setServiceParent(top)
+    log.info("redirector on {listen} for {count} nodes", listen=options["listen"], count=len(table))
+    return top
