@@ -13,7 +13,6 @@ connection this module's clients open goes to 127.0.0.1 whatever the name (`loop
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -23,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +31,7 @@ import requests
 import urllib3.util.connection
 import websocket
 
-from tmpnb_process import CHP, REPO, free_port
+from tmpnb_process import CHP, REPO, execute_on, free_port
 
 START_WAIT = 60.0
 SPAWN_WAIT = 90.0
@@ -323,25 +321,7 @@ def execute(server_url: str, token: str, kernel_id: str, code: str, timeout: flo
         ws_url, timeout=timeout, header=[f"Authorization: token {token}"], host=parts.netloc, suppress_origin=True
     )
     try:
-        msg_id = uuid.uuid4().hex
-        ws.send(json.dumps({
-            "header": {"msg_id": msg_id, "username": "it", "session": uuid.uuid4().hex,
-                       "msg_type": "execute_request", "version": "5.3"},
-            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-            "content": {"code": code, "silent": False, "store_history": False,
-                        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
-        }))
-        result = None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            message = json.loads(ws.recv())
-            if message["parent_header"].get("msg_id") != msg_id:
-                continue
-            if message["msg_type"] == "execute_result":
-                result = message["content"]["data"]["text/plain"]
-            elif message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
-                return result
-        raise HubError(f"{code!r}: no reply within {timeout:g}s")
+        return execute_on(ws, code, timeout)
     finally:
         ws.close()
 

@@ -301,29 +301,35 @@ def execute(base: str, prefix: str, token: str, kernel_id: str, code: str, timeo
     ws_url = base.replace("http://", "ws://") + f"{prefix}api/kernels/{kernel_id}/channels?token={token}"
     ws = websocket.create_connection(ws_url, timeout=timeout)
     try:
-        msg_id = uuid.uuid4().hex
-        ws.send(json.dumps({
-            "header": {"msg_id": msg_id, "username": "it", "session": uuid.uuid4().hex,
-                       "msg_type": "execute_request", "version": "5.3"},
-            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-            "content": {"code": code, "silent": False, "store_history": False,
-                        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
-        }))
-        result = None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            message = json.loads(ws.recv())
-            if message["parent_header"].get("msg_id") != msg_id:
-                continue
-            if message["msg_type"] == "execute_result":
-                result = message["content"]["data"]["text/plain"]
-            elif message["msg_type"] == "error":
-                raise TmpnbError(f"{code!r} failed: {message['content']['ename']}: {message['content']['evalue']}")
-            elif message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
-                return result
-        raise TmpnbError(f"{code!r}: no reply within {timeout:g}s")
+        return execute_on(ws, code, timeout)
     finally:
         ws.close()
+
+
+def execute_on(ws: websocket.WebSocket, code: str, timeout: float = 60) -> str | None:
+    """Run `code` on an open kernel channels websocket; the text/plain result (None for a
+    statement without a value). A Python error raises TmpnbError."""
+    msg_id = uuid.uuid4().hex
+    ws.send(json.dumps({
+        "header": {"msg_id": msg_id, "username": "it", "session": uuid.uuid4().hex,
+                   "msg_type": "execute_request", "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": code, "silent": False, "store_history": False,
+                    "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+    }))
+    result = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = json.loads(ws.recv())
+        if message["parent_header"].get("msg_id") != msg_id:
+            continue
+        if message["msg_type"] == "execute_result":
+            result = message["content"]["data"]["text/plain"]
+        elif message["msg_type"] == "error":
+            raise TmpnbError(f"{code!r} failed: {message['content']['ename']}: {message['content']['evalue']}")
+        elif message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+            return result
+    raise TmpnbError(f"{code!r}: no reply within {timeout:g}s")
 
 
 def run_one_plus_one(base: str, prefix: str, token: str) -> str:

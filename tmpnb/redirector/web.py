@@ -25,7 +25,7 @@ from tmpnb.pages import render_page
 from tmpnb.redirector.choosing import candidates, choose
 from tmpnb.redirector.metrics import Metrics, MetricsPage
 from tmpnb.redirector.nodes import Node, NodeTable
-from tmpnb.web import NotFoundPage, Preflight, RobotsTxt
+from tmpnb.web import ApiBranch, Root, RobotsTxt
 from tmpnb.web import replies
 from tmpnb.web.handout import departure
 from tmpnb.web.headers import ResponseHeaders
@@ -191,37 +191,12 @@ class HealthPage(OnlyAllowed):
         return replies.json_reply(request, 200 if up else 503, {"status": status, "nodes": len(nodes), "up": up})
 
 
-class _ApiBranch(Resource):
-    def getChild(self, path: bytes, request: Request) -> Resource:
-        return self
-
-    def render(self, request: Request) -> bytes:
-        return replies.json_reply(request, 404, {"status": "not found"})
-
-
-class _Root(Resource):
-    def __init__(self, headers: ResponseHeaders) -> None:
-        super().__init__()
-        self._headers = headers
-        self._preflight = Preflight()
-        self._not_found = NotFoundPage()
-
-    def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
-        self._headers.apply(request)
-        if request.method == b"OPTIONS":
-            return self._preflight
-        return super().getChildWithDefault(path, request)
-
-    def getChild(self, path: bytes, request: Request) -> Resource:
-        return self._not_found
-
-
 def make_resource(redirector: Redirector, http: Any, clock: Any, headers: ResponseHeaders,
                   spawn_timeout: float = 30.0, retry_after: int = 5) -> Resource:
-    root = _Root(headers)
+    root = Root(headers)
     root.putChild(b"", RedirectPage(redirector, retry_after))
     root.putChild(b"spawn", RedirectPage(redirector, retry_after))
-    api = _ApiBranch()
+    api = ApiBranch()
     api.putChild(b"spawn", SpawnForward(redirector, http, clock, spawn_timeout, retry_after))
     api.putChild(b"stats", StatsPage(redirector))
     root.putChild(b"api", api)

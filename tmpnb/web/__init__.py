@@ -74,7 +74,7 @@ class RobotsTxt(OnlyAllowed):
         return ROBOTS_TXT
 
 
-class _ApiBranch(Resource):
+class ApiBranch(Resource):
     """/api/…: JSON for any path that is not one of ours."""
 
     def getChild(self, path: bytes, request: Request) -> Resource:
@@ -94,7 +94,9 @@ class Preflight(Resource):
         return b""
 
 
-class _Root(Resource):
+class Root(Resource):
+    """The top of a tree (the orchestrator's, the redirector's): stamps the CORS and framing
+    headers on every answer, answers OPTIONS anywhere, and Not found for what it lacks."""
     def __init__(self, headers: ResponseHeaders) -> None:
         super().__init__()
         self._headers = headers
@@ -123,14 +125,14 @@ def make_resource(pool: Spawner, settings: WebSettings, line: WaitingLine | None
         line = WaitingLine(Clock(), pool, max_waiting=0)  # type: ignore[arg-type]
     default_below = below_from_redirect_uri(settings.redirect_uri)
     handout = HandOut(line, settings.use_tokens)
-    root = _Root(ResponseHeaders(settings.cors, settings.frame_ancestors))
+    root = Root(ResponseHeaders(settings.cors, settings.frame_ancestors))
 
     if settings.api_token is None:
         holds = settings.holds
         root.putChild(b"", SpawnPage(handout, default_below, settings.retry_after, from_path=False, holds=holds))
         root.putChild(b"spawn", SpawnPage(handout, default_below, settings.retry_after, from_path=True, holds=holds))
         root.putChild(b"wait", WaitPage(line, handout, holds, settings.retry_after))
-    api = _ApiBranch()
+    api = ApiBranch()
     api.putChild(b"spawn", SpawnAPI(handout, settings.api_token, settings.retry_after))
     node = {"node": settings.node, "public_url": settings.public_url}
     api.putChild(b"stats", StatsAPI(pool, settings.container_image, node))
