@@ -13,19 +13,22 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from OpenSSL import SSL
 from twisted.internet import ssl
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test.iosim import connectedServerAndClient
 
+from tmpnb.proxy.options import Options
 from tmpnb.proxy.routes import RouteTable
 from tmpnb.proxy.server import ReverseProxyFactory
+from tmpnb.proxy.tls import listener_tls
 
 
-def self_signed_pem() -> bytes:
+def self_signed_pem(common_name: str = "tmpnb test") -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tmpnb test")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
@@ -80,3 +83,33 @@ def test_a_client_without_alpn_is_served_too():
 
     assert client.negotiatedProtocol is None
     assert exchange(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 404")
+
+
+def served_name(tls) -> str:
+    """The common name of the certificate a listener's TLS presents."""
+    return SSL.Connection(tls.getContext(), None).get_certificate().get_subject().CN
+
+
+def test_the_public_and_the_api_listener_each_take_their_own_tls_options(tmp_path):
+    for name in ("public", "api"):
+        (tmp_path / f"{name}.pem").write_bytes(self_signed_pem(name))
+    options = Options()
+    options.parseOptions([
+        "--ssl-key", str(tmp_path / "public.pem"), "--ssl-cert", str(tmp_path / "public.pem"),
+        "--api-ssl-key", str(tmp_path / "api.pem"), "--api-ssl-cert", str(tmp_path / "api.pem"),
+        "--api-ssl-ca", str(tmp_path / "api.pem"), "--api-ssl-request-cert", "--api-ssl-reject-unauthorized",
+    ])
+
+    public, api = listener_tls(options, "ssl-"), listener_tls(options, "api-ssl-")
+
+    assert served_name(public) == "public" and served_name(api) == "api"
+    # Only the API side asked for client certificates, and refuses a client without one.
+    assert public.getContext().get_verify_mode() == SSL.VERIFY_NONE
+    assert api.getContext().get_verify_mode() == SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+
+
+def test_a_listener_without_a_key_is_plain():
+    options = Options()
+    options.parseOptions([])
+
+    assert listener_tls(options, "ssl-") is None and listener_tls(options, "api-ssl-") is None

@@ -8,11 +8,9 @@ descriptors it started with.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import time
-import uuid
 
 import pytest
 import pytest_twisted
@@ -28,6 +26,7 @@ from tmpnb.dockerapi import LaunchRequest, _thd_launch
 from tmpnb.proxy.routes import RouteTable
 from tmpnb.proxy.server import ReverseProxyFactory
 from tmpnb.readiness import wait_ready
+from tmpnb_process import execute_on
 
 pytestmark = pytest.mark.integration
 
@@ -49,44 +48,12 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def run_1_plus_1(ws_url: str) -> tuple[str, float]:
-    """Runs in a thread: execute 1+1 on the kernel channel; (result text, round trip s)."""
+def run_1_plus_1(ws_url: str) -> str | None:
+    """Runs in a thread: execute 1+1 on the kernel channel; its text/plain result.
+    (How fast: benchmarks/proxy.py measures the round trip.)"""
     ws = websocket.create_connection(ws_url, timeout=30)
     try:
-        session = uuid.uuid4().hex
-        results = []
-        for attempt in range(2):  # the first one also waits for the kernel to be ready
-            msg_id = uuid.uuid4().hex
-            ws.send(
-                json.dumps(
-                    {
-                        "header": {
-                            "msg_id": msg_id,
-                            "username": "test",
-                            "session": session,
-                            "msg_type": "execute_request",
-                            "version": "5.3",
-                        },
-                        "parent_header": {},
-                        "metadata": {},
-                        "content": {"code": "1+1", "silent": False, "store_history": False, "user_expressions": {}, "allow_stdin": False},
-                        "channel": "shell",
-                        "buffers": [],
-                    }
-                )
-            )
-            started = time.perf_counter()
-            result = None
-            while True:
-                message = json.loads(ws.recv())
-                if message.get("parent_header", {}).get("msg_id") != msg_id:
-                    continue
-                if message["msg_type"] == "execute_result":
-                    result = message["content"]["data"]["text/plain"]
-                if message["msg_type"] == "execute_reply":
-                    results.append((result, time.perf_counter() - started))
-                    break
-        return results[-1]
+        return execute_on(ws, "1+1")
     finally:
         ws.close()
 
@@ -148,9 +115,7 @@ async def test_a_real_notebook_server_behind_the_proxy(docker_client, container_
         # A kernel over a WebSocket: 1+1 → 2.
         kernel = await (await http.post(f"http://{origin}{base}api/kernels", json={}, headers=auth)).json()
         ws_url = f"ws://{origin}{base}api/kernels/{kernel['id']}/channels?token={token}"
-        result, round_trip = await deferToThread(run_1_plus_1, ws_url)
-        assert result == "2"
-        assert round_trip < 1.0
+        assert await deferToThread(run_1_plus_1, ws_url) == "2"
         assert routes.last_activity(base) >= before_kernel
 
         # A large download streams: the proxy never holds it.

@@ -10,16 +10,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 import time
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import nbformat
 import pytest
 
 from test_browser import ARTIFACTS, browser  # noqa: F401  (the fixture)
-from tmpnb_process import auth, call, free_port, visit
+from embedding_site import Site, article
+from tmpnb_process import auth, call, visit
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 PlaywrightTimeout = pytest.importorskip("playwright.sync_api").TimeoutError
@@ -130,39 +128,31 @@ def test_scripts_and_event_handlers_in_a_shared_notebook_stay_inert(launch, brow
     assert direct.evaluate("typeof window.owned") == "undefined"
 
 
-def test_the_share_button_works_inside_a_cross_site_iframe(launch, browser, socket_root, tmp_path):  # noqa: F811
+def test_the_share_button_works_inside_a_cross_site_iframe(launch, browser, socket_root):  # noqa: F811
     """An article on 127.0.0.2 (another site for the browser) embeds the notebook from 127.0.0.1:
     no cookie of tmpnb's reaches the iframe, and sharing still works with the page's token."""
-    port = free_port()
-    article_origin = f"http://127.0.0.2:{port}"
-    tmpnb = launch("--pool-size=1", "--capacity=2", f"--share-store={os.path.join(socket_root, 's.sqlite3')}",
-                   f"--frame-ancestors='self' {article_origin}")
-    tmpnb.wait_available(1)
-    prefix, token, _ = visit(tmpnb.base)
-    save_notebook(tmpnb.base, prefix, token, "embedded.ipynb", "1 + 1", [
-        nbformat.v4.new_output("execute_result", data={"text/plain": "embedded-output-5150"}, execution_count=1)])
-    (tmp_path / "article.html").write_text(
-        "<!doctype html><title>Article</title><h1>An article</h1>"
-        f'<iframe id="live" style="width:1200px;height:700px" '
-        f'src="{tmpnb.base}{prefix}notebooks/embedded.ipynb?token={token}"></iframe>')
-    site = ThreadingHTTPServer(("127.0.0.2", port), partial(SimpleHTTPRequestHandler, directory=str(tmp_path)))
-    threading.Thread(target=site.serve_forever, daemon=True).start()
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
-    try:
-        page.goto(f"{article_origin}/article.html")
-        notebook = page.frame_locator("#live")
-        click_through_dialogs(notebook, notebook.locator("[data-jp-item-name='tmpnb-share']").first)
-        link = notebook.locator(".tmpnb-share-url")
-        link.wait_for(timeout=60_000)
-        url = link.input_value()
-        assert url.startswith(tmpnb.base + "/share/"), url
-        raw = call(tmpnb.base, "GET", url.removeprefix(tmpnb.base) + ".ipynb")
-        assert raw.status == 200 and b"embedded-output-5150" in raw.body
-        page.screenshot(path=str(ARTIFACTS / "share-in-iframe.png"))
-    except Exception:
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "share-iframe-failure.png"))
-        raise
-    finally:
-        site.shutdown()
-        site.server_close()
+    pages: dict[str, str] = {}
+    with Site("127.0.0.2", pages) as journal:
+        tmpnb = launch("--pool-size=1", "--capacity=2", f"--share-store={os.path.join(socket_root, 's.sqlite3')}",
+                       f"--frame-ancestors='self' {journal.origin}")
+        tmpnb.wait_available(1)
+        prefix, token, _ = visit(tmpnb.base)
+        save_notebook(tmpnb.base, prefix, token, "embedded.ipynb", "1 + 1", [
+            nbformat.v4.new_output("execute_result", data={"text/plain": "embedded-output-5150"}, execution_count=1)])
+        pages["/article.html"] = article(f"{tmpnb.base}{prefix}notebooks/embedded.ipynb?token={token}")
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        try:
+            page.goto(f"{journal.origin}/article.html")
+            notebook = page.frame_locator("#notebook")
+            click_through_dialogs(notebook, notebook.locator("[data-jp-item-name='tmpnb-share']").first)
+            link = notebook.locator(".tmpnb-share-url")
+            link.wait_for(timeout=60_000)
+            url = link.input_value()
+            assert url.startswith(tmpnb.base + "/share/"), url
+            raw = call(tmpnb.base, "GET", url.removeprefix(tmpnb.base) + ".ipynb")
+            assert raw.status == 200 and b"embedded-output-5150" in raw.body
+            page.screenshot(path=str(ARTIFACTS / "share-in-iframe.png"))
+        except Exception:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "share-iframe-failure.png"))
+            raise

@@ -67,28 +67,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     if options["default-target"]:
         routes.add("/", {"target": options["default-target"]})
 
-    public_tls = api_tls = None
-    tls_common = dict(protocol=options["ssl-protocol"], ciphers=options["ssl-ciphers"], dhparam=options["ssl-dhparam"])
-    if options["ssl-key"]:
-        public_tls = tls.ServerTLS(
-            options["ssl-key"],
-            options["ssl-cert"],
-            ca=options["ssl-ca"],
-            request_cert=options["ssl-request-cert"],
-            reject_unauthorized=options["ssl-reject-unauthorized"],
-            passphrase=options["ssl-passphrase"],
-            **tls_common,
-        )
-    if options["api-ssl-key"]:
-        api_tls = tls.ServerTLS(
-            options["api-ssl-key"],
-            options["api-ssl-cert"],
-            ca=options["api-ssl-ca"],
-            request_cert=options["api-ssl-request-cert"],
-            reject_unauthorized=options["api-ssl-reject-unauthorized"],
-            passphrase=options["api-ssl-passphrase"],
-            **tls_common,
-        )
+    public_tls = tls.listener_tls(options, "ssl-")
+    api_tls = tls.listener_tls(options, "api-ssl-")
     client_tls = tls.TargetTLS(
         options["client-ssl-key"], options["client-ssl-cert"], options["client-ssl-ca"], insecure=options["insecure"]
     )

@@ -10,6 +10,7 @@ which is JupyterHub's internal SSL: every server has a certificate from the hub'
 from __future__ import annotations
 
 import re
+from typing import Any, Mapping
 
 from OpenSSL import SSL
 from twisted.internet import ssl
@@ -95,6 +96,27 @@ class ServerTLS:
 
     def getContext(self) -> SSL.Context:
         return self._context
+
+
+def listener_tls(options: Mapping[str, Any], prefix: str) -> ServerTLS | None:
+    """The listener's TLS from its options (prefix ``ssl-`` or ``api-ssl-``), or None without a key.
+
+    Protocol, ciphers and dhparam have no ``api-`` form in configurable-http-proxy: both
+    listeners share the ``ssl-`` ones.
+    """
+    if not options[prefix + "key"]:
+        return None
+    return ServerTLS(
+        options[prefix + "key"],
+        options[prefix + "cert"],
+        ca=options[prefix + "ca"],
+        request_cert=options[prefix + "request-cert"],
+        reject_unauthorized=options[prefix + "reject-unauthorized"],
+        passphrase=options[prefix + "passphrase"],
+        protocol=options["ssl-protocol"],
+        ciphers=options["ssl-ciphers"],
+        dhparam=options["ssl-dhparam"],
+    )
 
 
 class TargetTLS:
