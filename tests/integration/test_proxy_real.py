@@ -26,7 +26,7 @@ from tmpnb.dockerapi import LaunchRequest, _thd_launch
 from tmpnb.proxy.routes import RouteTable
 from tmpnb.proxy.server import ReverseProxyFactory
 from tmpnb.readiness import wait_ready
-from tmpnb_process import execute_on
+from tmpnb_process import execute
 
 pytestmark = pytest.mark.integration
 
@@ -46,16 +46,6 @@ def open_fds() -> dict[str, str]:
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def run_1_plus_1(ws_url: str) -> str | None:
-    """Runs in a thread: execute 1+1 on the kernel channel; its text/plain result.
-    (How fast: benchmarks/proxy.py measures the round trip.)"""
-    ws = websocket.create_connection(ws_url, timeout=30)
-    try:
-        return execute_on(ws, "1+1")
-    finally:
-        ws.close()
 
 
 def websocket_refusal(ws_url: str) -> int | None:
@@ -115,7 +105,8 @@ async def test_a_real_notebook_server_behind_the_proxy(docker_client, container_
         # A kernel over a WebSocket: 1+1 → 2.
         kernel = await (await http.post(f"http://{origin}{base}api/kernels", json={}, headers=auth)).json()
         ws_url = f"ws://{origin}{base}api/kernels/{kernel['id']}/channels?token={token}"
-        assert await deferToThread(run_1_plus_1, ws_url) == "2"
+        # (How fast: benchmarks/proxy.py measures the round trip.)
+        assert await deferToThread(execute, f"http://{origin}", base, token, kernel["id"], "1+1") == "2"
         assert routes.last_activity(base) >= before_kernel
 
         # A large download streams: the proxy never holds it.
