@@ -20,7 +20,8 @@ from twisted.web.server import Site
 from treq.testing import StubTreq
 
 import tmpnb
-from tmpnb.web import CorsPolicy, WebSettings, make_resource
+from tmpnb.http.headers import CorsPolicy
+from tmpnb.web import WebSettings, make_resource
 from tmpnb.web.paths import BadPath, below_from_redirect_uri, notebook_path, path_from_text, with_token
 
 from tmpnb.pool import Assignment
