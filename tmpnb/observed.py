@@ -3,7 +3,8 @@
 `ObservedDocker` wraps a DockerAPI: every call's outcome goes to Health (a hung dockerd
 shows) and its latency to the metrics. `ObservedProxy` wraps a ProxyAPI: its successes and
 failures go to Health. `health_check` is one round that asks both even when no visitor
-does; `health_checks` the service that runs it every HEALTH_CHECK_PERIOD. tmpnb/tap.py wires them between the pool and the real clients.
+does; `health_checks` the service that runs it every HEALTH_CHECK_PERIOD. tmpnb/tap.py wires
+them between the pool and the real clients.
 """
 
 from __future__ import annotations
