@@ -8,6 +8,8 @@ each container's unix socket and everything else to the orchestrator, which list
 its own unix socket (--web-listen). With --proxy-api-url tmpnb drives an external
 configurable-http-proxy instead and --listen is the orchestrator's own listener, which
 that proxy's --default-target must point at. Option names follow tmpnb's.
+
+Wiring only: the parts live elsewhere (settings.py, endpoints.py, observed.py, options.py).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import functools
 import os
 import secrets
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.application import strports
