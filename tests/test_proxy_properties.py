@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
-from tmpnb.proxy.httphead import MAX_HEAD_BYTES, BadMessage, ChunkedTracker, parse_request_head
+from tmpnb.proxy.framing import ChunkedTracker
+from tmpnb.proxy.httphead import MAX_HEAD_BYTES, BadMessage, parse_request_head
 from tmpnb.proxy.routes import RouteTable, resolve_request_path
 from tmpnb.proxy.testing import ProxyHarness
 

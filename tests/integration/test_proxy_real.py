@@ -84,7 +84,7 @@ async def test_a_real_notebook_server_behind_the_proxy(docker_client, container_
     fds_at_start = open_fds()
     routes = RouteTable(reactor)
     routes.add(base, {"target": sockets.proxy_target(socket_path)})
-    factory = ReverseProxyFactory(reactor, routes, default_target=None)
+    factory = ReverseProxyFactory(reactor, routes)
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     origin = f"127.0.0.1:{port.getHost().port}"
     pool = HTTPConnectionPool(reactor, persistent=False)
