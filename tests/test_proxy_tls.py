@@ -22,7 +22,7 @@ from twisted.test.iosim import connectedServerAndClient
 
 from tmpnb.proxy.options import Options
 from tmpnb.proxy.routes import RouteTable
-from tmpnb.proxy.server import ReverseProxyFactory
+from tmpnb.proxy.factory import ReverseProxyFactory
 from tmpnb.proxy.tls import listener_tls
 
 

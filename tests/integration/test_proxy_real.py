@@ -24,7 +24,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from tmpnb import sockets
 from tmpnb.dockerapi import LaunchRequest, _thd_launch
 from tmpnb.proxy.routes import RouteTable
-from tmpnb.proxy.server import ReverseProxyFactory
+from tmpnb.proxy.factory import ReverseProxyFactory
 from tmpnb.readiness import wait_ready
 from tmpnb_process import execute
 

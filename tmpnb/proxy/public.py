@@ -8,7 +8,7 @@ from typing import Any
 from .answers import LocalAnswers
 from .errorpages import ErrorDirectory, ErrorPages, ErrorTarget
 from .routes import RouteTable
-from .server import ReverseProxyFactory
+from .factory import ReverseProxyFactory
 from .settings import ProxySettings
 from .static import StaticFiles
 from .tls import TargetTLS

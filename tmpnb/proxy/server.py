@@ -11,23 +11,20 @@ from the pool, send the rewritten head and stream the body, stream the response 
 and give the backend connection back to the pool when both messages are complete.
 What is not the exchange lives next door: the answers the proxy makes itself
 (`answers`), the rewriting CHP's options ask for (`rewrite`), where bodies end
-(`framing`), the connection's timer (`timeouts`) and the settings (`settings`).
+(`framing`), the connection's timer (`timeouts`), what connections share (`factory`) and
+the settings (`settings`).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError, ConnectionDone, TimeoutError as ConnectTimeout
-from twisted.internet.interfaces import IProtocolNegotiationFactory
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from .answers import Answer, LocalAnswers, error_page, health, is_health_probe
-from .forward import BackendConnection, BackendPool, PoolTimeout, set_no_delay
+from .answers import Answer, error_page, health, is_health_probe
+from .forward import BackendConnection, PoolTimeout, set_no_delay
 from .framing import NONE, UNTIL_CLOSE, BodyFraming, request_framing, response_framing
 from .httphead import (
     MAX_HEAD_BYTES,
@@ -40,11 +37,8 @@ from .httphead import (
     serialize_headers,
 )
 from .phases import CLOSED, CONNECTING, FORWARDING, LOCAL, READ_HEAD, SPLICED
-from .rewrite import Rewriter
-from .routes import RouteTable
-from .settings import ProxySettings
-from .targets import ClientTLS, Target, parse_target
-from .timeouts import ConnectionTimer, Limits
+from .targets import Target
+from .timeouts import ConnectionTimer
 from .websocket import Splice, Throttle, upgrade_headers
 
 log = Logger()
@@ -58,7 +52,8 @@ TOUCH_INTERVAL = 1.0  # route activity is recorded at most this often per connec
 class ProxyServerProtocol(Protocol):
     """One visitor connection."""
 
-    def __init__(self, factory: ReverseProxyFactory) -> None:
+    # The factory is factory.ReverseProxyFactory, which imports this module: named, not imported.
+    def __init__(self, factory: ReverseProxyFactory) -> None:  # noqa: F821
         self.factory = factory
         self._clock = factory.reactor
         self.phase = READ_HEAD
@@ -525,63 +520,3 @@ class ProxyServerProtocol(Protocol):
             self._respond_locally(503, "the backend did not answer in time", self._head)
         else:
             self._close()
-
-
-@implementer(IProtocolNegotiationFactory)
-class ReverseProxyFactory(Factory):
-    """Builds visitor connections; holds what they share: routes, backend pool, answers, counters.
-
-    Built by `public.public_proxy` from `ProxySettings`; `answers` and `client_tls` are the
-    live parts the settings describe (static files, error pages, TLS towards https targets).
-    """
-
-    protocol = ProxyServerProtocol
-
-    def __init__(
-        self,
-        reactor: Any,
-        routes: RouteTable,
-        settings: ProxySettings = ProxySettings(),
-        answers: LocalAnswers | None = None,
-        client_tls: ClientTLS | None = None,
-    ) -> None:
-        self.reactor = reactor
-        self.routes = routes
-        self.settings = settings
-        self.default_target = settings.default_target
-        self.host_routing = settings.host_routing
-        self.limits = Limits(settings)
-        self.rewriter = Rewriter(settings)
-        self.answers = answers if answers is not None else LocalAnswers()
-        self.pool = BackendPool(
-            reactor,
-            settings.connect_timeout,
-            settings.max_backend_connections_per_target,
-            settings.backend_idle_timeout,
-            client_tls,
-        )
-        self.connections = 0
-        # Counted for tmpnb.metrics: requests, bytes from visitors (in) and from backends
-        # (out), WebSockets spliced and still open.
-        self.requests = self.bytes_in = self.bytes_out = self.websockets = 0
-        self._targets: dict[str, Target] = {}
-
-    def buildProtocol(self, addr) -> ProxyServerProtocol:
-        return ProxyServerProtocol(self)
-
-    def acceptableProtocols(self) -> list[bytes]:
-        """What we speak, for ALPN on an `ssl:` listener. Twisted answers every client that
-        offers ALPN (browsers, curl) from this list, and fails the handshake when it is empty."""
-        return [b"http/1.1"]
-
-    def target(self, url: str) -> Target:
-        """A parsed target, cached: the same few URLs are looked up on every request."""
-        target = self._targets.get(url)
-        if target is None:
-            if len(self._targets) > 10_000:
-                self._targets.clear()
-            target = self._targets[url] = parse_target(url)
-        return target
-
-    def stopFactory(self) -> None:
-        self.pool.close_all()
