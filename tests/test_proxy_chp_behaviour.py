@@ -8,6 +8,7 @@ node-http-proxy's passes, and the timeouts were checked against CHP itself
 
 from __future__ import annotations
 
+from tests.results import succeeded
 from tmpnb.proxy.targets import parse_target
 from tmpnb.proxy.testing import ProxyHarness
 
@@ -270,17 +271,15 @@ def test_error_path_pages_come_from_a_directory(tmp_path):
 def test_the_redirect_port_sends_visitors_to_https():
     import treq
     from treq.testing import StubTreq
-    from twisted.trial.unittest import SynchronousTestCase
 
     from tmpnb.proxy.redirect import HTTPSRedirect
 
-    sync = SynchronousTestCase()
     for port, location in [(8443, b"https://hub.example:8443/hub/login?next=x"), (443, b"https://hub.example/hub/login?next=x")]:
         http = StubTreq(HTTPSRedirect(port))
-        reply = sync.successResultOf(
+        reply = succeeded(
             http.get("http://hub.example:8080/hub/login?next=x", headers={"Host": "hub.example:8080"}, allow_redirects=False)
         )
-        sync.successResultOf(treq.content(reply))
+        succeeded(treq.content(reply))
         assert (reply.code, reply.headers.getRawHeaders(b"location")) == (301, [location])
 
 
