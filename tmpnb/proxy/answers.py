@@ -77,12 +77,9 @@ def _html_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def is_health_probe(head: RequestHead) -> bool:
-    """CHP's liveness probe on the public port (Kubernetes deployments point at it)."""
-    return head.target == HEALTH_PATH and head.method == b"GET"
-
-
 def health(head: RequestHead) -> Answer:
+    """The answer to CHP's liveness probe, GET HEALTH_PATH on the public port (Kubernetes
+    deployments point at it)."""
     close = not head.keep_alive or head.has_body
     return Answer(
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n"

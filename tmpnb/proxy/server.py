@@ -10,9 +10,9 @@ turn, as HTTP/1.1 requires). An exchange is: route the head, take a backend conn
 from the pool, send the rewritten head and stream the body, stream the response back,
 and give the backend connection back to the pool when both messages are complete.
 What is not the exchange lives next door: the answers the proxy makes itself
-(`answers`), the rewriting CHP's options ask for (`rewrite`), where bodies end
-(`framing`), the connection's timer (`timeouts`), what connections share (`factory`) and
-the settings (`settings`).
+(`answers`), the backend's response on its way back (`response`), the rewriting CHP's
+options ask for (`rewrite`), where bodies end (`framing`), the connection's timer
+(`timeouts`), what connections share (`factory`) and the settings (`settings`).
 """
 
 from __future__ import annotations
@@ -23,20 +23,12 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .answers import Answer, error_page, health, is_health_probe
+from .answers import HEALTH_PATH, Answer, error_page, health
 from .forward import BackendConnection, PoolTimeout, set_no_delay
-from .framing import NONE, UNTIL_CLOSE, BodyFraming, request_framing, response_framing
-from .httphead import (
-    MAX_HEAD_BYTES,
-    BadMessage,
-    RequestHead,
-    ResponseHead,
-    end_to_end,
-    parse_request_head,
-    parse_response_head,
-    serialize_headers,
-)
+from .framing import BodyFraming, request_framing
+from .httphead import MAX_HEAD_BYTES, BadMessage, RequestHead, ResponseHead, end_to_end, parse_request_head, serialize_headers
 from .phases import CLOSED, CONNECTING, FORWARDING, LOCAL, READ_HEAD, SPLICED
+from .response import ResponseRelay
 from .targets import Target
 from .timeouts import ConnectionTimer
 from .websocket import Splice, Throttle, upgrade_headers
@@ -53,7 +45,7 @@ class ProxyServerProtocol(Protocol):
     """One visitor connection."""
 
     # The factory is factory.ReverseProxyFactory, which imports this module: named, not imported.
-    def __init__(self, factory: ReverseProxyFactory) -> None:  # noqa: F821
+    def __init__(self, factory: ReverseProxyFactory) -> None:
         self.factory = factory
         self._clock = factory.reactor
         self.phase = READ_HEAD
@@ -77,14 +69,9 @@ class ProxyServerProtocol(Protocol):
         self._backend: BackendConnection | None = None
         self._pending = None  # the Deferred of a backend connection on its way
         self._retried = False
-        self._req_done = True
+        self.request_done = True
         self._req_body: BodyFraming | None = None
-        self._resp_buffer = bytearray()
-        self._resp_scanned = 0
-        self._resp: ResponseHead | None = None
-        self._resp_body: BodyFraming | None = None
-        self._backend_reusable = False
-        self._close_after = False
+        self._relay: ResponseRelay | None = None
         self._splice: Splice | None = None
 
     # -- the visitor's side --------------------------------------------------------------
@@ -106,7 +93,7 @@ class ProxyServerProtocol(Protocol):
         if phase == SPLICED:
             self._splice.from_client(data)
             return
-        if phase == FORWARDING and not self._req_done:
+        if phase == FORWARDING and not self.request_done:
             self._request_body(data)
             return
         if phase == CLOSED:
@@ -176,7 +163,7 @@ class ProxyServerProtocol(Protocol):
         factory = self.factory
         factory.requests += 1
         self._head = head
-        if is_health_probe(head):
+        if head.target == HEALTH_PATH and head.method == b"GET":  # CHP's liveness probe
             self._answer(health(head))
             return
         if factory.host_routing:
@@ -191,10 +178,11 @@ class ProxyServerProtocol(Protocol):
             target_url = data.get("target")
         else:
             target_url = factory.default_target
-        static = factory.answers.static_file(head)
-        if static is not None:
-            self._answer(static)
-            return
+        if factory.answers.static is not None:
+            static = factory.answers.static_file(head)
+            if static is not None:
+                self._answer(static)
+                return
         if not target_url:
             self._respond_locally(404, "no route", head)
             return
@@ -204,9 +192,10 @@ class ProxyServerProtocol(Protocol):
             log.error("route {route} has an unusable target: {error}", route=self._route, error=str(e))
             self._respond_locally(502, str(e), head)
             return
-        self._req_done = not head.has_body
+        self.request_done = not head.has_body
         self._req_body = request_framing(head)
-        self._timer.exchange_started()
+        if factory.limits.exchange is not None:
+            self._timer.exchange_started()
         self._connect()
 
     def _connect(self) -> None:
@@ -255,15 +244,17 @@ class ProxyServerProtocol(Protocol):
         self.phase = FORWARDING
         self._backend = backend
         self.backend_traffic = self._clock.seconds()
+        factory = self.factory
+        self._relay = ResponseRelay(self, self.transport, head, self._target, factory.rewriter)
         backend.handler = self
         transport = backend.transport
-        transport.write(self.factory.rewriter.request_head(head, self._target, self._route, self._client_ip))
+        transport.write(factory.rewriter.request_head(head, self._target, self._route, self._client_ip))
         # Each side pauses the other when its own send buffer fills: streaming, not buffering.
         transport.registerProducer(self._throttle, True)
         self.transport.registerProducer(backend.throttle, True)
         buffered, self._buffer = self._buffer, bytearray()
         self._release_hold()
-        if not self._req_done and buffered:
+        if not self.request_done and buffered:
             self._request_body(bytes(buffered))
         elif buffered:
             self._buffer = buffered
@@ -273,25 +264,25 @@ class ProxyServerProtocol(Protocol):
         try:
             end = self._req_body.feed(data)
         except BadMessage as e:
-            self._abandon(e.status, e.reason)
+            self.abandon(e.status, e.reason)
             return
         rest = b""
         if end >= 0:
             data, rest = data[:end], data[end:]
-            self._req_done = True
+            self.request_done = True
         if data:
             self._backend.transport.write(data)
             self.backend_traffic = self.last_traffic
-        if self._req_done and rest:
+        if self.request_done and rest:
             self._buffer = bytearray(rest)  # a pipelined request: it waits for this exchange to end
             self._hold()
 
-    def _abandon(self, status: int, reason: str) -> None:
+    def abandon(self, status: int, reason: str) -> None:
         """Give up on an exchange in flight: answer if nothing was answered yet, and close."""
         backend, self._backend = self._backend, None
         if backend is not None:
             self.factory.pool.release(backend, reusable=False)
-        if self._resp is None:
+        if self._relay is None or self._relay.head is None:
             self.transport.write(error_page(status, reason, close=True))
         self._close()
 
@@ -306,97 +297,24 @@ class ProxyServerProtocol(Protocol):
         if self._splice is not None:
             self._splice.from_backend(data)
             return
-        if self._resp is None:
-            self._response_head(data)
-            return
-        self._response_body(data)
+        self._relay.data_received(data)
 
-    def _response_head(self, data: bytes) -> None:
-        buffer = self._resp_buffer
-        buffer += data
-        end = buffer.find(b"\r\n\r\n", max(self._resp_scanned - 3, 0))
-        if end < 0:
-            self._resp_scanned = len(buffer)
-            if len(buffer) > MAX_HEAD_BYTES:
-                self._abandon(502, "backend response head too large")
-            return
-        self._resp_buffer = bytearray()
-        self._resp_scanned = 0
-        rest = bytes(buffer[end + 4 :])
-        try:
-            resp = parse_response_head(bytes(buffer[:end]))
-        except BadMessage as e:
-            log.warn("bad response from {target}: {reason}", target=self._target.url, reason=e.reason)
-            self._abandon(502, e.reason)
-            return
-        head = self._head
-        status = resp.status
-        if status == 101:
-            if head.upgrade is None:
-                self._abandon(502, "101 without an upgrade request")
-            else:
-                self._begin_splice(resp, rest)
-            return
-        if status < 200:
-            # Interim answers (100 Continue) go to the visitor; the real one follows.
-            if head.version >= (1, 1):
-                self.transport.write(resp.status_line + b"\r\n" + serialize_headers(end_to_end(resp.headers, resp.connection_tokens)) + b"\r\n")
-            if rest:
-                self._response_head(rest)
-            return
-        self._resp = resp
-        body = self._resp_body = response_framing(head.method, resp)
-        until_close = body.mode == UNTIL_CLOSE
-        self._backend_reusable = (
-            head.version >= (1, 1) and b"close" not in resp.connection_tokens and not until_close and head.upgrade is None
-        )
-        # The visitor's connection survives only if this message's end is unambiguous.
-        self._close_after = not head.keep_alive or until_close or head.upgrade is not None
-        headers = self.factory.rewriter.response_headers(resp, head, self._target)
-        if body.chunks is not None:
-            headers.append((b"transfer-encoding", b"chunked"))
-        if self._close_after or not self._req_done:
-            # An early answer (say, 413 mid-upload): the rest of the body won't be read.
-            self._close_after = True
-            headers.append((b"connection", b"close"))
-        self.transport.write(resp.status_line + b"\r\n" + serialize_headers(headers) + b"\r\n")
-        if body.mode == NONE:
-            if rest:
-                self._backend_reusable = False  # bytes after a bodiless response: broken backend
-            self._response_done()
-        elif rest:
-            self._response_body(rest)
-
-    def _response_body(self, data: bytes) -> None:
-        try:
-            end = self._resp_body.feed(data)
-        except BadMessage as e:
-            log.warn("bad chunked body from {target}: {reason}", target=self._target.url, reason=e.reason)
-            self._abandon(502, e.reason)
-            return
-        if end < 0:
-            self.transport.write(data)
-            return
-        if end < len(data):
-            self._backend_reusable = False  # bytes after the body's end: broken backend
-            data = data[:end]
-        self.transport.write(data)
-        self._response_done()
-
-    def _response_done(self) -> None:
-        if not self._req_done:
-            # The visitor is still sending a body the backend no longer wants: _close_after is
-            # set; finishing now closes both ends.
-            self._backend_reusable = False
+    def response_done(self) -> None:
+        """The relay passed the whole response on."""
+        if not self.request_done:
+            # The visitor is still sending a body the backend no longer wants: the relay set
+            # close_after; finishing now closes both ends.
+            self._relay.reusable = False
         self._finish_exchange()
 
     def _finish_exchange(self) -> None:
         backend, self._backend = self._backend, None
+        relay = self._relay
         if backend is not None:
             backend.transport.unregisterProducer()
             self.transport.unregisterProducer()
-            self.factory.pool.release(backend, reusable=self._backend_reusable and self._req_done)
-        close = self._close_after
+            self.factory.pool.release(backend, reusable=relay is not None and relay.reusable and self.request_done)
+        close = relay is not None and relay.close_after
         self._reset_exchange()
         if close:
             self._close()
@@ -415,7 +333,8 @@ class ProxyServerProtocol(Protocol):
             self._splice.close()
             return
         self.transport.unregisterProducer()
-        if self._resp is None and not self._resp_buffer:
+        relay = self._relay
+        if relay is None or not relay.started:
             head = self._head
             if backend is not None and backend.reused and head.method in _IDEMPOTENT and not head.has_body and not self._retried:
                 # A kept-alive connection the backend closed just as we reused it: try afresh.
@@ -425,15 +344,16 @@ class ProxyServerProtocol(Protocol):
             log.info("backend {target} closed before answering {path}", target=self._target.url, path=head.path)
             self.transport.write(error_page(502, "the backend closed the connection", close=True))
             self._close()
-        elif self._resp_body is not None and self._resp_body.mode == UNTIL_CLOSE:
-            self._close_after = True
+        elif relay.until_close:
+            relay.close_after = True
             self._finish_exchange()
         else:
-            self._abandon(502, "backend closed mid-response")
+            self.abandon(502, "backend closed mid-response")
 
     # -- upgrades ------------------------------------------------------------------------
 
-    def _begin_splice(self, resp: ResponseHead, rest: bytes) -> None:
+    def begin_splice(self, resp: ResponseHead, rest: bytes) -> None:
+        """The backend agreed to an upgrade (101): from now on, a byte pipe."""
         backend = self._backend
         self.phase = SPLICED
         self.factory.websockets += 1
@@ -447,7 +367,7 @@ class ProxyServerProtocol(Protocol):
         buffered, self._buffer = self._buffer, bytearray()
         self._held = False
         self._head = None  # a WebSocket may live for hours: keep only what the pipe needs
-        self._resp_buffer = bytearray()
+        self._relay = None
         self._splice.start(from_client=bytes(buffered), from_backend=rest)
 
     def _touch_throttled(self) -> None:
@@ -516,7 +436,7 @@ class ProxyServerProtocol(Protocol):
             backend.transport.unregisterProducer()
             self.transport.unregisterProducer()
             self.factory.pool.release(backend, reusable=False)
-        if self._resp is None:
+        if self._relay is None or self._relay.head is None:
             self._respond_locally(503, "the backend did not answer in time", self._head)
         else:
             self._close()
