@@ -3,6 +3,7 @@
     python benchmarks/footprint.py                   # both, pool 12, two rounds each
     python benchmarks/footprint.py --only tmpnb      # or: --only original
     python benchmarks/footprint.py --rounds 1 --tmpnb-env MALLOC_ARENA_MAX=2   # try a setting
+    python benchmarks/footprint.py --only tmpnb --tmpnb-repo /path/to/other/checkout  # before/after
 
 tmpnb:    `twistd -n tmpnb` with its default options (sharing on, the embedded proxy) except
           what keeps it apart from anything else on the machine: its own --instance, a temporary
@@ -202,8 +203,8 @@ def run_tmpnb(args: argparse.Namespace, client: docker.DockerClient) -> dict[str
         f"--proxy-api-listen=tcp:{free_port()}:interface=127.0.0.1",
         f"--pool-size={args.pool}", "--cleanup-on-stop", *args.tmpnb_arg,
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO), **dict(kv.split("=", 1) for kv in args.tmpnb_env)}
-    process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    env = {**os.environ, "PYTHONPATH": args.tmpnb_repo, **dict(kv.split("=", 1) for kv in args.tmpnb_env)}
+    process = subprocess.Popen(argv, cwd=args.tmpnb_repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         filled = wait_full(f"http://127.0.0.1:{port}/api/stats", args.pool, [process], args.timeout, f"{root}/twistd.log")
         time.sleep(args.settle)
@@ -342,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds for a pool to fill")
     parser.add_argument("--original-repo", default=ORIGINAL_REPO)
+    parser.add_argument("--tmpnb-repo", default=str(REPO), help="the checkout whose tmpnb runs (a before/after)")
     parser.add_argument("--tmpnb-env", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--tmpnb-arg", action="append", default=[], metavar="--OPTION=VALUE")
     args = parser.parse_args(argv)
