@@ -43,7 +43,7 @@ class World:
             ask_statuses=self.servers.ask_statuses,
         )
         self.line = WaitingLine(self.clock, self.pool, max_waiting)
-        self.pool.attach_line(self.line)
+        self.line.follow(self.pool)
         self.pool.startService()
         self.boot_all()
         self.treq = StubTreq(make_resource(self.pool, WebSettings(holds=HOLDS), self.line))

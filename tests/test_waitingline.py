@@ -37,7 +37,7 @@ class Setting:
             on_transition=LifecycleRecorder(Logger(observer=lambda e: None), records=records or []),
         )
         self.line = WaitingLine(self.clock, self.pool, max_waiting=10, records=records or [])
-        self.pool.attach_line(self.line)
+        self.line.follow(self.pool)
         self.pool.startService()
 
     def ready_one(self) -> None:
@@ -86,7 +86,7 @@ def test_the_lifecycle_log_records_the_line_beside_the_transitions():
     try:
         first, second = setting.line.take(), setting.line.take()
         setting.clock.advance(2)
-        setting.line.leave(second)
+        second.leave()
         setting.ready_one()
     finally:
         setting.pool.stopService()
@@ -103,7 +103,7 @@ def test_the_lifecycle_log_records_the_line_beside_the_transitions():
 def test_stats_count_who_joined_was_served_and_left(setting):
     setting.line.take()
     second = setting.line.take()
-    setting.line.leave(second)
+    second.leave()
     setting.clock.advance(3)
     setting.ready_one()
     stats = setting.pool.stats()["waiting"]

@@ -95,7 +95,7 @@ class LineMachine(RuleBasedStateMachine):
             max_booting=max_booting,
         )
         self.line = WaitingLine(self.clock, self.pool, max_waiting, new_id=lambda: f"t{next(ids):04d}")
-        self.pool.attach_line(self.line)
+        self.line.follow(self.pool)
         self.pool.startService()
         self.visitors: list[Visitor] = []
         self.served_seqs: set[int] = set()  # visitors who got a container (from the line or at once)
@@ -119,12 +119,12 @@ class LineMachine(RuleBasedStateMachine):
                     self.problems.append(f"visitor {visitor.seq} left, yet was given {assignment}")
                 return
             if assignment is not None and visitor.ticket.state == "ready":
-                visitor.got.append(self.line.claim(visitor.ticket))
+                visitor.got.append(visitor.ticket.claim())
             elif not visitor.ticket.done:
                 visitor.present = False
-                self.line.away(visitor.ticket, GRACE)
+                visitor.ticket.away(GRACE)
 
-        self.line.wait(visitor.ticket, HOLD).addCallbacks(answered, lambda f: None)
+        visitor.ticket.wait(HOLD).addCallbacks(answered, lambda f: None)
 
     @rule()
     def a_visitor_arrives(self) -> None:
@@ -156,7 +156,7 @@ class LineMachine(RuleBasedStateMachine):
         visitor = self.pick(index, lambda v: not v.left and not v.got)
         if visitor is not None:
             visitor.left = True
-            self.line.leave(visitor.ticket)
+            visitor.ticket.leave()
 
     @rule(index=st.integers(0, 100))
     def a_visitor_comes_back(self, index: int) -> None:

@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 
 from tmpnb import sockets
 from tmpnb.config import ContainerSpec, PoolConfig
-from tmpnb.dockerapi import LaunchRequest, container_name
+from tmpnb.dockerapi import DockerTimeout, DockerUnavailable, LaunchRequest, container_name
 from tmpnb.faults import log_fault
 
 log = Logger()
@@ -54,6 +54,29 @@ class TransitionEvent:
     time: float
     seconds_in_previous: float
     cause: str | None = None
+
+
+@dataclass(frozen=True)
+class BootFailure:
+    """Why one boot attempt failed."""
+
+    cause: str
+    # Docker itself did not answer (DockerUnavailable, DockerTimeout): neither the image nor
+    # the container is to blame, and Docker's next answer may end the wait.
+    docker_away: bool = False
+
+    @classmethod
+    def of(cls, failure: Failure) -> BootFailure:
+        return cls(failure_cause(failure), failure.check(DockerUnavailable, DockerTimeout) is not None)
+
+
+@dataclass(frozen=True)
+class GaveUp:
+    """A machine stopped booting after its last attempt (it is culled next)."""
+
+    container_id: str
+    attempts: int
+    last_error: BootFailure
 
 
 class DockerOps(Protocol):
@@ -133,6 +156,8 @@ class ContainerCore:
     proxy: RouteOps
     on_transition: Callable[[TransitionEvent], None]
     on_removed: Callable[[str, bool], None]
+    # Told when the machine gives up booting, before it culls itself.
+    on_gave_up: Callable[[GaveUp], None] = field(default=lambda gave_up: None)
     created_at: float = field(init=False)
     entered_at: float = field(init=False)
     docker_id: str | None = None
@@ -223,6 +248,8 @@ class Boot:
     # Why readiness was cancelled (deadline or container death), for the bootFailed cause.
     cancel_cause: str | None = None
     left: bool = False  # the machine left booting: a finishing cleanup must not retry
+    # The failure behind the bootFailed input on its way (None when one came from outside).
+    last_error: BootFailure | None = None
 
     def stop(self) -> None:
         self.left = True
@@ -310,7 +337,8 @@ def launch(inputs: ContainerInputs, core: ContainerCore, boot: Boot) -> None:
     def finished(result: str | Failure) -> None:
         core.docker_call = None
         if isinstance(result, Failure):
-            inputs.bootFailed(failure_cause(result))
+            boot.last_error = BootFailure.of(result)
+            inputs.bootFailed(boot.last_error.cause)
         else:
             inputs.launched(result)
 
@@ -338,9 +366,10 @@ def wait_until_ready(
             boot.deadline.cancel()
         if isinstance(result, Failure):
             if result.check(CancelledError) and boot.cancel_cause is not None:
-                inputs.bootFailed(boot.cancel_cause)
+                boot.last_error = BootFailure(boot.cancel_cause)
             else:
-                inputs.bootFailed(failure_cause(result))
+                boot.last_error = BootFailure.of(result)
+            inputs.bootFailed(boot.last_error.cause)
         else:
             inputs.ready()
 
@@ -364,7 +393,12 @@ def retry_or_give_up(
         attempts=core.config.boot_attempts,
         cause=cause,
     )
+    error, boot.last_error = boot.last_error or BootFailure(cause), None
     if boot.attempt >= core.config.boot_attempts:
+        try:
+            core.on_gave_up(GaveUp(core.container_id, boot.attempt, error))
+        except Exception:
+            log.failure("on_gave_up hook failed for {container}", container=core.container_id)
         # culled removes what this attempt made.
         inputs.cull(f"gave up after {boot.attempt} boot attempts: {cause}")
         return

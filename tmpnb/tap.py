@@ -382,7 +382,7 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     line_records = [write for write in records if write != metrics.record]
     line = WaitingLine(reactor, pool, options["max-waiting"], records=line_records,
                        on_turned_away=metrics.no_vacancy.inc)
-    pool.attach_line(line)
+    line.follow(pool)  # the pool publishes its pooled containers and stats; the line takes
     sharing = None
     if options["share-store"] not in ("none", ""):
         from tmpnb.share import make_sharing
