@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from automat import TypeMachineBuilder
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
@@ -251,6 +251,9 @@ class Boot:
     # The failure behind the bootFailed input on its way (None when one came from outside).
     last_error: BootFailure | None = None
 
+    def details(self) -> dict[str, Any]:
+        return {"attempt": self.attempt}
+
     def stop(self) -> None:
         self.left = True
         for call in (self.deadline, self.backoff):
@@ -266,6 +269,9 @@ class Idle:
 
     since: float
 
+    def details(self) -> dict[str, Any]:
+        return {"idle_since": self.since}
+
 
 @dataclass
 class Culled:
@@ -273,6 +279,16 @@ class Culled:
 
     reason: str
     removed: bool = False
+
+    def details(self) -> dict[str, Any]:
+        return {"reason": self.reason, "removed": self.removed}
+
+
+@runtime_checkable
+class StateData(Protocol):
+    """What every data state's data (Boot, Idle, Culled) adds to describe()."""
+
+    def details(self) -> dict[str, Any]: ...
 
 
 def first_attempt(
@@ -299,22 +315,43 @@ assigned = builder.state("assigned")
 idle = builder.state("idle", idle_since)
 culled = builder.state("culled", culled_because)
 
+# Inputs whose last argument says why; it goes into the transition's record as its cause.
+CAUSED = frozenset({"bootFailed", "cull", "exited"})
+
+
+def moves(source: Any, input: Callable[..., Any], target: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`source.upon(input).to(target)` (`.loop()` if they are one state) for a behaviour that
+    is a transition worth recording: the machine reports it (`ContainerCore.moved`, the one
+    place transitions are reported) before the behaviour runs."""
+    input_name = input.__name__
+
+    def register(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        def reported(inputs: ContainerInputs, core: ContainerCore, *args: object) -> Any:
+            cause = str(args[-1]) if input_name in CAUSED else None
+            core.moved(source.name, target.name, input_name, cause)
+            return behaviour(inputs, core, *args)
+
+        reported.__name__ = behaviour.__name__
+        upon = source.upon(input)
+        (upon.loop() if source is target else upon.to(target))(reported)
+        return behaviour
+
+    return register
+
 
 # -- booting ------------------------------------------------------------------------------
 
 
-@requested.upon(ContainerInputs.boot).to(booting)
+@moves(requested, ContainerInputs.boot, booting)
 def start_booting(inputs: ContainerInputs, core: ContainerCore) -> None:
-    core.moved("requested", "booting", "boot")
     # Every attempt, the first included, starts with boot() in booting, which has the data.
     inputs.boot()
 
 
-@requested.upon(ContainerInputs.launched).to(booting)
+@moves(requested, ContainerInputs.launched, booting)
 def adopt_running(inputs: ContainerInputs, core: ContainerCore, docker_id: str) -> None:
     core.docker_id = docker_id
     core.may_exist = True
-    core.moved("requested", "booting", "launched")
     inputs.launched(docker_id)  # in booting, with its data: wait for readiness
 
 
@@ -376,16 +413,15 @@ def wait_until_ready(
     d.addBoth(answered)
 
 
-@booting.upon(ContainerInputs.ready).to(pooled)
+@moves(booting, ContainerInputs.ready, pooled)
 def became_ready(inputs: ContainerInputs, core: ContainerCore, boot: Boot) -> None:
-    core.moved("booting", "pooled", "ready")
+    pass
 
 
-@booting.upon(ContainerInputs.bootFailed).loop()
+@moves(booting, ContainerInputs.bootFailed, booting)
 def retry_or_give_up(
     inputs: ContainerInputs, core: ContainerCore, boot: Boot, cause: str
 ) -> None:
-    core.moved("booting", "booting", "bootFailed", cause)
     log.warn(
         "container {container} failed to boot (attempt {attempt} of {attempts}): {cause}",
         container=core.container_id,
@@ -450,11 +486,10 @@ def add_route(core: ContainerCore) -> Deferred[None]:
     )
 
 
-@pooled.upon(ContainerInputs.assign).to(assigned)
+@moves(pooled, ContainerInputs.assign, assigned)
 def hand_out(inputs: ContainerInputs, core: ContainerCore) -> Deferred[Assignment]:
     core.assigned_at = core.last_activity = core.clock.seconds()
     core.routed = True
-    core.moved("pooled", "assigned", "assign")
     result: Deferred[Assignment] = Deferred()
     d = add_route(core)
 
@@ -471,7 +506,7 @@ def hand_out(inputs: ContainerInputs, core: ContainerCore) -> Deferred[Assignmen
     return result
 
 
-@requested.upon(ContainerInputs.adopt).to(assigned)
+@moves(requested, ContainerInputs.adopt, assigned)
 def adopt_assigned(
     inputs: ContainerInputs, core: ContainerCore, docker_id: str, assigned_at: float
 ) -> None:
@@ -479,7 +514,6 @@ def adopt_assigned(
     core.may_exist = True
     core.routed = True
     core.assigned_at = core.last_activity = assigned_at
-    core.moved("requested", "assigned", "adopt")
 
     def unroutable(failure: Failure) -> None:
         inputs.cull(f"route not restored: {failure_cause(failure)}")
@@ -505,15 +539,14 @@ def active(inputs: ContainerInputs, core: ContainerCore, when: float) -> None:
     core.last_activity = max(core.last_activity or when, when)
 
 
-@assigned.upon(ContainerInputs.idle).to(idle)
+@moves(assigned, ContainerInputs.idle, idle)
 def went_idle(inputs: ContainerInputs, core: ContainerCore, since: float) -> None:
-    core.moved("assigned", "idle", "idle")
+    pass
 
 
-@idle.upon(ContainerInputs.activity).to(assigned)
+@moves(idle, ContainerInputs.activity, assigned)
 def came_back(inputs: ContainerInputs, core: ContainerCore, data: Idle, when: float) -> None:
     core.last_activity = max(core.last_activity or when, when)
-    core.moved("idle", "assigned", "activity")
 
 
 # -- culling ------------------------------------------------------------------------------
@@ -567,31 +600,21 @@ async def remove_container(core: ContainerCore) -> bool:
     return False
 
 
-def culls_from(state: Any, *causes: Callable[..., None]) -> None:
-    """Each of `causes` (cull, exited) leads from `state` to culled."""
-    name = state.name
-    for input in causes:
-
-        def enter_culled(
-            inputs: ContainerInputs,
-            core: ContainerCore,
-            *args: object,
-            input_name: str = input.__name__,
-        ) -> None:
-            *data, reason = args
-            if data and isinstance(data[0], Boot):
-                data[0].stop()
-            core.moved(name, "culled", input_name, str(reason))
-            tear_down(inputs, core)
-
-        enter_culled.__name__ = f"cull_{name}"
-        state.upon(input).to(culled)(enter_culled)
+def enter_culled(inputs: ContainerInputs, core: ContainerCore, *data_and_reason: object) -> None:
+    # (idle's data, if any, and the reason: recorded as the transition's cause)
+    tear_down(inputs, core)
 
 
-culls_from(requested, ContainerInputs.cull)
-culls_from(booting, ContainerInputs.cull)  # exited while booting is a failed attempt
+@moves(booting, ContainerInputs.cull, culled)  # exited while booting is a failed attempt
+def stop_booting(inputs: ContainerInputs, core: ContainerCore, boot: Boot, reason: str) -> None:
+    boot.stop()
+    tear_down(inputs, core)
+
+
+moves(requested, ContainerInputs.cull, culled)(enter_culled)
 for _state in (pooled, assigned, idle):
-    culls_from(_state, ContainerInputs.cull, ContainerInputs.exited)
+    moves(_state, ContainerInputs.cull, culled)(enter_culled)
+    moves(_state, ContainerInputs.exited, culled)(enter_culled)
 
 
 @culled.upon(ContainerInputs.removed).loop()
@@ -651,22 +674,23 @@ for _state, _input in ignored:
 
 
 def answers_describe(state: Any) -> None:
-    def describe(inputs: ContainerInputs, core: ContainerCore, *data: object) -> dict[str, Any]:
-        more: dict[str, Any] = {}
-        if data and isinstance(data[0], Boot):
-            more["attempt"] = data[0].attempt
-        elif data and isinstance(data[0], Idle):
-            more["idle_since"] = data[0].since
-        elif data and isinstance(data[0], Culled):
-            more.update(reason=data[0].reason, removed=data[0].removed)
-        return core.describe(state.name, **more)
+    def describe(inputs: ContainerInputs, core: ContainerCore) -> dict[str, Any]:
+        return core.describe(state.name)
 
-    describe.__name__ = "describe"
     state.upon(ContainerInputs.describe).loop()(describe)
 
 
-for _state in (requested, booting, pooled, assigned, idle, culled):
+def answers_describe_with(state: Any) -> None:
+    def describe(inputs: ContainerInputs, core: ContainerCore, data: StateData) -> dict[str, Any]:
+        return core.describe(state.name, **data.details())
+
+    state.upon(ContainerInputs.describe).loop()(describe)
+
+
+for _state in (requested, pooled, assigned):
     answers_describe(_state)
+for _state in (booting, idle, culled):  # the data states
+    answers_describe_with(_state)
 
 ContainerMachine = builder.build()
 
