@@ -16,11 +16,9 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 
 from tests.fakedocker import FakeDocker, FakeServers
+from tests.builders import build_line, build_pool
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.lifecycle import LifecycleRecorder, lifecycle_log_observer, transitions
-from tmpnb.pool import Pool
-from tmpnb.proxy.routes import RouteTable
-from tmpnb.proxyapi import InProcessProxyAPI
 from tmpnb.waitingline import DEFAULT_BOOT_RATE, RATE_GAP, WaitingLine
 
 
@@ -31,13 +29,12 @@ class Setting:
         self.clock = Clock()
         self.docker = FakeDocker(self.clock, spec)
         self.servers = FakeServers(self.docker)
-        self.pool = Pool(
-            self.clock, self.docker, self.servers.wait_ready, InProcessProxyAPI(RouteTable(self.clock)), spec,
-            PoolConfig(pool_size=pool_size, capacity=capacity), ask_statuses=self.servers.ask_statuses,
-            on_transition=LifecycleRecorder(Logger(observer=lambda e: None), records=records or []),
+        rig = build_pool(
+            PoolConfig(pool_size=pool_size, capacity=capacity), clock=self.clock, spec=spec, docker=self.docker,
+            servers=self.servers, on_transition=LifecycleRecorder(Logger(observer=lambda e: None), records=records or []),
         )
-        self.line = WaitingLine(self.clock, self.pool, max_waiting=10, records=records or [])
-        self.line.follow(self.pool)
+        self.pool = rig.pool
+        self.line = build_line(rig, max_waiting=10, records=records or [])
         self.pool.startService()
 
     def ready_one(self) -> None:

@@ -22,12 +22,13 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
+from tests.builders import build_line, build_pool
 from tests.fakedocker import FakeDocker, FakeServers
 from tmpnb.config import ContainerSpec, PoolConfig
-from tmpnb.pool import Assignment, Pool
+from tmpnb.pool import Assignment
 from tmpnb.proxy.routes import RouteTable
 from tmpnb.proxyapi import InProcessProxyAPI
-from tmpnb.waitingline import Ticket, WaitingLine
+from tmpnb.waitingline import Ticket
 
 HOLD = 2.0  # how long a visitor's request waits, as the web holds it
 GRACE = 5.0  # how long a place is kept between two requests
@@ -89,13 +90,12 @@ class LineMachine(RuleBasedStateMachine):
         self.servers = FakeServers(self.docker)
         self.routes = LateRoutes(RouteTable(self.clock))
         ids = count()
-        self.pool = Pool(
-            self.clock, self.docker, self.servers.wait_ready, self.routes, self.spec, self.config,
-            new_id=lambda length: f"c{next(ids):04d}", ask_statuses=self.servers.ask_statuses,
-            max_booting=max_booting,
+        rig = build_pool(
+            self.config, clock=self.clock, spec=self.spec, docker=self.docker, servers=self.servers,
+            proxy=self.routes, new_id=lambda length: f"c{next(ids):04d}", max_booting=max_booting,
         )
-        self.line = WaitingLine(self.clock, self.pool, max_waiting, new_id=lambda: f"t{next(ids):04d}")
-        self.line.follow(self.pool)
+        self.pool = rig.pool
+        self.line = build_line(rig, max_waiting, new_id=lambda: f"t{next(ids):04d}")
         self.pool.startService()
         self.visitors: list[Visitor] = []
         self.served_seqs: set[int] = set()  # visitors who got a container (from the line or at once)
