@@ -10,16 +10,14 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.builders import build_pool
 from tests.fakedocker import FakeDocker, FakeServers
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.dockerapi import DockerTimeout
 from tmpnb.health import Health
 from tmpnb.lifecycle import NAMESPACE, LifecycleRecorder
 from tmpnb.metrics import CountedSpawner, Metrics
-from tmpnb.pool import Pool
-from tmpnb.proxy.routes import RouteTable
 from tmpnb.proxy.testing import ProxyHarness
-from tmpnb.proxyapi import InProcessProxyAPI
 
 results = SynchronousTestCase()
 T0 = 1_700_000_000.0
@@ -51,12 +49,11 @@ class Service:
         self.metrics = Metrics(self.clock)
         recorder = LifecycleRecorder(Logger(namespace=NAMESPACE, observer=lambda e: None),
                                      records=[self.metrics.record])
-        self.pool = Pool(
-            self.clock, self.docker, self.servers.wait_ready, InProcessProxyAPI(RouteTable(self.clock)), spec,
+        self.pool = build_pool(
             PoolConfig(**{"pool_size": 2, "capacity": 3, "boot_attempts": 2, "backoff_initial": 1.0,
                           "cull_period": 10_000, **config}),
-            on_transition=recorder,
-        )
+            clock=self.clock, spec=spec, docker=self.docker, servers=self.servers, on_transition=recorder,
+        ).pool
         self.metrics.watch_pool(self.pool)
         self.spawner = CountedSpawner(self.pool, self.metrics)
 
