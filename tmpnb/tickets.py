@@ -131,6 +131,7 @@ def handed_out_too_late(inputs: TicketInputs, core: TicketCore, assignment: Assi
 @serving.upon(TicketInputs.handOutFailed).to(failed)
 def hand_out_failed(inputs: TicketInputs, core: TicketCore, failure: Failure) -> None:
     core.failure = failure
+    core.cancel_expiry()  # done: nothing is left to expire
     core.line.finished(core)
     core.answer_all(failure)
 
@@ -223,6 +224,7 @@ def left_before_claiming(inputs: TicketInputs, core: TicketCore, why: str) -> No
 
 @ready.upon(TicketInputs.claim).to(claimed)
 def claim(inputs: TicketInputs, core: TicketCore) -> Assignment:
+    core.cancel_expiry()  # done: nothing is left to expire
     core.line.finished(core)
     assert core.assignment is not None  # ready always has one
     return core.assignment
