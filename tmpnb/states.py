@@ -319,10 +319,13 @@ culled = builder.state("culled", culled_because)
 CAUSED = frozenset({"bootFailed", "cull", "exited"})
 
 
-def moves(source: Any, input: Callable[..., Any], target: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def moves(
+    source: Any, input: Callable[..., Any], target: Any, name: str | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """`source.upon(input).to(target)` (`.loop()` if they are one state) for a behaviour that
     is a transition worth recording: the machine reports it (`ContainerCore.moved`, the one
-    place transitions are reported) before the behaviour runs."""
+    place transitions are reported) before the behaviour runs. `name`: the behaviour's name
+    in the drawing, if not its own."""
     input_name = input.__name__
 
     def register(behaviour: Callable[..., Any]) -> Callable[..., Any]:
@@ -331,7 +334,7 @@ def moves(source: Any, input: Callable[..., Any], target: Any) -> Callable[[Call
             core.moved(source.name, target.name, input_name, cause)
             return behaviour(inputs, core, *args)
 
-        reported.__name__ = behaviour.__name__
+        reported.__name__ = name or behaviour.__name__
         upon = source.upon(input)
         (upon.loop() if source is target else upon.to(target))(reported)
         return behaviour
@@ -606,15 +609,15 @@ def enter_culled(inputs: ContainerInputs, core: ContainerCore, *data_and_reason:
 
 
 @moves(booting, ContainerInputs.cull, culled)  # exited while booting is a failed attempt
-def stop_booting(inputs: ContainerInputs, core: ContainerCore, boot: Boot, reason: str) -> None:
+def cull_booting(inputs: ContainerInputs, core: ContainerCore, boot: Boot, reason: str) -> None:
     boot.stop()
     tear_down(inputs, core)
 
 
-moves(requested, ContainerInputs.cull, culled)(enter_culled)
+moves(requested, ContainerInputs.cull, culled, name="cull_requested")(enter_culled)
 for _state in (pooled, assigned, idle):
-    moves(_state, ContainerInputs.cull, culled)(enter_culled)
-    moves(_state, ContainerInputs.exited, culled)(enter_culled)
+    moves(_state, ContainerInputs.cull, culled, name=f"cull_{_state.name}")(enter_culled)
+    moves(_state, ContainerInputs.exited, culled, name=f"cull_{_state.name}")(enter_culled)
 
 
 @culled.upon(ContainerInputs.removed).loop()
