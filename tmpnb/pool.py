@@ -1,14 +1,18 @@
 """The pool: owns one container machine (tmpnb/states.py) per container, keeps --pool-size of
 them booted, hands them out without waiting on Docker, and refills within --capacity.
 
-The pool never reads a machine's state: it keeps its own counts from the transitions each
-machine reports, and learns from `on_removed` when a machine's container is gone. Capacity
+The pool never reads a machine's state: one index (tmpnb/census.py), fed by the transitions
+each machine reports, answers how many are in which state; `on_gave_up` says when a machine
+gave up booting and why (typed: was Docker away?); `on_removed` when its container is gone. Capacity
 counts every machine until then, booting and culled-but-still-removing ones included, and
 containers whose removal gave up until the heartbeat sees them gone.
 
 Every --cull-period seconds the heartbeat (tmpnb/heartbeat.py; `sweep`, never overlapping)
 reconciles with Docker and the proxy and culls idle, too-old and dead containers. At start,
-an earlier run's containers are adopted or removed (tmpnb/judging.py sorts them).
+an earlier run's containers are adopted or removed (tmpnb/adoption.py).
+
+The pool calls nobody above it: the waiting line takes from it (`acquire`, `room`, `demand`)
+and subscribes to what it publishes (`when_pooled`, `add_stats`).
 """
 
 from __future__ import annotations

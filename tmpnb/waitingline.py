@@ -119,24 +119,29 @@ class WaitingLine:
         """A ticket for a new visitor, served at once if a container is pooled and nobody is
         ahead; None ("no vacancy") when the line is full or the capacity is all promised, or
         (`join` false) when the visitor would have to wait."""
-        ticket = Ticket(TicketCore(self._new_id(), below, self._clock.seconds(), self._clock, self))
+        ticket_id, now = self._new_id(), self._clock.seconds()
         if not self._line:
             pending = self._pool.acquire()
             if pending is not None:
-                self._tickets[ticket.id] = ticket
+                ticket = self._new_ticket(ticket_id, below, now, position=0)
                 self._being_served(ticket, pending)
                 return ticket
         if not join or len(self._line) >= self.max_waiting or len(self._line) >= self._pool.room():
             if self._on_turned_away is not None:
                 self._on_turned_away()
             return None
-        self._tickets[ticket.id] = ticket
+        ticket = self._new_ticket(ticket_id, below, now, position=len(self._line) + 1)
         self._line.append(ticket)
         self._counts["joined"] += 1
-        ticket.core.position_at_join = len(self._line)
         self._record(ticket.core, "joined", 0.0)
         self._pool.demand(len(self._line))  # boots for the line start now, whatever the refill does
         self._serve()
+        return ticket
+
+    def _new_ticket(self, ticket_id: str, below: str, now: float, position: int) -> Ticket:
+        """`position`: its place on joining the line (0: served at once)."""
+        ticket = Ticket(TicketCore(ticket_id, below, now, self._clock, self, position_at_join=position))
+        self._tickets[ticket.id] = ticket
         return ticket
 
     def find(self, ticket_id: str) -> Ticket | None:
