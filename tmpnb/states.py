@@ -45,7 +45,7 @@ class Assignment:
 
 @dataclass(frozen=True)
 class TransitionEvent:
-    """One transition of one container, for the lifecycle record (tmpnb/lifecycle.py)."""
+    """One transition of one container, for the lifecycle record (tmpnb/lifecycle/)."""
 
     container: str
     from_state: str

@@ -75,7 +75,7 @@ class WaitingLine:
         on_turned_away: Callable[[], None] | None = None,
     ) -> None:
         self._clock = clock
-        self._records = list(records)  # takers of the lifecycle record (tmpnb/lifecycle.py)
+        self._records = list(records)  # takers of the lifecycle record (tmpnb/lifecycle/)
         self._on_turned_away = on_turned_away
         self._pool = pool
         self.max_waiting = max_waiting
