@@ -10,14 +10,12 @@ from dataclasses import dataclass, field
 from twisted.internet.task import Clock
 from treq.testing import StubTreq
 
+from tests.builders import build_pool
 from tests.results import succeeded
 from tests.fakedocker import FakeDocker, FakeServers
 from tmpnb.admin import ADMIN_CULL_REASON, AdminResource, listed
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.health import Health
-from tmpnb.pool import Pool
-from tmpnb.proxy.routes import RouteTable
-from tmpnb.proxyapi import InProcessProxyAPI
 from tmpnb.states import TransitionEvent
 
 
@@ -38,15 +36,10 @@ class World:
         self.docker = FakeDocker(self.clock, self.spec)
         self.servers = FakeServers(self.docker)
         self.transitions: list[TransitionEvent] = []
-        self.pool = Pool(
-            self.clock,
-            self.docker,
-            self.servers.wait_ready,
-            InProcessProxyAPI(RouteTable(self.clock)),
-            self.spec,
-            PoolConfig(pool_size=2, capacity=6, refill_delay=0.0),
-            on_transition=self.transitions.append,
-        )
+        self.pool = build_pool(
+            PoolConfig(pool_size=2, capacity=6, refill_delay=0.0), clock=self.clock, spec=self.spec,
+            docker=self.docker, servers=self.servers, on_transition=self.transitions.append,
+        ).pool
         self.health = Health(self.clock)
         self.client = StubTreq(AdminResource(self.pool, self.health, TOKEN))
         self.pool.startService()

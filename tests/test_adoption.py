@@ -17,17 +17,16 @@ from pathlib import Path
 
 import pytest
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
 
+from tests.builders import build_pool
 from tests.fakedocker import FakeDocker, FakeServers
+from tests.results import succeeded
 from tmpnb.assignments import AssignmentMarks, assigned_dir
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.pool import Pool
 from tmpnb.proxy.routes import RouteTable
-from tmpnb.proxyapi import InProcessProxyAPI
 from tmpnb.states import TransitionEvent
 
-results = SynchronousTestCase()
 
 
 @dataclass
@@ -67,11 +66,11 @@ class Run:
 
     def __post_init__(self) -> None:
         host = self.host
-        self.pool = Pool(
-            host.clock, host.docker, host.servers.wait_ready, InProcessProxyAPI(self.routes), host.spec,
-            self.config, on_transition=self.events.append, ask_statuses=host.servers.ask_statuses,
-            adopt=self.adopt, keep_assigned=self.keep_assigned, assignment_marks=host.marks,
-        )
+        self.pool = build_pool(
+            self.config, clock=host.clock, spec=host.spec, docker=host.docker, servers=host.servers,
+            routes=self.routes, on_transition=self.events.append, adopt=self.adopt,
+            keep_assigned=self.keep_assigned, assignment_marks=host.marks,
+        ).pool
 
     def start(self) -> "Run":
         self.pool.startService()
@@ -81,12 +80,12 @@ class Run:
     def hand_out(self) -> str:
         d = self.pool.acquire()
         assert d is not None
-        container_id = results.successResultOf(d).container_id
+        container_id = succeeded(d).container_id
         self.host.answer_all()  # the replacement
         return container_id
 
     def stop(self) -> None:
-        results.successResultOf(self.pool.stopService())
+        succeeded(self.pool.stopService())
 
     def states(self) -> dict[str, str]:
         return {c["container"]: c["state"] for c in self.pool.containers()}
@@ -136,7 +135,7 @@ def test_handing_out_records_the_assignment_before_the_visitor_gets_the_url(host
     run = host.tmpnb().start()
     d = run.pool.acquire()
     assert d is not None
-    container_id = results.successResultOf(d).container_id
+    container_id = succeeded(d).container_id
     assert host.marks.recorded() == {container_id: 1000.0}
     assert run.pool.stats()["available"] == 0  # and it left the pool as usual
     assert run.pool.acquire() is None
@@ -189,7 +188,7 @@ def test_a_container_handed_out_but_never_opened_is_not_pooled_again_after_a_res
     assert second.states()[visitor] == "assigned"
     assert second.routes.get(f"/user/{visitor}") is not None  # their URL works again
     d = second.pool.acquire()  # and the next visitor gets another container
-    assert d is not None and results.successResultOf(d).container_id != visitor
+    assert d is not None and succeeded(d).container_id != visitor
     second.stop()
 
 
@@ -229,14 +228,13 @@ def test_a_restart_is_not_the_visitors_activity(tmp_path):
     config = PoolConfig(pool_size=1, capacity=2, cull_period=10, cull_timeout=30, cull_max=600)
 
     def pool() -> Pool:
-        return Pool(clock, docker, servers.wait_ready, InProcessProxyAPI(routes), spec, config,
-                    ask_statuses=servers.ask_statuses, adopt=True, keep_assigned=True,
-                    assignment_marks=AssignmentMarks(assigned_dir(spec)))
+        return build_pool(config, clock=clock, spec=spec, docker=docker, servers=servers, routes=routes,
+                          adopt=True, keep_assigned=True, assignment_marks=AssignmentMarks(assigned_dir(spec))).pool
 
     first = pool()
     first.startService()
     servers.answer(servers.waiting()[0])
-    visitor = results.successResultOf(first.acquire())  # assigned at 0, never active again
+    visitor = succeeded(first.acquire())  # assigned at 0, never active again
     clock.advance(25)
     first.stopService()
     clock.advance(1)

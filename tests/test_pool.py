@@ -7,25 +7,24 @@ In memory: FakeDocker, FakeServers, the real in-process route table, a Clock.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import pytest
 from twisted.internet.defer import fail
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
-from twisted.trial.unittest import SynchronousTestCase
 
+from tests.builders import build_pool
 from tests.fakedocker import FakeDocker, FakeServers
+from tests.results import failed, pending, succeeded
 from tmpnb import sockets
-from tmpnb.config import ContainerSpec, PoolConfig
+from tmpnb.config import PoolConfig
 from tmpnb.dockerapi import DockerUnavailable
 from tmpnb.pool import Assignment, Pool
 from tmpnb.statusround import TIMEOUT as ROUND_TIMEOUT
-from tmpnb.proxy.routes import RouteTable
-from tmpnb.proxyapi import InProcessProxyAPI
 from tmpnb.states import TransitionEvent
 
-results = SynchronousTestCase()
 
 
 @dataclass
@@ -35,20 +34,18 @@ class World:
     events: list[TransitionEvent] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.spec = ContainerSpec(instance="test-pool", socket_root="/tmp/tnb-pool")
-        self.docker = FakeDocker(self.clock, self.spec)
-        self.servers = FakeServers(self.docker)
-        self.routes = RouteTable(self.clock)
-        self.pool = Pool(
-            self.clock,
-            self.docker,
-            self.servers.wait_ready,
-            InProcessProxyAPI(self.routes),
-            self.spec,
-            self.config,
-            on_transition=self.events.append,
-            ask_statuses=self.servers.ask_statuses,
-        )
+        rig = build_pool(self.config, clock=self.clock, on_transition=self.events.append)
+        self.spec, self.docker, self.servers, self.routes = rig.spec, rig.docker, rig.servers, rig.routes
+        self.pool = rig.pool
+
+    def rebuild(self, config: PoolConfig | None = None, **overrides: Any) -> Pool:
+        """A new pool over this world's fakes (Pool's keywords in `overrides`)."""
+        overrides.setdefault("on_transition", self.events.append)
+        self.pool = build_pool(
+            config or self.config, clock=self.clock, spec=self.spec, docker=self.docker, servers=self.servers,
+            routes=self.routes, **overrides,
+        ).pool
+        return self.pool
 
     def answer_all(self) -> None:
         """Every server waited for answers, and those that boot after them too."""
@@ -80,7 +77,7 @@ def culls(world: World) -> list[tuple[str, str, str | None]]:
 def handed_out(world: World) -> str:
     d = world.pool.acquire()
     assert d is not None
-    container_id = results.successResultOf(d).container_id
+    container_id = succeeded(d).container_id
     world.answer_all()  # the replacement
     return container_id
 
@@ -119,15 +116,7 @@ def test_start_fills_the_pool_and_stats_count_it(world: World) -> None:
 
 def test_at_most_max_booting_boot_at_once_and_the_rest_wait_their_turn() -> None:
     world = World(config=PoolConfig(pool_size=5, capacity=5))
-    world.pool = Pool(
-        world.clock,
-        world.docker,
-        world.servers.wait_ready,
-        InProcessProxyAPI(world.routes),
-        world.spec,
-        world.config,
-        max_booting=2,
-    )
+    world.rebuild(max_booting=2)
     world.docker.hold("launch")
     world.pool.startService()
     assert world.pool.stats()["states"] == {"booting": 2, "requested": 3}
@@ -151,7 +140,7 @@ def test_acquire_hands_out_a_pooled_container_and_starts_a_replacement_at_once(w
     world.docker.hold("launch")  # Docker is slow now: the visitor must not wait for it
     d = world.pool.acquire()
     assert d is not None
-    assignment = results.successResultOf(d)
+    assignment = succeeded(d)
     assert isinstance(assignment, Assignment)
     assert assignment.path == f"/user/{assignment.container_id}/"
     assert world.routes.get(f"/user/{assignment.container_id}") is not None
@@ -163,7 +152,7 @@ def test_two_visitors_never_get_the_same_container(world: World) -> None:
     world.started()
     first, second = world.pool.acquire(), world.pool.acquire()
     assert first is not None and second is not None
-    a, b = results.successResultOf(first), results.successResultOf(second)
+    a, b = succeeded(first), succeeded(second)
     assert a.container_id != b.container_id
     assert a.token != b.token
 
@@ -183,9 +172,9 @@ def test_capacity_bounds_every_container_booting_ones_included(world: World) -> 
 def test_a_culled_assigned_container_frees_room_once_it_is_removed(world: World) -> None:
     world.docker.hold("remove")
     world.started()
-    taken = [results.successResultOf(world.pool.acquire()) for _ in range(2)]  # type: ignore[arg-type]
+    taken = [succeeded(world.pool.acquire()) for _ in range(2)]  # type: ignore[arg-type]
     world.answer_all()
-    taken += [results.successResultOf(world.pool.acquire()) for _ in range(2)]  # type: ignore[arg-type]
+    taken += [succeeded(world.pool.acquire()) for _ in range(2)]  # type: ignore[arg-type]
     assert world.pool.stats()["total"] == 4
     assert world.pool.cull(taken[0].container_id, "too old")
     assert world.pool.stats()["total"] == 4  # still being removed: it still exists
@@ -217,7 +206,7 @@ def test_a_container_killed_from_outside_is_noticed_and_replaced(world: World) -
 
 def test_drain_culls_the_pooled_ones_and_the_pool_refills(world: World) -> None:
     world.started()
-    taken = results.successResultOf(world.pool.acquire())  # type: ignore[arg-type]
+    taken = succeeded(world.pool.acquire())  # type: ignore[arg-type]
     world.answer_all()
     before = set(world.docker.running())
     assert world.pool.drain() == 2
@@ -271,13 +260,13 @@ def test_the_end_of_a_drain_hands_out_and_refills_again(world: World) -> None:
 
 def test_stop_removes_everything_it_made_and_fires_when_done(world: World) -> None:
     world.started()
-    results.successResultOf(world.pool.acquire())  # type: ignore[arg-type]
+    succeeded(world.pool.acquire())  # type: ignore[arg-type]
     world.docker.hold("remove", "launch")
     stopped = world.pool.stopService()
-    results.assertNoResult(stopped)
+    pending(stopped)
     for call in list(world.docker.held):
         call.succeed()
-    results.successResultOf(stopped)
+    succeeded(stopped)
     assert world.docker.ours() == []
     assert world.docker.socket_dirs == set()
     assert world.routes.all() == {}
@@ -291,10 +280,10 @@ def test_stop_waits_for_launches_still_in_flight(world: World) -> None:
     world.docker.hold("launch")
     world.pool.startService()
     stopped = world.pool.stopService()
-    results.assertNoResult(stopped)
+    pending(stopped)
     for call in list(world.docker.held):
         call.succeed()  # the containers appear after the stop began...
-    results.successResultOf(stopped)
+    succeeded(stopped)
     assert world.docker.ours() == []  # ...and are removed all the same
 
 
@@ -523,7 +512,7 @@ def test_ids_and_tokens_are_random_alphanumerics_of_user_length_and_long_hex() -
     world = World(config=PoolConfig(pool_size=20, capacity=20, user_length=9))
     world.pool.startService()
     world.answer_all()
-    assignments = [results.successResultOf(world.pool.acquire()) for _ in range(20)]  # type: ignore[arg-type]
+    assignments = [succeeded(world.pool.acquire()) for _ in range(20)]  # type: ignore[arg-type]
     ids = [a.container_id for a in assignments]
     assert all(len(i) == 9 and i.isascii() and i.isalnum() for i in ids)
     assert len(set(ids)) == 20
@@ -537,17 +526,7 @@ def test_ids_and_tokens_are_random_alphanumerics_of_user_length_and_long_hex() -
 
 def adopting(config: PoolConfig = PoolConfig(pool_size=1, capacity=4, cull_max=300.0)) -> World:
     world = World(config=config)
-    world.pool = Pool(
-        world.clock,
-        world.docker,
-        world.servers.wait_ready,
-        InProcessProxyAPI(world.routes),
-        world.spec,
-        world.config,
-        on_transition=world.events.append,
-        ask_statuses=world.servers.ask_statuses,
-        adopt=True,
-    )
+    world.rebuild(adopt=True)
     world.clock.advance(1000)
     return world
 
@@ -574,7 +553,7 @@ def test_a_container_with_a_route_is_a_visitors_and_is_adopted_as_assigned() -> 
     assert world.routes.get("/user/visitor1")["target"].startswith("http+unix://")  # type: ignore[index]
     assert "visitor1" in world.docker.running()
     d = world.pool.acquire()  # a new visitor gets another container
-    assert d is not None and results.successResultOf(d).container_id != "visitor1"
+    assert d is not None and succeeded(d).container_id != "visitor1"
     world.clock.advance(200)  # cull_max counts from the earlier run's assignment, at 900
     assert "visitor1" not in world.docker.running()
 
@@ -633,37 +612,19 @@ def test_without_adopt_every_leftover_is_removed() -> None:
 
 def test_a_restart_keeps_the_visitors_containers_and_removes_the_rest() -> None:
     before = adopting()
-    before.pool = Pool(
-        before.clock,
-        before.docker,
-        before.servers.wait_ready,
-        InProcessProxyAPI(before.routes),
-        before.spec,
-        PoolConfig(pool_size=2, capacity=4),
-        ask_statuses=before.servers.ask_statuses,
-        keep_assigned=True,
-    )
+    before.rebuild(PoolConfig(pool_size=2, capacity=4), keep_assigned=True)
     before.started()
     visitor = handed_out(before)
     pooled = [c for c in before.docker.running() if c != visitor]
-    results.successResultOf(before.pool.stopService())
+    succeeded(before.pool.stopService())
     assert list(before.docker.running()) == [visitor]  # the pooled ones are gone
     assert before.routes.get(f"/user/{visitor}") is not None
 
-    after = Pool(
-        before.clock,
-        before.docker,
-        before.servers.wait_ready,
-        InProcessProxyAPI(before.routes),
-        before.spec,
-        PoolConfig(pool_size=2, capacity=4),
-        ask_statuses=before.servers.ask_statuses,
-        adopt=True,
-    )
+    after = before.rebuild(PoolConfig(pool_size=2, capacity=4), adopt=True)
     after.startService()
     assert {c["container"]: c["state"] for c in after.containers()}[visitor] == "assigned"
     assert not set(pooled) & {c["container"] for c in after.containers()}
-    results.successResultOf(after.stopService())
+    succeeded(after.stopService())
     assert before.docker.ours() == []
 
 
@@ -686,10 +647,7 @@ def with_away_docker(config: PoolConfig) -> World:
     world = World(config=config)
     world.docker = AwayDocker(world.clock, world.spec)
     world.servers = FakeServers(world.docker)
-    world.pool = Pool(
-        world.clock, world.docker, world.servers.wait_ready, InProcessProxyAPI(world.routes), world.spec,
-        world.config, on_transition=world.events.append, ask_statuses=world.servers.ask_statuses,
-    )
+    world.rebuild()
     return world
 
 
@@ -715,7 +673,7 @@ def test_a_pool_stopped_before_docker_ever_answered_stops_at_once() -> None:
     world.docker.down = True
     world.pool.startService()
     world.clock.advance(1.0)
-    results.successResultOf(world.pool.stopService())
+    succeeded(world.pool.stopService())
     assert world.clock.getDelayedCalls() == []
 
 
@@ -840,6 +798,6 @@ def test_a_stop_boots_none_of_the_waiting_machines_when_it_culls_the_booting_one
     stopped = world.pool.stopService()
     world.docker.held_calls("launch")[0].fail("dockerd went away")
     world.clock.advance(0)
-    results.successResultOf(stopped)
+    succeeded(stopped)
     assert sum(1 for operation, _ in world.docker.calls if operation == "launch") == 1
     assert world.pool.stats()["states"] == {}

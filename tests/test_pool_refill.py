@@ -59,7 +59,7 @@ def test_with_no_delay_the_replacement_boots_at_once():
 def test_visitors_in_line_are_booted_for_at_once_even_while_refill_yields():
     world = yielding(pool_size=1, capacity=5)
     line = WaitingLine(world.clock, world.pool, max_waiting=10)
-    world.pool.attach_line(line)
+    line.follow(world.pool)
     assert line.take() is not None  # the pooled one
     assert booting(world) == 0
     line.take(), line.take()  # two wait in line

@@ -21,14 +21,14 @@ from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
+from tests.builders import build_pool
 from tests.fakedocker import FakeDocker, FakeServers
 from tmpnb import sockets
 from tmpnb.assignments import AssignmentMarks, assigned_dir
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.dockerapi import DockerTimeout, DockerUnavailable
-from tmpnb.pool import Assignment, Pool
+from tmpnb.pool import Assignment
 from tmpnb.proxy.routes import RouteTable
-from tmpnb.proxyapi import InProcessProxyAPI
 from tmpnb.states import TransitionEvent
 
 INSTANCE = "test-stateful"
@@ -114,23 +114,22 @@ class PoolMachine(RuleBasedStateMachine):
         if hasattr(self, "pool"):
             # What the stopped pool kept, and what it never saw (Docker was down throughout).
             self.unseen = self.kept | (set() if self.started_listing() else self.unseen)
-        self.pool = Pool(
-            self.clock,
-            self.docker,
-            self.servers.wait_ready,
-            InProcessProxyAPI(self.routes),
-            self.spec,
+        self.pool = build_pool(
             self.config,
+            clock=self.clock,
+            spec=self.spec,
+            docker=self.docker,
+            servers=self.servers,
+            routes=self.routes,
             on_transition=self.judge_culls,
             # Ids in a known order, so hypothesis can replay what it found.
             new_id=lambda length: f"c{next(self.ids):04d}",
-            ask_statuses=self.servers.ask_statuses,
             max_booting=self.max_booting,
             adopt=adopt,
             keep_assigned=keep_assigned,
             # As tmpnb.tap wires it: visitors' containers are marked on the host.
             assignment_marks=AssignmentMarks(assigned_dir(self.spec)),
-        )
+        ).pool
         self.adopt, self.keep_assigned = adopt, keep_assigned
         self.stopped = False
         # What Docker had answered before this start: the start has listed once more follow.

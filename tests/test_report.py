@@ -26,13 +26,11 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.logger import Logger
 
+from tests.builders import build_pool
 from tests.results import succeeded
 from tests.fakedocker import FakeDocker, FakeServers
 from tmpnb import report
 from tmpnb.config import ContainerSpec, PoolConfig
-from tmpnb.pool import Pool
-from tmpnb.proxy.routes import RouteTable
-from tmpnb.proxyapi import InProcessProxyAPI
 from tmpnb.lifecycle import NAMESPACE, LifecycleRecorder, lifecycle_log_observer, load, read_records
 
 from tmpnb.states import TransitionEvent
@@ -309,11 +307,11 @@ def test_report_reads_what_the_real_pool_and_machines_record(tmp_path):
     servers = FakeServers(docker)
     path = str(tmp_path / "lifecycle.jsonl")
     observer = lifecycle_log_observer(path)
-    pool = Pool(
-        clock, docker, servers.wait_ready, InProcessProxyAPI(RouteTable(clock)), spec,
+    pool = build_pool(
         PoolConfig(pool_size=2, capacity=4, boot_attempts=3, backoff_initial=1.0, cull_period=10_000, refill_delay=0.0),
+        clock=clock, spec=spec, docker=docker, servers=servers,
         on_transition=LifecycleRecorder(Logger(namespace=NAMESPACE, observer=lambda e: None), records=[observer.write]),
-    )
+    ).pool
     docker.hold("launch")
     pool.startService()
     first, second = docker.held_calls("launch")

@@ -12,8 +12,8 @@ import pytest
 from twisted.internet.defer import fail
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
-from twisted.trial.unittest import SynchronousTestCase
 
+from tests.results import failed, succeeded
 from tests.fakedocker import FakeDocker, FakeDockerError, FakeServers
 from tmpnb import sockets
 from tmpnb.config import ContainerSpec, PoolConfig
@@ -32,7 +32,6 @@ CONFIG = PoolConfig(boot_attempts=3, boot_timeout=10.0, backoff_initial=1.0, bac
 ID = "abcDEF123456"
 TOKEN = "f" * 48
 
-results = SynchronousTestCase()  # successResultOf / failureResultOf / assertNoResult
 
 
 @dataclass
@@ -84,7 +83,7 @@ class World:
         self.boot_to_pooled()
         d = self.machine.assign()
         assert d is not None
-        return results.successResultOf(d)
+        return succeeded(d)
 
     def state(self) -> str:
         return self.machine.describe()["state"]
@@ -265,7 +264,7 @@ def test_assign_adds_the_route_to_the_socket_then_fires_with_the_assignment(worl
     world.clock.advance(2)
     d = world.machine.assign()
     assert d is not None
-    assert results.successResultOf(d) == Assignment(ID, f"/user/{ID}/", TOKEN)
+    assert succeeded(d) == Assignment(ID, f"/user/{ID}/", TOKEN)
     route = world.routes.get(f"/user/{ID}")
     assert route is not None
     assert route["target"] == sockets.proxy_target(sockets.socket_path(world.spec, ID))
@@ -298,7 +297,7 @@ def test_a_route_that_cannot_be_added_fails_the_assignment_and_culls(world: Worl
     world.proxy.add_route = lambda path, target, **data: fail(ConnectionRefusedError("proxy down"))  # type: ignore[method-assign]
     d = world.machine.assign()
     assert d is not None
-    results.failureResultOf(d, ConnectionRefusedError)
+    failed(d, ConnectionRefusedError)
     assert world.moves()[-2:] == [("pooled", "assigned", "assign"), ("assigned", "culled", "cull")]
     assert world.events[-1].cause is not None and world.events[-1].cause.startswith("route not added")
 

@@ -14,20 +14,16 @@ from collections.abc import Iterator
 import pytest
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakedocker import FakeDocker, FakeServers
+from tests.builders import build_line, build_pool
+from tests.results import pending, succeeded
 from tmpnb.config import ContainerSpec, PoolConfig
-from tmpnb.pool import Pool
-from tmpnb.proxy.routes import RouteTable
-from tmpnb.proxyapi import InProcessProxyAPI
-from tmpnb.waitingline import WaitingLine
 from tmpnb.web import Holds, WebSettings, make_resource
 
 BASE = "http://127.0.0.1:8000"
 BROWSER = {"Accept": ["text/html,*/*;q=0.8"]}
 HOLDS = Holds(first=2.0, poll=10.0, grace=15.0)
-_sync = SynchronousTestCase()
 
 
 class World:
@@ -37,13 +33,12 @@ class World:
         self.clock = Clock()
         self.docker = FakeDocker(self.clock, spec)
         self.servers = FakeServers(self.docker)
-        self.pool = Pool(
-            self.clock, self.docker, self.servers.wait_ready, InProcessProxyAPI(RouteTable(self.clock)), spec,
-            PoolConfig(pool_size=pool_size, capacity=capacity, refill_delay=1.0),
-            ask_statuses=self.servers.ask_statuses,
+        rig = build_pool(
+            PoolConfig(pool_size=pool_size, capacity=capacity, refill_delay=1.0), clock=self.clock, spec=spec,
+            docker=self.docker, servers=self.servers,
         )
-        self.line = WaitingLine(self.clock, self.pool, max_waiting)
-        self.pool.attach_line(self.line)
+        self.pool = rig.pool
+        self.line = build_line(rig, max_waiting)
         self.pool.startService()
         self.boot_all()
         self.treq = StubTreq(make_resource(self.pool, WebSettings(holds=HOLDS), self.line))
@@ -61,12 +56,12 @@ class World:
         self.treq.flush()
         return d
 
-    def answer(self, pending):
+    def answer(self, held):
         self.treq.flush()
-        response = _sync.successResultOf(pending)
+        response = succeeded(held)
         body = response.content()
         self.treq.flush()
-        return response, _sync.successResultOf(body)
+        return response, succeeded(body)
 
 
 @pytest.fixture
@@ -85,12 +80,12 @@ def test_a_visitor_who_finds_the_pool_empty_waits_and_is_sent_on_when_a_containe
     first, _ = world.answer(world.request("GET", "/", headers=BROWSER))
     assert first.code == 302  # the pooled one
 
-    pending = world.request("GET", "/", headers=BROWSER)
-    _sync.assertNoResult(pending)  # held: a container boots for them
+    held = world.request("GET", "/", headers=BROWSER)
+    pending(held)  # held: a container boots for them
     assert world.pool.stats()["waiting"]["length"] == 1
     world.boot_all()
 
-    second, _ = world.answer(pending)
+    second, _ = world.answer(held)
     assert second.code == 302
     assert re.fullmatch(r"/user/\w+/tree\?token=\w+", location(second))
     assert location(second) != location(first)
@@ -100,17 +95,17 @@ def test_a_visitor_who_finds_the_pool_empty_waits_and_is_sent_on_when_a_containe
 def test_a_browser_still_waiting_after_the_hold_gets_its_place_and_an_estimate_and_polls(world):
     world.answer(world.request("GET", "/", headers=BROWSER))
     ahead = world.request("GET", "/", headers=BROWSER)
-    pending = world.request("GET", "/", headers=BROWSER)
+    asked = world.request("GET", "/", headers=BROWSER)
     world.clock.advance(HOLDS.first)
 
-    page, body = world.answer(pending)
+    page, body = world.answer(asked)
     assert page.code == 202
     assert b"number <strong>2</strong> in line" in body
     assert b"about <strong>2 seconds</strong>" in body  # 2nd at the default 1 boot/s
     poll = re.search(rb'http-equiv="refresh" content="0; url=(/wait/[0-9a-f]+)"', body).group(1).decode()
 
     held = world.request("GET", poll, headers=BROWSER)  # the long poll
-    _sync.assertNoResult(held)
+    pending(held)
     world.boot_all()
     assert world.answer(held)[0].code == 302
     world.answer(ahead)
@@ -118,9 +113,9 @@ def test_a_browser_still_waiting_after_the_hold_gets_its_place_and_an_estimate_a
 
 def test_a_client_that_takes_no_html_is_sent_on_with_303_as_curl_L_follows(world):
     world.answer(world.request("GET", "/"))
-    pending = world.request("GET", "/spawn/notebooks/Welcome.ipynb")
+    asked = world.request("GET", "/spawn/notebooks/Welcome.ipynb")
     world.clock.advance(HOLDS.first)
-    response, _ = world.answer(pending)
+    response, _ = world.answer(asked)
     assert response.code == 303
     held = world.request("GET", location(response))
     world.boot_all()
@@ -131,9 +126,9 @@ def test_a_client_that_takes_no_html_is_sent_on_with_303_as_curl_L_follows(world
 
 def test_a_place_kept_for_the_grace_period_is_lost_after_it(world):
     world.answer(world.request("GET", "/", headers=BROWSER))
-    pending = world.request("GET", "/", headers=BROWSER)
+    asked = world.request("GET", "/", headers=BROWSER)
     world.clock.advance(HOLDS.first)
-    _, body = world.answer(pending)
+    _, body = world.answer(asked)
     poll = re.search(rb"url=(/wait/[0-9a-f]+)", body).group(1).decode()
 
     world.clock.advance(HOLDS.grace)
@@ -168,7 +163,7 @@ def test_a_container_readied_for_a_visitor_who_never_came_back_goes_to_the_next_
 
     world.servers.answer(world.servers.waiting()[0])  # one server is ready: the first's
     world.clock.advance(0)
-    _sync.assertNoResult(held)
+    pending(held)
     world.clock.advance(HOLDS.poll)
     assert world.answer(held)[0].code == 202  # still second
     held = world.request("GET", polls, headers=BROWSER)
@@ -197,19 +192,19 @@ def test_the_api_waits_only_when_asked_to(world):
     response, _ = world.answer(world.request("POST", "/api/spawn"))
     assert response.code == 429  # as tmpnb always answered
 
-    pending = world.request("POST", "/api/spawn", data=body)
-    _sync.assertNoResult(pending)
+    held = world.request("POST", "/api/spawn", data=body)
+    pending(held)
     world.boot_all()
-    response, content = world.answer(pending)
+    response, content = world.answer(held)
     assert response.code == 200
     assert json.loads(content)["url"].startswith("/user/")
 
 
 def test_an_api_client_whose_wait_runs_out_gets_full_and_leaves_the_line(world):
     world.answer(world.request("POST", "/api/spawn"))
-    pending = world.request("POST", "/api/spawn", data=json.dumps({"wait": 3}).encode())
+    asked = world.request("POST", "/api/spawn", data=json.dumps({"wait": 3}).encode())
     world.clock.advance(3)
-    response, content = world.answer(pending)
+    response, content = world.answer(asked)
     assert response.code == 429
     assert json.loads(content) == {"status": "full"}
     assert world.pool.stats()["waiting"]["length"] == 0

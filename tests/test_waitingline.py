@@ -16,11 +16,9 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 
 from tests.fakedocker import FakeDocker, FakeServers
+from tests.builders import build_line, build_pool
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.lifecycle import LifecycleRecorder, lifecycle_log_observer, transitions
-from tmpnb.pool import Pool
-from tmpnb.proxy.routes import RouteTable
-from tmpnb.proxyapi import InProcessProxyAPI
 from tmpnb.waitingline import DEFAULT_BOOT_RATE, RATE_GAP, WaitingLine
 
 
@@ -31,13 +29,12 @@ class Setting:
         self.clock = Clock()
         self.docker = FakeDocker(self.clock, spec)
         self.servers = FakeServers(self.docker)
-        self.pool = Pool(
-            self.clock, self.docker, self.servers.wait_ready, InProcessProxyAPI(RouteTable(self.clock)), spec,
-            PoolConfig(pool_size=pool_size, capacity=capacity), ask_statuses=self.servers.ask_statuses,
-            on_transition=LifecycleRecorder(Logger(observer=lambda e: None), records=records or []),
+        rig = build_pool(
+            PoolConfig(pool_size=pool_size, capacity=capacity), clock=self.clock, spec=spec, docker=self.docker,
+            servers=self.servers, on_transition=LifecycleRecorder(Logger(observer=lambda e: None), records=records or []),
         )
-        self.line = WaitingLine(self.clock, self.pool, max_waiting=10, records=records or [])
-        self.pool.attach_line(self.line)
+        self.pool = rig.pool
+        self.line = build_line(rig, max_waiting=10, records=records or [])
         self.pool.startService()
 
     def ready_one(self) -> None:
@@ -86,7 +83,7 @@ def test_the_lifecycle_log_records_the_line_beside_the_transitions():
     try:
         first, second = setting.line.take(), setting.line.take()
         setting.clock.advance(2)
-        setting.line.leave(second)
+        second.leave()
         setting.ready_one()
     finally:
         setting.pool.stopService()
@@ -103,7 +100,7 @@ def test_the_lifecycle_log_records_the_line_beside_the_transitions():
 def test_stats_count_who_joined_was_served_and_left(setting):
     setting.line.take()
     second = setting.line.take()
-    setting.line.leave(second)
+    second.leave()
     setting.clock.advance(3)
     setting.ready_one()
     stats = setting.pool.stats()["waiting"]

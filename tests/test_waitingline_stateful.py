@@ -22,12 +22,13 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
+from tests.builders import build_line, build_pool
 from tests.fakedocker import FakeDocker, FakeServers
 from tmpnb.config import ContainerSpec, PoolConfig
-from tmpnb.pool import Assignment, Pool
+from tmpnb.pool import Assignment
 from tmpnb.proxy.routes import RouteTable
 from tmpnb.proxyapi import InProcessProxyAPI
-from tmpnb.waitingline import Ticket, WaitingLine
+from tmpnb.waitingline import Ticket
 
 HOLD = 2.0  # how long a visitor's request waits, as the web holds it
 GRACE = 5.0  # how long a place is kept between two requests
@@ -89,13 +90,12 @@ class LineMachine(RuleBasedStateMachine):
         self.servers = FakeServers(self.docker)
         self.routes = LateRoutes(RouteTable(self.clock))
         ids = count()
-        self.pool = Pool(
-            self.clock, self.docker, self.servers.wait_ready, self.routes, self.spec, self.config,
-            new_id=lambda length: f"c{next(ids):04d}", ask_statuses=self.servers.ask_statuses,
-            max_booting=max_booting,
+        rig = build_pool(
+            self.config, clock=self.clock, spec=self.spec, docker=self.docker, servers=self.servers,
+            proxy=self.routes, new_id=lambda length: f"c{next(ids):04d}", max_booting=max_booting,
         )
-        self.line = WaitingLine(self.clock, self.pool, max_waiting, new_id=lambda: f"t{next(ids):04d}")
-        self.pool.attach_line(self.line)
+        self.pool = rig.pool
+        self.line = build_line(rig, max_waiting, new_id=lambda: f"t{next(ids):04d}")
         self.pool.startService()
         self.visitors: list[Visitor] = []
         self.served_seqs: set[int] = set()  # visitors who got a container (from the line or at once)
@@ -119,12 +119,12 @@ class LineMachine(RuleBasedStateMachine):
                     self.problems.append(f"visitor {visitor.seq} left, yet was given {assignment}")
                 return
             if assignment is not None and visitor.ticket.state == "ready":
-                visitor.got.append(self.line.claim(visitor.ticket))
+                visitor.got.append(visitor.ticket.claim())
             elif not visitor.ticket.done:
                 visitor.present = False
-                self.line.away(visitor.ticket, GRACE)
+                visitor.ticket.away(GRACE)
 
-        self.line.wait(visitor.ticket, HOLD).addCallbacks(answered, lambda f: None)
+        visitor.ticket.wait(HOLD).addCallbacks(answered, lambda f: None)
 
     @rule()
     def a_visitor_arrives(self) -> None:
@@ -156,7 +156,7 @@ class LineMachine(RuleBasedStateMachine):
         visitor = self.pick(index, lambda v: not v.left and not v.got)
         if visitor is not None:
             visitor.left = True
-            self.line.leave(visitor.ticket)
+            visitor.ticket.leave()
 
     @rule(index=st.integers(0, 100))
     def a_visitor_comes_back(self, index: int) -> None:

@@ -11,17 +11,13 @@ import json
 from urllib.parse import quote
 
 from hypothesis import HealthCheck, event, given, settings
-from twisted.internet.task import Clock
 from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
 from twisted.web.server import Site
 
 from test_web import FakePool
-from tests.fakedocker import FakeDocker, FakeServers
+from tests.builders import build_pool
 from tmpnb.config import ContainerSpec, PoolConfig
-from tmpnb.pool import Pool
-from tmpnb.proxy.routes import RouteTable
-from tmpnb.proxyapi import InProcessProxyAPI
 from tmpnb.web import WebSettings, make_resource
 
 PREFIXES = ["", "spawn", "spawn/tree", "api", "api/spawn", "api/stats", "user", "user/abc123",
@@ -103,13 +99,11 @@ def test_any_request_gets_a_4xx_at_worst_and_each_container_goes_to_one_client(b
 @given(st.lists(st.tuples(requests, st.booleans()), min_size=1, max_size=15), st.integers(1, 4), st.integers(1, 6))
 def test_with_the_real_pool_each_container_goes_to_one_client_with_its_route(batch, pool_size, extra):
     """The real Pool over FakeDocker; between requests, booting servers may become ready."""
-    clock = Clock()
-    spec = ContainerSpec(instance="test-web-props", socket_root="/tmp/tnb-web-props")
-    docker = FakeDocker(clock, spec)
-    servers = FakeServers(docker)
-    routes = RouteTable(clock)
-    pool = Pool(clock, docker, servers.wait_ready, InProcessProxyAPI(routes), spec,
-                PoolConfig(pool_size=pool_size, capacity=pool_size + extra))
+    rig = build_pool(
+        PoolConfig(pool_size=pool_size, capacity=pool_size + extra),
+        spec=ContainerSpec(instance="test-web-props", socket_root="/tmp/tnb-web-props"),
+    )
+    pool, servers, routes = rig.pool, rig.servers, rig.routes
     pool.startService()
     site = Site(make_resource(pool, WebSettings()))
     delivered = []

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from automat import TypeMachineBuilder
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 
 from tmpnb import sockets
 from tmpnb.config import ContainerSpec, PoolConfig
-from tmpnb.dockerapi import LaunchRequest, container_name
+from tmpnb.dockerapi import DockerTimeout, DockerUnavailable, LaunchRequest, container_name
 from tmpnb.faults import log_fault
 
 log = Logger()
@@ -45,7 +45,7 @@ class Assignment:
 
 @dataclass(frozen=True)
 class TransitionEvent:
-    """One transition of one container, for the lifecycle record (tmpnb/lifecycle.py)."""
+    """One transition of one container, for the lifecycle record (tmpnb/lifecycle/)."""
 
     container: str
     from_state: str
@@ -54,6 +54,29 @@ class TransitionEvent:
     time: float
     seconds_in_previous: float
     cause: str | None = None
+
+
+@dataclass(frozen=True)
+class BootFailure:
+    """Why one boot attempt failed."""
+
+    cause: str
+    # Docker itself did not answer (DockerUnavailable, DockerTimeout): neither the image nor
+    # the container is to blame, and Docker's next answer may end the wait.
+    docker_away: bool = False
+
+    @classmethod
+    def of(cls, failure: Failure) -> BootFailure:
+        return cls(failure_cause(failure), failure.check(DockerUnavailable, DockerTimeout) is not None)
+
+
+@dataclass(frozen=True)
+class GaveUp:
+    """A machine stopped booting after its last attempt (it is culled next)."""
+
+    container_id: str
+    attempts: int
+    last_error: BootFailure
 
 
 class DockerOps(Protocol):
@@ -133,6 +156,8 @@ class ContainerCore:
     proxy: RouteOps
     on_transition: Callable[[TransitionEvent], None]
     on_removed: Callable[[str, bool], None]
+    # Told when the machine gives up booting, before it culls itself.
+    on_gave_up: Callable[[GaveUp], None] = field(default=lambda gave_up: None)
     created_at: float = field(init=False)
     entered_at: float = field(init=False)
     docker_id: str | None = None
@@ -223,6 +248,11 @@ class Boot:
     # Why readiness was cancelled (deadline or container death), for the bootFailed cause.
     cancel_cause: str | None = None
     left: bool = False  # the machine left booting: a finishing cleanup must not retry
+    # The failure behind the bootFailed input on its way (None when one came from outside).
+    last_error: BootFailure | None = None
+
+    def details(self) -> dict[str, Any]:
+        return {"attempt": self.attempt}
 
     def stop(self) -> None:
         self.left = True
@@ -239,6 +269,9 @@ class Idle:
 
     since: float
 
+    def details(self) -> dict[str, Any]:
+        return {"idle_since": self.since}
+
 
 @dataclass
 class Culled:
@@ -246,6 +279,16 @@ class Culled:
 
     reason: str
     removed: bool = False
+
+    def details(self) -> dict[str, Any]:
+        return {"reason": self.reason, "removed": self.removed}
+
+
+@runtime_checkable
+class StateData(Protocol):
+    """What every data state's data (Boot, Idle, Culled) adds to describe()."""
+
+    def details(self) -> dict[str, Any]: ...
 
 
 def first_attempt(
@@ -272,22 +315,46 @@ assigned = builder.state("assigned")
 idle = builder.state("idle", idle_since)
 culled = builder.state("culled", culled_because)
 
+# Inputs whose last argument says why; it goes into the transition's record as its cause.
+CAUSED = frozenset({"bootFailed", "cull", "exited"})
+
+
+def moves(
+    source: Any, input: Callable[..., Any], target: Any, name: str | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`source.upon(input).to(target)` (`.loop()` if they are one state) for a behaviour that
+    is a transition worth recording: the machine reports it (`ContainerCore.moved`, the one
+    place transitions are reported) before the behaviour runs. `name`: the behaviour's name
+    in the drawing, if not its own."""
+    input_name = input.__name__
+
+    def register(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        def reported(inputs: ContainerInputs, core: ContainerCore, *args: object) -> Any:
+            cause = str(args[-1]) if input_name in CAUSED else None
+            core.moved(source.name, target.name, input_name, cause)
+            return behaviour(inputs, core, *args)
+
+        reported.__name__ = name or behaviour.__name__
+        upon = source.upon(input)
+        (upon.loop() if source is target else upon.to(target))(reported)
+        return behaviour
+
+    return register
+
 
 # -- booting ------------------------------------------------------------------------------
 
 
-@requested.upon(ContainerInputs.boot).to(booting)
+@moves(requested, ContainerInputs.boot, booting)
 def start_booting(inputs: ContainerInputs, core: ContainerCore) -> None:
-    core.moved("requested", "booting", "boot")
     # Every attempt, the first included, starts with boot() in booting, which has the data.
     inputs.boot()
 
 
-@requested.upon(ContainerInputs.launched).to(booting)
+@moves(requested, ContainerInputs.launched, booting)
 def adopt_running(inputs: ContainerInputs, core: ContainerCore, docker_id: str) -> None:
     core.docker_id = docker_id
     core.may_exist = True
-    core.moved("requested", "booting", "launched")
     inputs.launched(docker_id)  # in booting, with its data: wait for readiness
 
 
@@ -310,7 +377,8 @@ def launch(inputs: ContainerInputs, core: ContainerCore, boot: Boot) -> None:
     def finished(result: str | Failure) -> None:
         core.docker_call = None
         if isinstance(result, Failure):
-            inputs.bootFailed(failure_cause(result))
+            boot.last_error = BootFailure.of(result)
+            inputs.bootFailed(boot.last_error.cause)
         else:
             inputs.launched(result)
 
@@ -338,25 +406,25 @@ def wait_until_ready(
             boot.deadline.cancel()
         if isinstance(result, Failure):
             if result.check(CancelledError) and boot.cancel_cause is not None:
-                inputs.bootFailed(boot.cancel_cause)
+                boot.last_error = BootFailure(boot.cancel_cause)
             else:
-                inputs.bootFailed(failure_cause(result))
+                boot.last_error = BootFailure.of(result)
+            inputs.bootFailed(boot.last_error.cause)
         else:
             inputs.ready()
 
     d.addBoth(answered)
 
 
-@booting.upon(ContainerInputs.ready).to(pooled)
+@moves(booting, ContainerInputs.ready, pooled)
 def became_ready(inputs: ContainerInputs, core: ContainerCore, boot: Boot) -> None:
-    core.moved("booting", "pooled", "ready")
+    pass
 
 
-@booting.upon(ContainerInputs.bootFailed).loop()
+@moves(booting, ContainerInputs.bootFailed, booting)
 def retry_or_give_up(
     inputs: ContainerInputs, core: ContainerCore, boot: Boot, cause: str
 ) -> None:
-    core.moved("booting", "booting", "bootFailed", cause)
     log.warn(
         "container {container} failed to boot (attempt {attempt} of {attempts}): {cause}",
         container=core.container_id,
@@ -364,7 +432,12 @@ def retry_or_give_up(
         attempts=core.config.boot_attempts,
         cause=cause,
     )
+    error, boot.last_error = boot.last_error or BootFailure(cause), None
     if boot.attempt >= core.config.boot_attempts:
+        try:
+            core.on_gave_up(GaveUp(core.container_id, boot.attempt, error))
+        except Exception:
+            log.failure("on_gave_up hook failed for {container}", container=core.container_id)
         # culled removes what this attempt made.
         inputs.cull(f"gave up after {boot.attempt} boot attempts: {cause}")
         return
@@ -416,11 +489,10 @@ def add_route(core: ContainerCore) -> Deferred[None]:
     )
 
 
-@pooled.upon(ContainerInputs.assign).to(assigned)
+@moves(pooled, ContainerInputs.assign, assigned)
 def hand_out(inputs: ContainerInputs, core: ContainerCore) -> Deferred[Assignment]:
     core.assigned_at = core.last_activity = core.clock.seconds()
     core.routed = True
-    core.moved("pooled", "assigned", "assign")
     result: Deferred[Assignment] = Deferred()
     d = add_route(core)
 
@@ -437,7 +509,7 @@ def hand_out(inputs: ContainerInputs, core: ContainerCore) -> Deferred[Assignmen
     return result
 
 
-@requested.upon(ContainerInputs.adopt).to(assigned)
+@moves(requested, ContainerInputs.adopt, assigned)
 def adopt_assigned(
     inputs: ContainerInputs, core: ContainerCore, docker_id: str, assigned_at: float
 ) -> None:
@@ -445,7 +517,6 @@ def adopt_assigned(
     core.may_exist = True
     core.routed = True
     core.assigned_at = core.last_activity = assigned_at
-    core.moved("requested", "assigned", "adopt")
 
     def unroutable(failure: Failure) -> None:
         inputs.cull(f"route not restored: {failure_cause(failure)}")
@@ -471,15 +542,14 @@ def active(inputs: ContainerInputs, core: ContainerCore, when: float) -> None:
     core.last_activity = max(core.last_activity or when, when)
 
 
-@assigned.upon(ContainerInputs.idle).to(idle)
+@moves(assigned, ContainerInputs.idle, idle)
 def went_idle(inputs: ContainerInputs, core: ContainerCore, since: float) -> None:
-    core.moved("assigned", "idle", "idle")
+    pass
 
 
-@idle.upon(ContainerInputs.activity).to(assigned)
+@moves(idle, ContainerInputs.activity, assigned)
 def came_back(inputs: ContainerInputs, core: ContainerCore, data: Idle, when: float) -> None:
     core.last_activity = max(core.last_activity or when, when)
-    core.moved("idle", "assigned", "activity")
 
 
 # -- culling ------------------------------------------------------------------------------
@@ -533,31 +603,21 @@ async def remove_container(core: ContainerCore) -> bool:
     return False
 
 
-def culls_from(state: Any, *causes: Callable[..., None]) -> None:
-    """Each of `causes` (cull, exited) leads from `state` to culled."""
-    name = state.name
-    for input in causes:
-
-        def enter_culled(
-            inputs: ContainerInputs,
-            core: ContainerCore,
-            *args: object,
-            input_name: str = input.__name__,
-        ) -> None:
-            *data, reason = args
-            if data and isinstance(data[0], Boot):
-                data[0].stop()
-            core.moved(name, "culled", input_name, str(reason))
-            tear_down(inputs, core)
-
-        enter_culled.__name__ = f"cull_{name}"
-        state.upon(input).to(culled)(enter_culled)
+def enter_culled(inputs: ContainerInputs, core: ContainerCore, *data_and_reason: object) -> None:
+    # (idle's data, if any, and the reason: recorded as the transition's cause)
+    tear_down(inputs, core)
 
 
-culls_from(requested, ContainerInputs.cull)
-culls_from(booting, ContainerInputs.cull)  # exited while booting is a failed attempt
+@moves(booting, ContainerInputs.cull, culled)  # exited while booting is a failed attempt
+def cull_booting(inputs: ContainerInputs, core: ContainerCore, boot: Boot, reason: str) -> None:
+    boot.stop()
+    tear_down(inputs, core)
+
+
+moves(requested, ContainerInputs.cull, culled, name="cull_requested")(enter_culled)
 for _state in (pooled, assigned, idle):
-    culls_from(_state, ContainerInputs.cull, ContainerInputs.exited)
+    moves(_state, ContainerInputs.cull, culled, name=f"cull_{_state.name}")(enter_culled)
+    moves(_state, ContainerInputs.exited, culled, name=f"cull_{_state.name}")(enter_culled)
 
 
 @culled.upon(ContainerInputs.removed).loop()
@@ -617,22 +677,23 @@ for _state, _input in ignored:
 
 
 def answers_describe(state: Any) -> None:
-    def describe(inputs: ContainerInputs, core: ContainerCore, *data: object) -> dict[str, Any]:
-        more: dict[str, Any] = {}
-        if data and isinstance(data[0], Boot):
-            more["attempt"] = data[0].attempt
-        elif data and isinstance(data[0], Idle):
-            more["idle_since"] = data[0].since
-        elif data and isinstance(data[0], Culled):
-            more.update(reason=data[0].reason, removed=data[0].removed)
-        return core.describe(state.name, **more)
+    def describe(inputs: ContainerInputs, core: ContainerCore) -> dict[str, Any]:
+        return core.describe(state.name)
 
-    describe.__name__ = "describe"
     state.upon(ContainerInputs.describe).loop()(describe)
 
 
-for _state in (requested, booting, pooled, assigned, idle, culled):
+def answers_describe_with(state: Any) -> None:
+    def describe(inputs: ContainerInputs, core: ContainerCore, data: StateData) -> dict[str, Any]:
+        return core.describe(state.name, **data.details())
+
+    state.upon(ContainerInputs.describe).loop()(describe)
+
+
+for _state in (requested, pooled, assigned):
     answers_describe(_state)
+for _state in (booting, idle, culled):  # the data states
+    answers_describe_with(_state)
 
 ContainerMachine = builder.build()
 

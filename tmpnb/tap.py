@@ -183,7 +183,7 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     # The pool and its waiting line.
     line = WaitingLine(reactor, pool, options["max-waiting"], records=takers.events,
                        on_turned_away=metrics.no_vacancy.inc)
-    pool.attach_line(line)
+    line.follow(pool)  # the pool publishes its pooled containers and stats; the line takes
 
     sharing = _sharing(reactor, options, pool, spec, takers)
     extensions = [] if sharing is None else [sharing_extension(sharing)]

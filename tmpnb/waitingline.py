@@ -1,8 +1,13 @@
 """The waiting line: a visitor who arrives while no container is pooled waits, first come
 first served, for the next one the pool readies, instead of being turned away.
 
-The pool (tmpnb/pool.py) calls `offer()` each time a container becomes pooled and counts
-`waiting()` visitors into what it boots. A visitor holds a `Ticket`; the web (tmpnb/web/)
+Data flows one way: the line takes from the pool (`acquire`, `room`, `cull`) and tells it
+how many visitors wait (`demand`: booted for beyond the pool size); the pool knows nothing of
+the line and only publishes: each container pooled (`when_pooled` → `offer`) and a part of
+its stats (`add_stats("waiting", stats)`); `follow` subscribes the line to both, in the
+one place that wires them (tmpnb/tap.py).
+
+A visitor holds a `Ticket` (its own machine, tmpnb/tickets.py); the web (tmpnb/web/handout.py)
 keeps a request open on it (`wait`), answers the notebook's URL once it has an assignment
 (`claim`), and says when the visitor is away between two requests (`away`: the place is
 kept for `grace` seconds) or gone (`leave`). Until its URL has been claimed, a container
@@ -21,13 +26,13 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from tmpnb import ids
 from tmpnb.lifecycle import line_record
 from tmpnb.states import Assignment
+from tmpnb.tickets import Ticket, TicketCore
 
 __all__ = ["LinePool", "Ticket", "WaitingLine"]
 
@@ -43,35 +48,20 @@ WAITS_KEPT = 200  # the latest waits /api/stats summarises
 
 
 class LinePool(Protocol):
-    """The part of tmpnb.pool.Pool the line uses."""
+    """The part of tmpnb.pool.Pool the line uses. The line calls down into the pool; the
+    pool only publishes (when_pooled, add_stats) and never knows the line."""
 
     def acquire(self) -> Deferred[Assignment] | None: ...
 
     def room(self) -> int: ...
 
-    def fill(self) -> None: ...
+    def demand(self, waiting: int) -> None: ...
 
     def cull(self, container_id: str, reason: str) -> bool: ...
 
+    def when_pooled(self, listener: Callable[[], None]) -> None: ...
 
-class Ticket:
-    """One visitor's place: waiting → serving (the route being added) → ready → claimed;
-    or left at any point before claimed."""
-
-    def __init__(self, ticket_id: str, below: str, joined_at: float) -> None:
-        self.id = ticket_id
-        self.below = below  # where in their server the visitor is going
-        self.joined_at = joined_at
-        self.state = "waiting"
-        self.position_at_join = 0
-        self.assignment: Assignment | None = None
-        self.failure: Failure | None = None
-        self._waiters: list[Deferred[Assignment | None]] = []
-        self._expiry: IDelayedCall | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.state in ("claimed", "left", "failed")
+    def add_stats(self, key: str, part: Callable[[], Any]) -> None: ...
 
 
 class WaitingLine:
@@ -85,7 +75,7 @@ class WaitingLine:
         on_turned_away: Callable[[], None] | None = None,
     ) -> None:
         self._clock = clock
-        self._records = list(records)  # takers of the lifecycle record (tmpnb/lifecycle.py)
+        self._records = list(records)  # takers of the lifecycle record (tmpnb/lifecycle/)
         self._on_turned_away = on_turned_away
         self._pool = pool
         self.max_waiting = max_waiting
@@ -96,7 +86,12 @@ class WaitingLine:
         self._waits: deque[float] = deque(maxlen=WAITS_KEPT)  # of visitors served from the line
         self._counts = {"joined": 0, "served": 0, "left": 0}
 
-    # -- what the pool uses
+    # -- what the pool publishes
+
+    def follow(self, pool: LinePool) -> None:
+        """Subscribe to what `pool` publishes: its pooled containers, and its stats."""
+        pool.when_pooled(self.offer)
+        pool.add_stats("waiting", self.stats)
 
     def waiting(self) -> int:
         """Visitors in line: the pool boots for them beyond its pool size."""
@@ -124,81 +119,33 @@ class WaitingLine:
         """A ticket for a new visitor, served at once if a container is pooled and nobody is
         ahead; None ("no vacancy") when the line is full or the capacity is all promised, or
         (`join` false) when the visitor would have to wait."""
-        ticket = Ticket(self._new_id(), below, self._clock.seconds())
+        ticket_id, now = self._new_id(), self._clock.seconds()
         if not self._line:
             pending = self._pool.acquire()
             if pending is not None:
-                self._tickets[ticket.id] = ticket
+                ticket = self._new_ticket(ticket_id, below, now, position=0)
                 self._being_served(ticket, pending)
                 return ticket
         if not join or len(self._line) >= self.max_waiting or len(self._line) >= self._pool.room():
             if self._on_turned_away is not None:
                 self._on_turned_away()
             return None
-        self._tickets[ticket.id] = ticket
+        ticket = self._new_ticket(ticket_id, below, now, position=len(self._line) + 1)
         self._line.append(ticket)
         self._counts["joined"] += 1
-        ticket.position_at_join = len(self._line)
-        self._record(ticket, "joined", 0.0)
-        self._pool.fill()  # boots for the line start now, whatever the refill does
+        self._record(ticket.core, "joined", 0.0)
+        self._pool.demand(len(self._line))  # boots for the line start now, whatever the refill does
         self._serve()
+        return ticket
+
+    def _new_ticket(self, ticket_id: str, below: str, now: float, position: int) -> Ticket:
+        """`position`: its place on joining the line (0: served at once)."""
+        ticket = Ticket(TicketCore(ticket_id, below, now, self._clock, self, position_at_join=position))
+        self._tickets[ticket.id] = ticket
         return ticket
 
     def find(self, ticket_id: str) -> Ticket | None:
         return self._tickets.get(ticket_id)
-
-    def wait(self, ticket: Ticket, timeout: float) -> Deferred[Assignment | None]:
-        """Fires with the ticket's assignment once it has one, or None after `timeout`
-        seconds; fails if handing the container out failed. The visitor is here: a place
-        kept for someone away (`away`) is theirs again."""
-        self._cancel_expiry(ticket)
-        d: Deferred[Assignment | None] = Deferred()
-        if ticket.state == "ready":
-            d.callback(ticket.assignment)
-            return d
-        if ticket.state == "failed":
-            d.errback(ticket.failure)
-            return d
-        if ticket.done:
-            d.callback(None)
-            return d
-        ticket._waiters.append(d)
-        timer = self._clock.callLater(timeout, self._time_up, ticket, d)
-        d.addBoth(lambda result: (timer.cancel() if timer.active() else None, result)[1])
-        return d
-
-    def claim(self, ticket: Ticket) -> Assignment:
-        """The visitor is being sent to the ticket's container: from now on it is theirs."""
-        assert ticket.state == "ready" and ticket.assignment is not None, ticket.state
-        ticket.state = "claimed"
-        self._tickets.pop(ticket.id, None)
-        return ticket.assignment
-
-    def away(self, ticket: Ticket, grace: float) -> None:
-        """The visitor was answered without their notebook (a page saying where they are in
-        line): their place is kept for `grace` seconds for them to ask again."""
-        if ticket.done:
-            return
-        self._cancel_expiry(ticket)
-        ticket._expiry = self._clock.callLater(grace, self.leave, ticket, "expired")
-
-    def leave(self, ticket: Ticket, why: str = "left") -> None:
-        """The visitor is gone: their place is free; a container readied for them goes on."""
-        if ticket.done:
-            return
-        self._cancel_expiry(ticket)
-        previous, ticket.state = ticket.state, "left"
-        self._tickets.pop(ticket.id, None)
-        self._fire(ticket, None)
-        if previous == "waiting":
-            self._line.remove(ticket)
-            self._counts["left"] += 1
-            self._record(ticket, why, self._clock.seconds() - ticket.joined_at)
-        elif previous == "ready":
-            assignment, ticket.assignment = ticket.assignment, None
-            assert assignment is not None
-            self._pass_on(assignment)
-        # "serving": the route is being added; _handed_out passes the container on.
 
     def position(self, ticket: Ticket) -> int:
         """1 for the first in line; 0 once out of the line."""
@@ -229,67 +176,47 @@ class WaitingLine:
             pending = self._pool.acquire()
             if pending is None:
                 return
-            self._being_served(self._line.popleft(), pending)
+            ticket = self._line.popleft()
+            self._pool.demand(len(self._line))
+            self._being_served(ticket, pending)
 
     def _being_served(self, ticket: Ticket, pending: Deferred[Assignment]) -> None:
-        ticket.state = "serving"
-        pending.addCallbacks(
-            lambda assignment: self._handed_out(ticket, assignment),
-            lambda failure: self._failed(ticket, failure),
-        ).addErrback(lambda failure: log.failure("serving the waiting line", failure))
+        ticket.serving()
+        pending.addCallbacks(ticket.handed_out, ticket.hand_out_failed).addErrback(
+            lambda failure: log.failure("serving the waiting line", failure)
+        )
 
-    def _handed_out(self, ticket: Ticket, assignment: Assignment) -> None:
-        if ticket.state != "serving":  # the visitor left while the route was added
-            self._pass_on(assignment)
-            return
-        if ticket.position_at_join:
-            waited = self._clock.seconds() - ticket.joined_at
+    # -- what a ticket tells the line (tmpnb.tickets.TicketLine)
+
+    def left_line(self, core: TicketCore, why: str) -> None:
+        self._line.remove(self._tickets[core.id])
+        self._pool.demand(len(self._line))
+        self._counts["left"] += 1
+        self._record(core, why, self._clock.seconds() - core.joined_at)
+
+    def served(self, core: TicketCore, assignment: Assignment) -> None:
+        if core.position_at_join:
+            waited = self._clock.seconds() - core.joined_at
             self._waits.append(waited)
             self._counts["served"] += 1
-            self._record(ticket, "served", waited, assignment.container_id)
-        ticket.state = "ready"
-        ticket.assignment = assignment
-        self._fire(ticket, assignment)
+            self._record(core, "served", waited, assignment.container_id)
 
-    def _failed(self, ticket: Ticket, failure: Failure) -> None:
-        """The container could not be handed out (its route was refused; the machine culls it)."""
-        if ticket.state != "serving":
-            return
-        ticket.state, ticket.failure = "failed", failure
-        self._tickets.pop(ticket.id, None)
-        for d in self._take_waiters(ticket):
-            d.errback(failure)
+    def finished(self, core: TicketCore) -> None:
+        self._tickets.pop(core.id, None)
 
-    def _pass_on(self, assignment: Assignment) -> None:
+    def pass_on(self, assignment: Assignment) -> None:
         """A container nobody has seen the URL of: the next in line's, or culled."""
         if self._line:
             ticket = self._line.popleft()
-            ticket.state = "serving"
-            self._handed_out(ticket, assignment)
+            self._pool.demand(len(self._line))
+            ticket.serving()
+            ticket.handed_out(assignment)
             return
         log.info("visitor left before {container} was theirs; culling it", container=assignment.container_id)
         self._pool.cull(assignment.container_id, "visitor left")
 
-    def _time_up(self, ticket: Ticket, d: Deferred[Assignment | None]) -> None:
-        if d in ticket._waiters:
-            ticket._waiters.remove(d)
-            d.callback(None)
-
-    def _fire(self, ticket: Ticket, result: Assignment | None) -> None:
-        for d in self._take_waiters(ticket):
-            d.callback(result)
-
-    def _take_waiters(self, ticket: Ticket) -> list[Deferred[Assignment | None]]:
-        waiters, ticket._waiters = ticket._waiters, []
-        return waiters
-
-    def _cancel_expiry(self, ticket: Ticket) -> None:
-        if ticket._expiry is not None and ticket._expiry.active():
-            ticket._expiry.cancel()
-        ticket._expiry = None
-
-    def _record(self, ticket: Ticket, step: str, waited: float, container: str | None = None) -> None:
-        record = line_record(ticket.id[:8], step, self._clock.seconds(), waited, ticket.position_at_join,
+    def _record(self, core: TicketCore, step: str, waited: float, container: str | None = None) -> None:
+        record = line_record(core.id[:8], step, self._clock.seconds(), waited, core.position_at_join,
                              len(self._line), container)
         for write in self._records:
             try:

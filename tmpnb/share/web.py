@@ -293,18 +293,17 @@ class RemixPage(OnlyAllowed):
         if content is None:
             return ended_page(request, share)
         # A pooled container, through the same line /spawn uses; a remix does not queue in it.
-        line = self._handout.line
-        ticket = line.take("notebooks/" + quote(share.name, safe=""), join=False)
+        ticket = self._handout.take("notebooks/" + quote(share.name, safe=""), join=False)
         if ticket is None:
             return replies.no_vacancy(request, self._retry_after)
         left = departure(request)
         try:
-            assignment = await line.wait(ticket, REMIX_HOLD)
+            assignment = await ticket.wait(REMIX_HOLD)
         except Exception as e:  # its route could not be added: the proxy is away
             log.warn("remixing {share}: no container: {reason}", share=share.id, reason=repr(e))
             return replies.no_vacancy(request, self._retry_after)
         if assignment is None or ticket.state != "ready":
-            line.leave(ticket)
+            ticket.leave()
             return replies.no_vacancy(request, self._retry_after)
         url = self._handout.url(ticket)  # the container is this visitor's from now on
         try:

@@ -76,7 +76,7 @@ def make_resource(pool: Spawner, settings: WebSettings, line: WaitingLine | None
         holds = settings.holds
         root.putChild(b"", SpawnPage(handout, default_below, settings.retry_after, from_path=False, holds=holds))
         root.putChild(b"spawn", SpawnPage(handout, default_below, settings.retry_after, from_path=True, holds=holds))
-        root.putChild(b"wait", WaitPage(line, handout, holds, settings.retry_after))
+        root.putChild(b"wait", WaitPage(handout, holds, settings.retry_after))
     api = ApiBranch()
     api.putChild(b"spawn", SpawnAPI(handout, settings.api_token, settings.retry_after))
     node = {"node": settings.node, "public_url": settings.public_url}

@@ -103,19 +103,18 @@ class SpawnAPI(OnlyAllowed):
             wait = requested_wait(body)
         except BadRequest as e:
             return replies.json_reply(request, 400, {"status": "bad request", "reason": str(e)})
-        line = self._handout.line
-        ticket = line.take(below, join=wait > 0)  # not willing to wait: "full", as ever
+        ticket = self._handout.take(below, join=wait > 0)  # not willing to wait: "full", as ever
         if ticket is None:
             request.setHeader(b"Retry-After", str(self._retry_after).encode("ascii"))
             return replies.json_reply(request, 429, {"status": "full"})
         left = departure(request)
-        request.notifyFinish().addErrback(lambda _: line.leave(ticket))
+        request.notifyFinish().addErrback(lambda _: ticket.leave())
 
         def answer(assignment: object) -> None:
             if left:
                 return
             if assignment is None or ticket.state != "ready":
-                line.leave(ticket, "expired")  # waited as long as asked
+                ticket.leave("expired")  # waited as long as asked
                 request.setHeader(b"Retry-After", str(self._retry_after).encode("ascii"))
                 replies.finish(request, left, replies.json_reply(request, 429, {"status": "full"}))
                 return
@@ -129,7 +128,7 @@ class SpawnAPI(OnlyAllowed):
 
         # A ticket served at once waits for its route however long that takes, as before.
         timeout = wait if ticket.state == "waiting" else MAX_API_WAIT
-        line.wait(ticket, timeout).addCallbacks(answer, failed).addErrback(
+        ticket.wait(timeout).addCallbacks(answer, failed).addErrback(
             lambda reason: log.failure("answering an API spawn failed", reason)
         )
         return NOT_DONE_YET

@@ -1,8 +1,11 @@
-"""Handing containers to requests, shared by the pages and the JSON API: through the
-waiting line (tmpnb/waitingline.py), which serves at once when a container is pooled."""
+"""Handing containers to requests, shared by the pages, the JSON API and remix: the web's one
+seam to the waiting line (tmpnb/waitingline.py), which serves at once when a container is
+pooled. A page takes a ticket here once per visitor, then acts on the ticket itself
+(`wait`, `away`, `leave`) and comes back for its URL."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.defer import Deferred
@@ -12,7 +15,8 @@ from tmpnb.web.paths import with_token
 
 if TYPE_CHECKING:
     from tmpnb.pool import Assignment
-    from tmpnb.waitingline import Ticket, WaitingLine
+    from tmpnb.tickets import Ticket
+    from tmpnb.waitingline import WaitingLine
 
 log = Logger()
 
@@ -27,14 +31,34 @@ class Spawner(Protocol):
     def cull(self, container_id: str, reason: str) -> bool: ...
 
 
+@dataclass(frozen=True)
+class Place:
+    """Where a visitor stands in line, for the waiting page."""
+
+    position: int  # 1 for the first; 0 once out of the line
+    estimate: float  # seconds until likely served
+    rate: float  # containers readied per second lately
+
+
 class HandOut:
     def __init__(self, line: WaitingLine, use_tokens: bool) -> None:
-        self.line = line
+        self._line = line
         self._use_tokens = use_tokens
+
+    def take(self, below: str, join: bool = True) -> Ticket | None:
+        """A ticket for a new visitor going to `below` in their server; None: no vacancy
+        (or, `join` false, they would have to wait)."""
+        return self._line.take(below, join)
+
+    def find(self, ticket_id: str) -> Ticket | None:
+        return self._line.find(ticket_id)
+
+    def place(self, ticket: Ticket) -> Place:
+        return Place(self._line.position(ticket), self._line.estimate(ticket), self._line.boot_rate())
 
     def url(self, ticket: Ticket) -> str:
         """The URL that logs the ticket's visitor in to their container, which is theirs now."""
-        assignment = self.line.claim(ticket)
+        assignment = ticket.claim()
         log.info("handed {container} to a visitor", container=assignment.container_id)
         token = assignment.token if self._use_tokens else None
         return with_token(assignment.path + ticket.below, token)

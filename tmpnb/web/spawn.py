@@ -45,12 +45,11 @@ class SpawnPage(OnlyAllowed):
             except BadPath:
                 shown = request.path.decode("utf-8", "replace")
                 return replies.html(request, 400, render_page("badpath", "Bad path", path=shown))
-        ticket = self._handout.line.take(below)
+        ticket = self._handout.take(below)
         if ticket is None:
             return replies.no_vacancy(request, self._retry_after)
         # Served at once when a container is pooled; otherwise the visitor waits in line.
-        return serve_ticket(request, self._handout.line, self._handout, ticket, self._holds.first,
-                            self._holds, self._retry_after)
+        return serve_ticket(request, self._handout, ticket, self._holds.first, self._holds, self._retry_after)
 
     def render_HEAD(self, request: Request) -> bytes:
         # Link checkers and chat unfurlers send HEAD: it must not take a container.

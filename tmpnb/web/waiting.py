@@ -21,7 +21,7 @@ from tmpnb.faults import log_fault
 from tmpnb.http import replies
 from tmpnb.http.methods import OnlyAllowed
 from tmpnb.pages import render_page
-from tmpnb.waitingline import Ticket, WaitingLine
+from tmpnb.tickets import Ticket
 from tmpnb.web.handout import HandOut
 
 log = Logger()
@@ -50,16 +50,17 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} minutes"
 
 
-def waiting_page(request: Request, line: WaitingLine, ticket: Ticket, url: str) -> bytes:
+def waiting_page(request: Request, handout: HandOut, ticket: Ticket, url: str) -> bytes:
     """202: where the visitor stands; the page asks again at once (the next request is held)."""
+    place = handout.place(ticket)
     refresh = f'<meta http-equiv="refresh" content="0; url={url}">'
     page = render_page(
         "waiting",
         "Waiting for your notebook",
         head=refresh,
-        position=line.position(ticket) or 1,
-        estimate=_duration(line.estimate(ticket)),
-        rate=f"{line.boot_rate():.1f}",
+        position=place.position or 1,
+        estimate=_duration(place.estimate),
+        rate=f"{place.rate:.1f}",
         url=url,
     )
     return replies.html(request, 202, page)
@@ -70,8 +71,7 @@ def expired_page(request: Request) -> bytes:
 
 
 def serve_ticket(
-    request: Request, line: WaitingLine, handout: HandOut, ticket: Ticket, hold: float, holds: Holds,
-    retry_after: int,
+    request: Request, handout: HandOut, ticket: Ticket, hold: float, holds: Holds, retry_after: int,
 ) -> int:
     """Answer `request` for `ticket`: the notebook if it is ready within `hold` seconds,
     else the visitor's place in line. Returns NOT_DONE_YET."""
@@ -79,7 +79,7 @@ def serve_ticket(
 
     def dropped(_: Failure) -> None:
         left.append(True)
-        line.leave(ticket)
+        ticket.leave()
 
     request.notifyFinish().addErrback(dropped)
 
@@ -91,10 +91,10 @@ def serve_ticket(
         elif ticket.done:  # another request on the same ticket took or dropped it
             replies.finish(request, left, expired_page(request))
         else:
-            line.away(ticket, holds.grace)
+            ticket.away(holds.grace)
             url = WAIT_PATH + ticket.id
             if takes_html(request):
-                replies.finish(request, left, waiting_page(request, line, ticket, url))
+                replies.finish(request, left, waiting_page(request, handout, ticket, url))
             else:
                 request.setHeader(b"Location", url.encode("ascii"))
                 replies.no_store(request)
@@ -105,7 +105,7 @@ def serve_ticket(
         log_fault(log, reason, "handing out a notebook")  # its route refused: the proxy is away
         replies.finish(request, left, replies.no_vacancy(request, retry_after))
 
-    line.wait(ticket, hold).addCallbacks(answer, failed).addErrback(
+    ticket.wait(hold).addCallbacks(answer, failed).addErrback(
         lambda reason: log.failure("answering a visitor in line failed", reason)
     )
     return NOT_DONE_YET
@@ -116,20 +116,18 @@ class WaitPage(OnlyAllowed):
 
     isLeaf = True
 
-    def __init__(self, line: WaitingLine, handout: HandOut, holds: Holds, retry_after: int) -> None:
+    def __init__(self, handout: HandOut, holds: Holds, retry_after: int) -> None:
         super().__init__()
-        self._line = line
         self._handout = handout
         self._holds = holds
         self._retry_after = retry_after
 
     def render_GET(self, request: Request) -> bytes | int:
         name = request.postpath[0].decode("ascii", "replace") if request.postpath else ""
-        ticket = self._line.find(name)
+        ticket = self._handout.find(name)
         if ticket is None:
             return expired_page(request)
-        return serve_ticket(request, self._line, self._handout, ticket, self._holds.poll, self._holds,
-                            self._retry_after)
+        return serve_ticket(request, self._handout, ticket, self._holds.poll, self._holds, self._retry_after)
 
     def render_HEAD(self, request: Request) -> bytes:
         return replies.html(request, 200, b"")
