@@ -5,7 +5,8 @@
     python benchmarks/footprint.py --rounds 1 --tmpnb-env MALLOC_ARENA_MAX=2   # try a setting
     python benchmarks/footprint.py --only tmpnb --tmpnb-repo /path/to/other/checkout  # before/after
 
-tmpnb:    `twistd -n tmpnb` with its default options (sharing on, the embedded proxy) except
+tmpnb:    `tmpnb run` (`twistd -n tmpnb`, as tools/run starts it; --launcher twistd for plain
+          twistd, which also loads pyOpenSSL) with its default options (sharing on, the embedded proxy) except
           what keeps it apart from anything else on the machine: its own --instance, a temporary
           --socket-root and share store, free loopback ports, --pool-size 12, --cleanup-on-stop.
 original: jupyter/tmpnb's orchestrate.py (tornado 4.3, docker-py 1.7.2, pycurl, in a Python 3.6
@@ -194,9 +195,12 @@ def run_tmpnb(args: argparse.Namespace, client: docker.DockerClient) -> dict[str
     instance = "bench-footprint-" + secrets.token_hex(3)
     root = tempfile.mkdtemp(prefix="tnbF", dir="/tmp")  # short: unix socket paths are short
     port = free_port()
+    # `tmpnb run` (tools/run, the Swarm stack) leaves pyOpenSSL out when no option names TLS;
+    # plain `twistd -n tmpnb` loads it, as Twisted does whenever it is installed.
+    launcher = (["-m", "tmpnb.cli", "run"] if args.launcher == "tmpnb-run" else
+                ["-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "tmpnb"])
     argv = [
-        sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-        "-n", "--pidfile=", f"--logfile={root}/twistd.log", "tmpnb",
+        sys.executable, *launcher,
         f"--instance={instance}", f"--socket-root={root}", f"--image={IMAGE}",
         f"--share-store={root}/shares.sqlite3",
         f"--listen=tcp:{port}:interface=127.0.0.1",
@@ -204,7 +208,8 @@ def run_tmpnb(args: argparse.Namespace, client: docker.DockerClient) -> dict[str
         f"--pool-size={args.pool}", "--cleanup-on-stop", *args.tmpnb_arg,
     ]
     env = {**os.environ, "PYTHONPATH": args.tmpnb_repo, **dict(kv.split("=", 1) for kv in args.tmpnb_env)}
-    process = subprocess.Popen(argv, cwd=args.tmpnb_repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    with open(f"{root}/twistd.log", "wb") as log_file:
+        process = subprocess.Popen(argv, cwd=args.tmpnb_repo, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     try:
         filled = wait_full(f"http://127.0.0.1:{port}/api/stats", args.pool, [process], args.timeout, f"{root}/twistd.log")
         time.sleep(args.settle)
@@ -344,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds for a pool to fill")
     parser.add_argument("--original-repo", default=ORIGINAL_REPO)
     parser.add_argument("--tmpnb-repo", default=str(REPO), help="the checkout whose tmpnb runs (a before/after)")
+    parser.add_argument("--launcher", choices=("tmpnb-run", "twistd"), default="tmpnb-run",
+                        help="how tmpnb is started: `tmpnb run` (the README's, default) or `twistd -n tmpnb`")
     parser.add_argument("--tmpnb-env", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--tmpnb-arg", action="append", default=[], metavar="--OPTION=VALUE")
     args = parser.parse_args(argv)
@@ -374,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{span(tmpnb['twistd']['own_rss'])}, processes {span(tmpnb['twistd']['processes'])}), "
               f"PSS {span(tmpnb['pss'])}, USS {span(tmpnb['uss'])}")
     print(json.dumps({"benchmark": "footprint", "date": started.isoformat(timespec="seconds"), "pool": args.pool,
+                      "launcher": args.launcher, "tmpnb_repo": args.tmpnb_repo,
                       "tmpnb": tmpnb, "original": original, "rounds": rounds, "machine": machine(),
                       "command": " ".join(["python", "benchmarks/footprint.py", *(argv or sys.argv[1:])])}))
     return 0

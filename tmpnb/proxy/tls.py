@@ -10,21 +10,24 @@ which is JupyterHub's internal SSL: every server has a certificate from the hub'
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Mapping
 
-from OpenSSL import SSL
-from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+
+if TYPE_CHECKING:
+    from OpenSSL import SSL
+    from twisted.internet import ssl
 
 # configurable-http-proxy's default: strong suites first, RC4 and other weak ones excluded.
 DEFAULT_CIPHERS = "ECDHE+AESGCM:DHE+AESGCM:ECDHE+AES:DHE+AES:HIGH:!aNULL:!eNULL:!EXPORT:!DES:!RC4:!MD5:!PSK:!SRP:!CAMELLIA"
 
-# Node's secureProtocol names (without "_method") this OpenSSL can still honour.
+# Node's secureProtocol names (without "_method") this OpenSSL can still honour: SSL's constants.
 _PINNED_VERSIONS = {
-    "TLSv1": SSL.TLS1_VERSION,
-    "TLSv1_1": SSL.TLS1_1_VERSION,
-    "TLSv1_2": SSL.TLS1_2_VERSION,
-    "TLSv1_3": SSL.TLS1_3_VERSION,
+    "TLSv1": "TLS1_VERSION",
+    "TLSv1_1": "TLS1_1_VERSION",
+    "TLSv1_2": "TLS1_2_VERSION",
+    "TLSv1_3": "TLS1_3_VERSION",
 }
 _ANY_VERSION = {"TLS", "SSLv23"}
 
@@ -35,6 +38,17 @@ class TLSConfigError(ValueError):
     """A TLS option that cannot be honoured; the message names it."""
 
 
+def _openssl() -> tuple[ModuleType, ModuleType]:
+    """pyOpenSSL's SSL and Twisted's ssl, imported on first use: a process that never speaks
+    TLS need not load them (`tmpnb run` leaves them out, tmpnb/cli.py)."""
+    try:
+        from OpenSSL import SSL
+        from twisted.internet import ssl
+    except ImportError as error:
+        raise TLSConfigError(f"TLS needs pyOpenSSL, which this process left out or lacks: {error}") from None
+    return SSL, ssl
+
+
 def check_protocol(name: str | None) -> None:
     if name is not None and name not in _PINNED_VERSIONS and name not in _ANY_VERSION:
         known = ", ".join(sorted(_ANY_VERSION | set(_PINNED_VERSIONS)))
@@ -43,6 +57,7 @@ def check_protocol(name: str | None) -> None:
 
 def read_certificates(path: str) -> list[ssl.Certificate]:
     """Every certificate of a PEM bundle (a CA file may hold a chain or several roots)."""
+    _, ssl = _openssl()
     with open(path, "rb") as f:
         found = _PEM_CERTIFICATE.findall(f.read())
     if not found:
@@ -66,11 +81,12 @@ class ServerTLS:
         passphrase: str | None = None,
     ) -> None:
         check_protocol(protocol)
+        SSL, _ = _openssl()
         context = SSL.Context(SSL.TLS_SERVER_METHOD)
         context.set_options(SSL.OP_NO_SSLv2 | SSL.OP_NO_SSLv3 | SSL.OP_CIPHER_SERVER_PREFERENCE)
         if protocol in _PINNED_VERSIONS:
-            context.set_min_proto_version(_PINNED_VERSIONS[protocol])
-            context.set_max_proto_version(_PINNED_VERSIONS[protocol])
+            context.set_min_proto_version(getattr(SSL, _PINNED_VERSIONS[protocol]))
+            context.set_max_proto_version(getattr(SSL, _PINNED_VERSIONS[protocol]))
         if passphrase:
             context.set_passwd_cb(lambda *_: passphrase.encode("utf-8"))
         try:
@@ -128,13 +144,15 @@ class TargetTLS:
         if cert or key:
             if not (cert and key):
                 raise TLSConfigError("--client-ssl-key and --client-ssl-cert go together")
+            _, ssl = _openssl()
             with open(cert, "rb") as c, open(key, "rb") as k:
                 self._client_certificate = ssl.PrivateCertificate.loadPEM(c.read() + b"\n" + k.read())
-        self._trust = ssl.trustRootFromCertificates(read_certificates(ca)) if ca else None
+        self._trust = _openssl()[1].trustRootFromCertificates(read_certificates(ca)) if ca else None
         self._unverified = None
         self._creators: dict[str, IOpenSSLClientConnectionCreator] = {}  # building a context is costly
 
     def creator_for(self, hostname: str) -> IOpenSSLClientConnectionCreator:
+        _, ssl = _openssl()
         if self._insecure:
             if self._unverified is None:
                 extra = {}
