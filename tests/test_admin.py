@@ -8,9 +8,9 @@ import pytest
 from dataclasses import dataclass, field
 
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
 from treq.testing import StubTreq
 
+from tests.results import succeeded
 from tests.fakedocker import FakeDocker, FakeServers
 from tmpnb.admin import ADMIN_CULL_REASON, AdminResource, listed
 from tmpnb.config import ContainerSpec, PoolConfig
@@ -20,7 +20,6 @@ from tmpnb.proxy.routes import RouteTable
 from tmpnb.proxyapi import InProcessProxyAPI
 from tmpnb.states import TransitionEvent
 
-results = SynchronousTestCase()
 
 TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"token {TOKEN}"}
@@ -60,7 +59,7 @@ class World:
     def visitor(self) -> str:
         d = self.pool.acquire()
         assert d is not None
-        return results.successResultOf(d).container_id
+        return succeeded(d).container_id
 
     def states(self) -> dict[str, str]:
         return {c["container"]: c["state"] for c in self.pool.containers()}
@@ -85,8 +84,8 @@ def client(world: World) -> StubTreq:
 
 
 def call(client: StubTreq, method: str, path: str, **kwargs) -> tuple[int, dict]:
-    response = results.successResultOf(client.request(method, BASE + path, **kwargs))
-    body = results.successResultOf(response.content())
+    response = succeeded(client.request(method, BASE + path, **kwargs))
+    body = succeeded(response.content())
     assert response.headers.getRawHeaders("content-type") == ["application/json"]
     return response.code, json.loads(body)
 
@@ -191,7 +190,7 @@ def test_drain_pool_culls_only_the_unassigned_and_refills(world):
 def test_wrong_method_is_405_with_allow(world, method, path, allowed):
     before = world.states()
     url = BASE + path.format(id=next(iter(before)))
-    response = results.successResultOf(world.client.request(method, url, headers=AUTH))
+    response = succeeded(world.client.request(method, url, headers=AUTH))
     assert response.code == 405
     assert response.headers.getRawHeaders("allow") == [allowed]
     assert world.states() == before
@@ -250,10 +249,10 @@ def test_metrics_are_served_without_the_token_when_given(world):
     from twisted.web.static import Data
 
     client = StubTreq(AdminResource(world.pool, world.health, TOKEN, metrics=Data(b"tmpnb_up 1\n", "text/plain")))
-    response = results.successResultOf(client.get(BASE + "/metrics"))
+    response = succeeded(client.get(BASE + "/metrics"))
     assert response.code == 200
-    assert results.successResultOf(response.content()) == b"tmpnb_up 1\n"
-    response = results.successResultOf(client.post(BASE + "/metrics"))
+    assert succeeded(response.content()) == b"tmpnb_up 1\n"
+    response = succeeded(client.post(BASE + "/metrics"))
     assert response.code == 405
 
 

@@ -13,10 +13,10 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
-from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
+from tests.results import failed, succeeded
 from tmpnb.config import ContainerSpec
 from tmpnb.dockerapi import (
     DockerAPI,
@@ -120,22 +120,20 @@ def test_proxy_api_failure_degrades(health):
     ],
 )
 def test_observe_docker_call_failures(health, failure, expected):
-    t = SynchronousTestCase()
     d: Deferred[str] = Deferred()
     observed = health.observe_docker_call(d)
     d.errback(failure)
     assert docker_state(health) == expected
     # the caller still gets the failure
-    assert t.failureResultOf(observed).value is failure
+    assert failed(observed).value is failure
 
 
 def test_observe_docker_call_passes_results_through(health):
-    t = SynchronousTestCase()
     health.docker_timed_out("DockerTimeout")
     d: Deferred[str] = Deferred()
     observed = health.observe_docker_call(d)
     d.callback("abc123")
-    assert t.successResultOf(observed) == "abc123"
+    assert succeeded(observed) == "abc123"
     assert docker_state(health) == "ok"
 
 

@@ -8,8 +8,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.logger import Logger, globalLogPublisher
-from twisted.trial.unittest import SynchronousTestCase
 
+from tests.results import failed, succeeded
 from tests.fakedocker import FakeDocker, FakeServers
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.dockerapi import DockerTimeout
@@ -21,7 +21,6 @@ from tmpnb.proxy.routes import RouteTable
 from tmpnb.proxy.testing import ProxyHarness
 from tmpnb.proxyapi import InProcessProxyAPI
 
-results = SynchronousTestCase()
 T0 = 1_700_000_000.0
 
 
@@ -81,11 +80,11 @@ def test_boots_hand_outs_no_vacancy_and_culls_are_counted():
     assert value(metrics, "tmpnb_boot_duration_seconds_sum") == 2.5 + 2.5  # both booting since the start
     assert value(metrics, "tmpnb_boot_failures_total", cause="launch-failed") == 1
 
-    visitor = results.successResultOf(service.spawner.acquire()).container_id
+    visitor = succeeded(service.spawner.acquire()).container_id
     assert value(metrics, "tmpnb_handouts_total") == 1
     assert value(metrics, "tmpnb_containers", state="assigned") == 1
 
-    results.successResultOf(service.spawner.acquire())  # the second pooled one
+    succeeded(service.spawner.acquire())  # the second pooled one
     assert service.spawner.acquire() is None  # the refills are still booting
     assert value(metrics, "tmpnb_no_vacancy_total") == 1
     assert value(metrics, "tmpnb_handouts_total") == 2
@@ -121,10 +120,10 @@ def test_docker_calls_are_timed_by_operation_and_timeouts_counted():
     passed = metrics.observe_docker_call("launch", answered)
     clock.advance(0.25)
     answered.callback("docker-id")
-    assert results.successResultOf(passed) == "docker-id"
+    assert succeeded(passed) == "docker-id"
 
     hung = metrics.observe_docker_call("remove", fail(DockerTimeout("remove after 30s")))
-    results.failureResultOf(hung, DockerTimeout)
+    failed(hung, DockerTimeout)
 
     assert value(metrics, "tmpnb_docker_call_duration_seconds_count", operation="launch") == 1
     assert value(metrics, "tmpnb_docker_call_duration_seconds_sum", operation="launch") == 0.25

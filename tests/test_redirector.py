@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import pytest
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
 from treq.testing import StubTreq
 
+from tests.results import succeeded
 from tests.redirector_fakes import FakeNodes
 from tmpnb.redirector.admin import RedirectorAdmin
 from tmpnb.redirector.metrics import Metrics
@@ -22,7 +22,6 @@ from tmpnb.redirector.polling import Poller
 from tmpnb.redirector.web import Redirector, make_resource
 from tmpnb.web.headers import CorsPolicy, ResponseHeaders
 
-results = SynchronousTestCase()
 
 PERIOD = 5.0
 FRONT = "http://127.0.0.1:8000"
@@ -71,8 +70,8 @@ class World:
         client.flush()
         self.nodes_http.flush()
         client.flush()
-        response = results.successResultOf(d)
-        body = results.successResultOf(response.content())
+        response = succeeded(d)
+        body = succeeded(response.content())
         return response, body
 
     def visit(self, path: str = "/") -> str | None:

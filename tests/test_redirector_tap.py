@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
+from treq.testing import StubTreq
+
+from tests.results import succeeded
 
 from tmpnb.redirector.tap import Options, makeService
 
@@ -44,12 +49,6 @@ def test_the_service_listens_publicly_and_admin_on_loopback(tmp_path):
 
 
 def test_the_nodes_file_is_read_again_on_request_and_a_bad_one_is_refused(tmp_path):
-    import json
-
-    from treq.testing import StubTreq
-    from twisted.trial.unittest import SynchronousTestCase
-
-    results = SynchronousTestCase()
     nodes = tmp_path / "nodes"
     nodes.write_text("http://127.0.0.2:8000\n")
     reactor = MemoryReactorClock()
@@ -60,9 +59,9 @@ def test_the_nodes_file_is_read_again_on_request_and_a_bad_one_is_refused(tmp_pa
     admin = StubTreq(site.resource)
 
     def reload() -> bool:
-        response = results.successResultOf(admin.post("http://127.0.0.1:8124/api/reload",
-                                                      headers={"Authorization": "token t"}))
-        return json.loads(results.successResultOf(response.content()))["reloaded"]
+        response = succeeded(admin.post("http://127.0.0.1:8124/api/reload",
+                                        headers={"Authorization": "token t"}))
+        return json.loads(succeeded(response.content()))["reloaded"]
 
     table = site.resource._redirector.table
     nodes.write_text("http://127.0.0.3:8000\nhttp://127.0.0.4:8000\n")

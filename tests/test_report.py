@@ -25,8 +25,8 @@ from typing import Callable
 import pytest
 from twisted.internet.task import Clock
 from twisted.logger import Logger
-from twisted.trial.unittest import SynchronousTestCase
 
+from tests.results import succeeded
 from tests.fakedocker import FakeDocker, FakeServers
 from tmpnb import report
 from tmpnb.config import ContainerSpec, PoolConfig
@@ -37,7 +37,6 @@ from tmpnb.lifecycle import NAMESPACE, LifecycleRecorder, lifecycle_log_observer
 
 from tmpnb.states import TransitionEvent
 
-results = SynchronousTestCase()
 SAMPLE = os.path.join(os.path.dirname(__file__), "data", "lifecycle-sample.jsonl")
 T0 = 1_700_000_000.0
 
@@ -327,7 +326,7 @@ def test_report_reads_what_the_real_pool_and_machines_record(tmp_path):
     for container_id in servers.waiting():  # both answer 1.5 s after the pool started
         servers.answer(container_id)
     clock.advance(60)
-    visitor = results.successResultOf(pool.acquire()).container_id
+    visitor = succeeded(pool.acquire()).container_id
     [replacement] = docker.held_calls("launch")
     replacement.succeed()
     clock.advance(2.0)

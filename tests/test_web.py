@@ -15,10 +15,10 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 from treq.testing import StubTreq
 
+from tests.results import pending, succeeded
 import tmpnb
 from tmpnb.web import CorsPolicy, WebSettings, make_resource
 from tmpnb.web.paths import BadPath, below_from_redirect_uri, notebook_path, path_from_text, with_token
@@ -26,9 +26,6 @@ from tmpnb.web.paths import BadPath, below_from_redirect_uri, notebook_path, pat
 from tmpnb.pool import Assignment
 
 BASE = "http://127.0.0.1:8000"
-_sync = SynchronousTestCase()
-done = _sync.successResultOf
-nothing_yet = _sync.assertNoResult
 
 
 class FakePool:
@@ -79,12 +76,12 @@ def client(pool: FakePool, **settings) -> StubTreq:
     return StubTreq(make_resource(pool, WebSettings(**settings)))
 
 
-def exchange(treq: StubTreq, pending):
+def exchange(treq: StubTreq, request):
     treq.flush()
-    response = done(pending)
+    response = succeeded(request)
     content = response.content()
     treq.flush()
-    return response, done(content)
+    return response, succeeded(content)
 
 
 def get(treq: StubTreq, path: str, **kw):
@@ -169,12 +166,12 @@ def test_full_pool_shows_no_vacancy_which_retries_by_itself():
 def test_redirect_waits_for_the_route():
     pool = FakePool(hold=True)
     treq = client(pool)
-    pending = treq.get(BASE + "/", allow_redirects=False)
+    answer = treq.get(BASE + "/", allow_redirects=False)
     treq.flush()
-    nothing_yet(pending)
+    pending(answer)
     pool.finish_route()
     treq.flush()
-    assert header(done(pending), "Location") == "/user/c00/tree?token=tok00"
+    assert header(succeeded(answer), "Location") == "/user/c00/tree?token=tok00"
 
 
 def test_a_failed_hand_out_shows_no_vacancy_and_is_logged():
@@ -193,7 +190,7 @@ def test_a_failed_hand_out_shows_no_vacancy_and_is_logged():
 
 def test_head_does_not_take_a_container():
     pool = FakePool()
-    response = done(client(pool).head(BASE + "/"))
+    response = succeeded(client(pool).head(BASE + "/"))
     assert response.code == 200
     assert pool.assigned == []
 
@@ -364,7 +361,7 @@ def test_cors_headers_as_configured_and_preflight():
                       max_age=600)
     pool = FakePool()
     treq = client(pool, cors=cors)
-    response = done(treq.request("OPTIONS", BASE + "/api/spawn"))
+    response = succeeded(treq.request("OPTIONS", BASE + "/api/spawn"))
     assert response.code == 204
     assert header(response, "Access-Control-Allow-Origin") == "https://course.example"
     assert header(response, "Access-Control-Allow-Credentials") == "true"
@@ -380,7 +377,7 @@ def test_an_allowed_origin_alone_may_post_json_with_a_token():
     """The browser's preflight of `POST /api/spawn` with a JSON body asks for Content-Type
     (and Authorization when API_AUTH_TOKEN is set): --allow-origin alone must let it through."""
     treq = client(FakePool(), cors=CorsPolicy(allow_origin="https://article.example"))
-    response = done(treq.request("OPTIONS", BASE + "/api/spawn", headers={
+    response = succeeded(treq.request("OPTIONS", BASE + "/api/spawn", headers={
         "Origin": "https://article.example", "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "content-type,authorization"}))
     assert response.code == 204
