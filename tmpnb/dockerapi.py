@@ -4,7 +4,7 @@ Every docker-py call runs in one dedicated, bounded thread pool; the reactor thr
 waits on Docker. Functions named `_thd_*` run in that pool: they take plain data (a docker
 client is handed to them by `DockerAPI._thd_call`) and return plain data.
 
-dockerd can hang (DESIGN.md: `/_ping` answers while every other call blocks), so each call
+dockerd can hang (docs/design.md: `/_ping` answers while every other call blocks), so each call
 has two timeouts: docker-py's own socket timeout, which eventually frees the thread, and a
 reactor-side one, which frees the caller at once even while the thread is still stuck. A
 call still queued behind stuck workers when its caller gave up is dropped unrun; a launch
