@@ -22,6 +22,7 @@ from tmpnb.pool import Assignment
 from tmpnb.share.render import Renderer
 from tmpnb.share.service import ShareSettings, Sharing
 from tmpnb.share.store import SQLiteStore
+from tmpnb.share.web import sharing_extension
 from tmpnb.web import WebSettings, make_resource
 
 BASE = "http://127.0.0.1:8000"
@@ -134,7 +135,7 @@ class World:
         renderer = Renderer(in_thread_now) if render is None else Renderer(in_thread_now, render=render)
         self.sharing = Sharing(self.clock, self.store, in_thread_now, self.pool,
                                lambda container_id: StubTreq(self.servers), renderer, settings)
-        self.http = StubTreq(make_resource(self.pool, WebSettings(), sharing=self.sharing))
+        self.http = StubTreq(make_resource(self.pool, WebSettings(), extensions=[sharing_extension(self.sharing)]))
 
     def close(self) -> None:
         """End the render processes this world started, by their handles."""

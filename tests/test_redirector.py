@@ -20,7 +20,7 @@ from tmpnb.redirector.nodes import NodeTable, Thresholds
 from tmpnb.redirector.nodesfile import load_nodes_file
 from tmpnb.redirector.polling import Poller
 from tmpnb.redirector.web import Redirector, make_resource
-from tmpnb.web.headers import CorsPolicy, ResponseHeaders
+from tmpnb.http.headers import CorsPolicy, ResponseHeaders
 
 
 PERIOD = 5.0

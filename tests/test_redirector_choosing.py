@@ -8,8 +8,8 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tmpnb.redirector.choosing import candidates, choose, room
-from tmpnb.redirector.nodes import Node, NodeTable
+from tmpnb.redirector.choosing import candidates, choose
+from tmpnb.redirector.nodes import Node, NodeTable, room
 
 nodes_st = st.lists(
     st.builds(

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from treq.testing import StubTreq
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
-from treq.testing import StubTreq
 
 from tests.results import succeeded
-
 from tmpnb.redirector.tap import Options, makeService
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def parse(*argv: str) -> Options:
@@ -59,8 +63,7 @@ def test_the_nodes_file_is_read_again_on_request_and_a_bad_one_is_refused(tmp_pa
     admin = StubTreq(site.resource)
 
     def reload() -> bool:
-        response = succeeded(admin.post("http://127.0.0.1:8124/api/reload",
-                                        headers={"Authorization": "token t"}))
+        response = succeeded(admin.post("http://127.0.0.1:8124/api/reload", headers={"Authorization": "token t"}))
         return json.loads(succeeded(response.content()))["reloaded"]
 
     table = site.resource._redirector.table
@@ -73,11 +76,20 @@ def test_the_nodes_file_is_read_again_on_request_and_a_bad_one_is_refused(tmp_pa
 
 
 def test_the_tmpnb_command_runs_the_redirector():
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-m", "tmpnb.cli", "redirector", "--help"], capture_output=True,
-                          text=True, cwd=repo, env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"}, timeout=60)
+                          text=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=60)
     assert "--nodes-file" in done.stdout and "--health-period" in done.stdout, done.stderr
+
+
+# The node's machinery: the pool, the container machine and Docker, and what loads them.
+NODE_MODULES = ("docker", "automat", "tmpnb.pool", "tmpnb.states", "tmpnb.waitingline", "tmpnb.dockerapi")
+
+
+def test_the_redirector_loads_nothing_of_the_pool_the_machine_or_docker():
+    """A fresh interpreter, so that no other test's imports count."""
+    check = ("import sys, tmpnb.redirector.tap, tmpnb.redirector.web; "
+             f"print(sorted(m for m in {NODE_MODULES!r} if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=REPO,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -14,7 +14,9 @@ from twisted.python.usage import UsageError
 
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.sockets import proxy_target
-from tmpnb.tap import Options, container_spec, makeService, pool_config, restarts, web_settings, web_socket_path
+from tmpnb.endpoints import web_socket_path
+from tmpnb.settings import container_spec, pool_config, restarts, web_settings
+from tmpnb.tap import Options, makeService
 
 
 def parse(*argv: str) -> Options:

@@ -18,9 +18,10 @@ from twisted.python.failure import Failure
 from twisted.web.server import Site
 from treq.testing import StubTreq
 
-from tests.results import pending, succeeded
 import tmpnb
-from tmpnb.web import CorsPolicy, WebSettings, make_resource
+from tests.results import pending, succeeded
+from tmpnb.http.headers import CorsPolicy
+from tmpnb.web import WebSettings, make_resource
 from tmpnb.web.paths import BadPath, below_from_redirect_uri, notebook_path, path_from_text, with_token
 
 from tmpnb.pool import Assignment
@@ -76,9 +77,9 @@ def client(pool: FakePool, **settings) -> StubTreq:
     return StubTreq(make_resource(pool, WebSettings(**settings)))
 
 
-def exchange(treq: StubTreq, request):
+def exchange(treq: StubTreq, answer):
     treq.flush()
-    response = succeeded(request)
+    response = succeeded(answer)
     content = response.content()
     treq.flush()
     return response, succeeded(content)

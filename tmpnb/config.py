@@ -1,6 +1,6 @@
 """Plain settings shared by the pool, the Docker layer and the orchestrator.
 
-`tmpnb/tap.py` turns command-line options into these; tests build them directly.
+`tmpnb/settings.py` turns `twistd tmpnb`'s options into these; tests build them directly.
 """
 
 from __future__ import annotations

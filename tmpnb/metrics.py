@@ -4,9 +4,9 @@ One ``CollectorRegistry`` per service (never prometheus_client's global one): tw
 in one process, or two tests, never mix their numbers. What is counted comes from where it
 is already seen, with no new bookkeeping in the parts themselves:
 
-- the lifecycle record (tmpnb/lifecycle.py): hand-outs, boot durations, boot failures and
+- the lifecycle record (tmpnb/lifecycle/): hand-outs, boot durations, boot failures and
   culls, by the record's category;
-- ``observe_docker_call`` (wired in tap.py's ObservedDocker): latency and timeouts of every
+- ``observe_docker_call`` (wired in tmpnb/observed.py's ObservedDocker): latency and timeouts of every
   Docker call, by operation;
 - the waiting line's ``on_turned_away`` (wired in tap.py): visitors turned away, no vacancy;
 - the heartbeat's own log event (its wall time): heartbeat durations;

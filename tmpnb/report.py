@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
+from tmpnb.lifecycle import categorize, load, transitions
+
 Record = dict[str, Any]
 
 # States a container can be found in while it exists, in lifecycle order (the timeline's stack).
@@ -125,8 +127,6 @@ def boot_failures(records: Iterable[Record]) -> Counter[str]:
 def _category(record: Record) -> str:
     if record.get("category"):
         return record["category"]
-    from tmpnb.lifecycle import categorize
-
     return categorize(record["input"], record.get("cause"))[0] or f"({record['input']})"
 
 
@@ -299,8 +299,6 @@ def plot(records: Sequence[Record], directory: str, bins: int = 20) -> list[str]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tmpnb.lifecycle import load, transitions
-
     parser = argparse.ArgumentParser(prog="python -m tmpnb.lifecycle")
     commands = parser.add_subparsers(dest="command", required=True)
     report = commands.add_parser("report", help="summarise a lifecycle log (JSON lines)")

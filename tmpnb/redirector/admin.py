@@ -19,9 +19,9 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from tmpnb.http import replies
 from tmpnb.redirector.nodes import normalized_url
 from tmpnb.redirector.web import Redirector
-from tmpnb.web import replies
 
 log = Logger()
 

@@ -1,16 +1,12 @@
-"""Choosing a node for a new visitor: pure functions over the NodeTable's records."""
+"""Choosing a node for a new visitor: pure functions over the NodeTable's records (their
+`room` is tmpnb.redirector.nodes.room)."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterable
 
-from tmpnb.redirector.nodes import Node
-
-
-def room(node: Node, headroom: int) -> int:
-    """Visitors `node` can still take, as far as this redirector knows (never below 0)."""
-    return max(0, node.available - node.waiting - headroom - node.pending)
+from tmpnb.redirector.nodes import Node, room
 
 
 def candidates(nodes: Iterable[Node], headroom: int) -> list[tuple[Node, int]]:

@@ -14,8 +14,7 @@ from prometheus_client.registry import Collector
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from tmpnb.redirector.choosing import room
-from tmpnb.redirector.nodes import Node, NodeTable
+from tmpnb.redirector.nodes import Node, NodeTable, room
 
 
 class NodesCollector(Collector):

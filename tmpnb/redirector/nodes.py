@@ -69,8 +69,6 @@ class Node:
         return (self.public_url or self.url).rstrip("/")
 
     def describe(self, headroom: int) -> dict[str, Any]:
-        from tmpnb.redirector.choosing import room
-
         return {
             "url": self.url,
             "public_url": self.visitor_url,
@@ -86,6 +84,11 @@ class Node:
             "sent": self.sent,
             "error": self.last_error,
         }
+
+
+def room(node: Node, headroom: int) -> int:
+    """Visitors `node` can still take, as far as this redirector knows (never below 0)."""
+    return max(0, node.available - node.waiting - headroom - node.pending)
 
 
 class NodeTable:

@@ -13,16 +13,22 @@ from __future__ import annotations
 import os
 import random
 import signal
+from collections.abc import Callable
 from typing import Any
 
-from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
 
-from tmpnb.redirector.nodes import Thresholds, normalized_url
-from tmpnb.tap import ADMIN_TOKEN_VARIABLE, _endpoint_or_port, _yes_no
+from tmpnb.http.headers import CorsPolicy, ResponseHeaders
+from tmpnb.options import ADMIN_TOKEN_VARIABLE, endpoint_or_port, yes_no
+from tmpnb.redirector.admin import RedirectorAdmin
+from tmpnb.redirector.metrics import Metrics
+from tmpnb.redirector.nodes import NodeTable, Thresholds, normalized_url
+from tmpnb.redirector.nodesfile import load_nodes_file
+from tmpnb.redirector.polling import Poller
+from tmpnb.redirector.web import Redirector, make_resource
 
 log = Logger()
 
@@ -42,7 +48,7 @@ class Options(usage.Options):
         ["spawn-timeout", None, 30.0, "Seconds a forwarded POST /api/spawn may take.", float],
         ["retry-after", None, 5, "Retry-After when every node is full.", int],
         ["allow-origin", None, "", "Access-Control-Allow-Origin (as on a node)."],
-        ["allow-credentials", None, False, "Access-Control-Allow-Credentials.", _yes_no],
+        ["allow-credentials", None, False, "Access-Control-Allow-Credentials.", yes_no],
         ["allow-methods", None, "", "Access-Control-Allow-Methods."],
         ["allow-headers", None, "", "Access-Control-Allow-Headers."],
         ["admin-listen", None, None, f"Admin API port or endpoint, on loopback (token in ${ADMIN_TOKEN_VARIABLE})."],
@@ -65,7 +71,7 @@ class Options(usage.Options):
         if self["health-period"] <= 0 or self["down-after"] < 1 or self["up-after"] < 1 or self["headroom"] < 0:
             raise usage.UsageError("need --health-period > 0, --down-after and --up-after >= 1, --headroom >= 0")
         if self["admin-listen"] is not None:
-            self["admin-listen"] = _endpoint_or_port(self["admin-listen"])
+            self["admin-listen"] = endpoint_or_port(self["admin-listen"])
 
 
 class SighupReload(Service):
@@ -89,63 +95,72 @@ class SighupReload(Service):
 def makeService(options: Options, reactor: Any = None, environ: dict[str, str] | None = None) -> IService:
     if reactor is None:
         from twisted.internet import reactor
+    # Here, not at the top: endpoints load automat (Twisted's own machines), which option
+    # parsing and the import check in tests/test_redirector_tap.py need not.
+    from twisted.application import strports
+
     environ = dict(os.environ) if environ is None else environ
-
-    from treq.client import HTTPClient
-    from twisted.web.client import Agent, HTTPConnectionPool
-
-    from tmpnb.redirector.admin import RedirectorAdmin
-    from tmpnb.redirector.metrics import Metrics
-    from tmpnb.redirector.nodes import NodeTable
-    from tmpnb.redirector.nodesfile import load_nodes_file
-    from tmpnb.redirector.polling import Poller
-    from tmpnb.redirector.web import Redirector, make_resource
-    from tmpnb.web.headers import CorsPolicy, ResponseHeaders
-
     top = MultiService()
     table = NodeTable(Thresholds(down_after=options["down-after"], up_after=options["up-after"]))
     for url in options["node"]:
         table.add(url, source="option")
-    reload = None
-    if options["nodes-file"]:
-        path = options["nodes-file"]
-
-        def reload() -> bool:
-            loaded = load_nodes_file(path, table)
-            if loaded and poller.running:
-                poller.poll_now()
-            return loaded
-
-        load_nodes_file(path, table)
-        SighupReload(reactor, reload).setServiceParent(top)
-
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = 4
-    http = HTTPClient(Agent(reactor, pool=pool))
+    http = _http_client(reactor)
     metrics = Metrics(table, options["headroom"])
     rng = random.Random()
     poller = Poller(reactor, http, table, options["health-period"], options["health-timeout"], rng=rng,
                     on_poll=metrics.poll)
     poller.setName("poller")
+    reload = None
+    if options["nodes-file"]:
+        reload = _nodes_file(reactor, options["nodes-file"], table, poller)
+        SighupReload(reactor, reload).setServiceParent(top)
     poller.setServiceParent(top)
 
     redirector = Redirector(table, options["headroom"], rng, metrics)
-    cors = CorsPolicy(allow_origin=options["allow-origin"], allow_credentials=options["allow-credentials"],
-                      allow_methods=options["allow-methods"], allow_headers=options["allow-headers"])
-    site = Site(make_resource(redirector, http, reactor, ResponseHeaders(cors, "'self'"),
-                              options["spawn-timeout"], options["retry-after"]), reactor=reactor)
-    site.displayTracebacks = False
-    web = strports.service(options["listen"], site, reactor=reactor)
-    web.setName("web")
-    web.setServiceParent(top)
-
+    _named(strports.service(options["listen"], _public_site(reactor, options, redirector, http), reactor=reactor),
+           "web").setServiceParent(top)
     if options["admin-listen"]:
         admin = Site(RedirectorAdmin(redirector, environ.get(ADMIN_TOKEN_VARIABLE, ""), reload,
                                      on_added=lambda: poller.poll_now() if poller.running else None),
                      reactor=reactor)
         admin.displayTracebacks = False
-        service = strports.service(options["admin-listen"], admin, reactor=reactor)
-        service.setName("admin")
-        service.setServiceParent(top)
+        _named(strports.service(options["admin-listen"], admin, reactor=reactor), "admin").setServiceParent(top)
     log.info("redirector on {listen} for {count} nodes", listen=options["listen"], count=len(table))
     return top
+
+
+def _nodes_file(reactor: Any, path: str, table: NodeTable, poller: Poller) -> Callable[[], bool]:
+    """Load --nodes-file now; the returned reload loads it again and polls at once if it changed."""
+
+    def reload() -> bool:
+        loaded = load_nodes_file(path, table)
+        if loaded and poller.running:
+            poller.poll_now()
+        return loaded
+
+    load_nodes_file(path, table)
+    return reload
+
+
+def _http_client(reactor: Any) -> Any:
+    """One treq client for the polls and the forwarded spawns, a few kept connections per node."""
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 4
+    return HTTPClient(Agent(reactor, pool=pool))
+
+
+def _public_site(reactor: Any, options: Options, redirector: Redirector, http: Any) -> Site:
+    cors = CorsPolicy(allow_origin=options["allow-origin"], allow_credentials=options["allow-credentials"],
+                      allow_methods=options["allow-methods"], allow_headers=options["allow-headers"])
+    site = Site(make_resource(redirector, http, reactor, ResponseHeaders(cors, "'self'"),
+                              options["spawn-timeout"], options["retry-after"]), reactor=reactor)
+    site.displayTracebacks = False
+    return site
+
+
+def _named(service: IService, name: str) -> IService:
+    service.setName(name)
+    return service

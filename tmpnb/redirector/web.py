@@ -21,15 +21,15 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 import tmpnb
+from tmpnb.http import replies
+from tmpnb.http.headers import ResponseHeaders
+from tmpnb.http.methods import OnlyAllowed
+from tmpnb.http.replies import departure
+from tmpnb.http.tree import ApiBranch, Root, RobotsTxt
 from tmpnb.pages import render_page
 from tmpnb.redirector.choosing import candidates, choose
 from tmpnb.redirector.metrics import Metrics, MetricsPage
 from tmpnb.redirector.nodes import Node, NodeTable
-from tmpnb.web import ApiBranch, Root, RobotsTxt
-from tmpnb.web import replies
-from tmpnb.web.handout import departure
-from tmpnb.web.headers import ResponseHeaders
-from tmpnb.web.methods import OnlyAllowed
 
 log = Logger()
 

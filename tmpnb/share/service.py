@@ -2,7 +2,7 @@
 
 Blocking work (the store's database calls, validating a notebook, rendering) runs through
 `run_in_thread`; the rest is Deferreds on the reactor. Every share, deletion and remix is
-a lifecycle event (tmpnb/lifecycle.py writes them to --lifecycle-log next to transitions).
+a lifecycle event (tmpnb/lifecycle/ writes them to --lifecycle-log next to transitions).
 """
 
 from __future__ import annotations

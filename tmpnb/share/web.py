@@ -23,6 +23,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from tmpnb.faults import cause_of, is_expected, log_fault
+from tmpnb.http import replies
+from tmpnb.http.methods import OnlyAllowed
+from tmpnb.http.replies import departure
 from tmpnb.pages import render_document, render_page
 from tmpnb.share.contents import ServerRefused
 from tmpnb.share.limits import RateLimit, client_address
@@ -30,9 +33,9 @@ from tmpnb.share.render import RenderFailed
 from tmpnb.share.service import Forbidden, Sharing, TooMany, delete_url, iso, share_url
 from tmpnb.share.snapshot import Rejected
 from tmpnb.share.store import Share
-from tmpnb.web import replies
-from tmpnb.web.handout import HandOut, departure
-from tmpnb.web.methods import OnlyAllowed
+from tmpnb.web import Tree, TreeExtension
+from tmpnb.web.gone import GonePage
+from tmpnb.web.handout import HandOut
 
 log = Logger(namespace="tmpnb.share")
 
@@ -336,3 +339,15 @@ def mount(root: Resource, api: Resource, sharing: Sharing, handout: HandOut, fra
     api.putChild(b"share", ShareAPI(sharing))
     root.putChild(b"share", ShareBranch(sharing, limit, frame_ancestors))
     root.putChild(b"remix", RemixPage(sharing, handout, retry_after))
+
+
+def sharing_extension(sharing: Sharing) -> TreeExtension:
+    """Share and remix in the orchestrator's tree (make_resource's `extensions`), and the shares
+    of an ended server on its "This notebook has ended" page."""
+
+    def extend(tree: Tree) -> None:
+        mount(tree.root, tree.api, sharing, tree.handout, tree.settings.frame_ancestors,
+              tree.settings.retry_after)
+        tree.root.putChild(b"user", GonePage(shares_lister(sharing)))
+
+    return extend

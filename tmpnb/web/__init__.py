@@ -1,45 +1,31 @@
 """The orchestrator's web app: visitors' front door, the JSON API and its pages.
 
-`make_resource(pool, settings)` builds the resource tree; the embedded proxy (or
-CHP, as its default target) sends it every request that has no /user/<id> route.
+`make_resource(pool, settings, line, extensions)` builds the resource tree; the embedded proxy
+(or CHP, as its default target) sends it every request that has no /user/<id> route. The
+pieces every tree shares (Root, ApiBranch, replies, headers) are in tmpnb/http.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
-from twisted.web.server import Request
 from twisted.web.util import Redirect
 
 from tmpnb.config import DEFAULT_IMAGE
-from tmpnb.pages import render_page
-from tmpnb.web import replies
+from tmpnb.http.headers import CorsPolicy, ResponseHeaders
+from tmpnb.http.tree import ApiBranch, Root, RobotsTxt
 from tmpnb.web.api import SpawnAPI, StatsAPI
 from tmpnb.web.gone import GonePage
 from tmpnb.web.handout import HandOut, Spawner
-from tmpnb.web.headers import CorsPolicy, ResponseHeaders
-from tmpnb.web.methods import OnlyAllowed
 from tmpnb.web.paths import below_from_redirect_uri
 from tmpnb.web.spawn import SpawnPage
 from tmpnb.web.waiting import Holds, WaitPage
 from tmpnb.waitingline import WaitingLine
 
-__all__ = ["CorsPolicy", "Holds", "Spawner", "WebSettings", "make_resource"]
-
-ROBOTS_TXT = b"""\
-User-agent: *
-Disallow: /user/
-Disallow: /spawn/
-Disallow: /wait/
-Disallow: /api/
-Disallow: /share/
-Disallow: /remix/
-# Every visit to / starts a notebook server: crawlers that understand "$" keep off it.
-Disallow: /$
-"""
+__all__ = ["Holds", "Spawner", "Tree", "TreeExtension", "WebSettings", "make_resource"]
 
 
 @dataclass(frozen=True)
@@ -58,67 +44,26 @@ class WebSettings:
     public_url: str | None = None
 
 
-class NotFoundPage(Resource):
-    isLeaf = True
+@dataclass(frozen=True)
+class Tree:
+    """What an extension of the tree (share and remix: tmpnb/share/web.py) adds to."""
 
-    def render(self, request: Request) -> bytes:
-        page = render_page("notfound", "Nothing here", path=request.path.decode("utf-8", "replace"))
-        return replies.html(request, 404, page)
-
-
-class RobotsTxt(OnlyAllowed):
-    isLeaf = True
-
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-        return ROBOTS_TXT
+    root: Root
+    api: ApiBranch
+    handout: HandOut
+    settings: WebSettings
 
 
-class ApiBranch(Resource):
-    """/api/…: JSON for any path that is not one of ours."""
-
-    def getChild(self, path: bytes, request: Request) -> Resource:
-        return self
-
-    def render(self, request: Request) -> bytes:
-        return replies.json_reply(request, 404, {"status": "not found"})
-
-
-class Preflight(Resource):
-    """OPTIONS anywhere: 204, with the CORS headers the root already stamped."""
-
-    isLeaf = True
-
-    def render(self, request: Request) -> bytes:
-        request.setResponseCode(204)
-        return b""
-
-
-class Root(Resource):
-    """The top of a tree (the orchestrator's, the redirector's): stamps the CORS and framing
-    headers on every answer, answers OPTIONS anywhere, and Not found for what it lacks."""
-    def __init__(self, headers: ResponseHeaders) -> None:
-        super().__init__()
-        self._headers = headers
-        self._preflight = Preflight()
-        self._not_found = NotFoundPage()
-
-    def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
-        self._headers.apply(request)
-        if request.method == b"OPTIONS":
-            return self._preflight
-        return super().getChildWithDefault(path, request)
-
-    def getChild(self, path: bytes, request: Request) -> Resource:
-        return self._not_found
+TreeExtension = Callable[[Tree], None]
 
 
 def make_resource(pool: Spawner, settings: WebSettings, line: WaitingLine | None = None,
-                  sharing: Any = None) -> Resource:
+                  extensions: Sequence[TreeExtension] = ()) -> Resource:
     """The orchestrator's resource tree over `pool` (tmpnb.pool.Pool or its twin), handing
     containers out through `line` (tmpnb.tap wires one to the pool).
 
-    `sharing`: a tmpnb.share.service.Sharing, for share and remix (tmpnb/share/web.py).
+    `extensions`: each called once with the finished `Tree`, to add its own branches (share and
+    remix: tmpnb.share.web.sharing_extension); tmpnb/tap.py chooses them.
     """
     if line is None:
         # Nobody waits in a line of 0: its clock only times requests whose route is being added.
@@ -138,12 +83,9 @@ def make_resource(pool: Spawner, settings: WebSettings, line: WaitingLine | None
     api.putChild(b"stats", StatsAPI(pool, settings.container_image, node))
     root.putChild(b"api", api)
     root.putChild(b"stats", Redirect(b"/api/stats"))
-    if sharing is None:
-        root.putChild(b"user", GonePage())
-    else:
-        from tmpnb.share.web import mount, shares_lister
-
-        mount(root, api, sharing, handout, settings.frame_ancestors, settings.retry_after)
-        root.putChild(b"user", GonePage(shares_lister(sharing)))
+    root.putChild(b"user", GonePage())
     root.putChild(b"robots.txt", RobotsTxt())
+    tree = Tree(root, api, handout, settings)
+    for extend in extensions:
+        extend(tree)
     return root

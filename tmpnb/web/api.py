@@ -12,9 +12,10 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 import tmpnb
 from tmpnb.faults import log_fault
-from tmpnb.web import replies
-from tmpnb.web.methods import OnlyAllowed
-from tmpnb.web.handout import HandOut, Spawner, departure
+from tmpnb.http import replies
+from tmpnb.http.methods import OnlyAllowed
+from tmpnb.http.replies import departure
+from tmpnb.web.handout import HandOut, Spawner
 from tmpnb.web.paths import BadPath, path_from_text
 
 log = Logger()

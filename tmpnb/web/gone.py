@@ -15,9 +15,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 
+from tmpnb.http import replies
+from tmpnb.http.methods import OnlyAllowed
 from tmpnb.pages import render_page
-from tmpnb.web import replies
-from tmpnb.web.methods import OnlyAllowed
 from tmpnb.web.paths import BadPath, notebook_path
 
 log = Logger()

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.web.server import Request
 
 from tmpnb.web.paths import with_token
 
@@ -26,17 +25,6 @@ class Spawner(Protocol):
     def stats(self) -> dict: ...
 
     def cull(self, container_id: str, reason: str) -> bool: ...
-
-
-def departure(request: Request) -> list[bool]:
-    """A flag that turns true if the visitor hangs up before we answer.
-
-    Writing to a request whose connection is gone raises, and a container handed
-    to nobody would sit assigned until culled as idle.
-    """
-    left: list[bool] = []
-    request.notifyFinish().addErrback(lambda _: left.append(True))
-    return left
 
 
 class HandOut:

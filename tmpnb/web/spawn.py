@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from twisted.web.server import Request
 
+from tmpnb.http import replies
+from tmpnb.http.methods import OnlyAllowed
 from tmpnb.pages import render_page
-from tmpnb.web import replies
-from tmpnb.web.methods import OnlyAllowed
 from tmpnb.web.handout import HandOut
 from tmpnb.web.paths import BadPath, notebook_path
 from tmpnb.web.waiting import Holds, serve_ticket

@@ -18,11 +18,11 @@ from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 
 from tmpnb.faults import log_fault
+from tmpnb.http import replies
+from tmpnb.http.methods import OnlyAllowed
 from tmpnb.pages import render_page
 from tmpnb.waitingline import Ticket, WaitingLine
-from tmpnb.web import replies
 from tmpnb.web.handout import HandOut
-from tmpnb.web.methods import OnlyAllowed
 
 log = Logger()
 

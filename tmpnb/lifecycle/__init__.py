@@ -6,7 +6,8 @@ The container machine (tmpnb/states.py) calls its ``on_transition`` hook with a
 metrics) and, unless routine, into a twisted.logger event for the operator.
 ``categorize`` names the kind of every cull and failed boot. ``load`` reads one or several
 files back, ``load_frame`` into a pandas DataFrame; ``python -m tmpnb.lifecycle report
-FILE…`` summarises them (tmpnb/report.py).
+FILE…`` summarises them (tmpnb/report.py, through tmpnb/lifecycle/__main__.py: the report reads
+records with this module, so this module never imports the report).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
@@ -22,6 +24,19 @@ from zope.interface import implementer
 
 if TYPE_CHECKING:
     from tmpnb.states import TransitionEvent
+
+RecordTaker = Callable[[dict[str, Any]], None]  # a taker of records, e.g. LifecycleLogObserver.write
+
+
+@dataclass(frozen=True)
+class RecordTakers:
+    """Who takes which records, said once (tmpnb/tap.py builds it): the containers' transitions
+    go to every one of `transitions` (the metrics, the --lifecycle-log file), the waiting line's
+    and the shares' events to `events` (the file only: the metrics count transitions)."""
+
+    transitions: tuple[RecordTaker, ...] = ()
+    events: tuple[RecordTaker, ...] = ()
+
 
 NAMESPACE = "tmpnb.lifecycle"
 # Every event LifecycleRecorder emits carries this key, so observers can pick them out
@@ -264,13 +279,3 @@ def transitions(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The containers' transitions of a lifecycle log, without the waiting line's records and
     the share events (`"kind": "share"`, tmpnb/share/service.py)."""
     return [r for r in records if "line" not in r and r.get("kind", "transition") == "transition"]
-
-
-def main(argv: list[str] | None = None) -> int:
-    from tmpnb import report
-
-    return report.main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

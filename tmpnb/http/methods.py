@@ -10,7 +10,7 @@ from twisted.web.error import UnsupportedMethod
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from tmpnb.web import replies
+from tmpnb.http import replies
 
 
 class OnlyAllowed(Resource):

@@ -1,4 +1,4 @@
-"""Small helpers that finish a request with a page or a JSON document."""
+"""Small helpers that finish a request with a page or a JSON document, now or later."""
 
 from __future__ import annotations
 
@@ -43,6 +43,17 @@ def no_vacancy(request: Request, retry_after: int) -> bytes:
 def redirect(request: Request, url: str) -> bytes:
     request.redirect(url.encode("utf-8"))
     return html(request, 302, render_page("redirect", "Your notebook is ready", url=url))
+
+
+def departure(request: Request) -> list[bool]:
+    """A flag that turns true if the visitor hangs up before we answer.
+
+    Writing to a request whose connection is gone raises, and a container handed
+    to nobody would sit assigned until culled as idle.
+    """
+    left: list[bool] = []
+    request.notifyFinish().addErrback(lambda _: left.append(True))
+    return left
 
 
 def finish(request: Request, left: list[bool], body: bytes) -> None:

@@ -1,4 +1,4 @@
-"""Headers every orchestrator response carries: CORS (tmpnb's options) and framing."""
+"""Headers every answer carries (the orchestrator's, the redirector's): CORS (tmpnb's options) and framing."""
 
 from __future__ import annotations
 
