@@ -3,9 +3,10 @@
     def test_something(clock, fake_docker, logged): ...
 
 `clock` is a Clock (time passes only when the test says), `fake_docker` the in-memory
-Docker of one tmpnb instance on that clock (tests/fakedocker.py), `fake_servers` the
-notebook servers' readiness over it, and `logged` every twisted.logger event emitted
-during the test (an EventLoggingObserver: a sequence of the events, oldest first).
+Docker of one tmpnb instance (`container_spec`) on that clock (tests/fakedocker.py),
+`fake_servers` the notebook servers' readiness over it, and `logged` every twisted.logger
+event emitted during the test (an EventLoggingObserver: a sequence of the events, oldest
+first). Pool builders: tests/builders.py.
 """
 
 from __future__ import annotations
@@ -35,15 +36,15 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def spec() -> ContainerSpec:
+def container_spec() -> ContainerSpec:
     """The container settings of one tmpnb instance of its own (no real socket root)."""
     return ContainerSpec(instance="test", socket_root="/tmp/tnb-test")
 
 
 @pytest.fixture
-def fake_docker(clock: Clock, spec: ContainerSpec) -> FakeDocker:
+def fake_docker(clock: Clock, container_spec: ContainerSpec) -> FakeDocker:
     """Docker in memory, on `clock`: calls answer at once unless held (fake_docker.hold)."""
-    return FakeDocker(clock, spec)
+    return FakeDocker(clock, container_spec)
 
 
 @pytest.fixture

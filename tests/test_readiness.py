@@ -89,8 +89,7 @@ def test_server_status_with_a_wrong_token_is_not_ready_403():
     assert failed(d, NotReady).value.code == 403
 
 
-def test_wait_ready_polls_every_interval_until_the_server_answers():
-    clock = Clock()
+def test_wait_ready_polls_every_interval_until_the_server_answers(clock: Clock):
     server = JupyterStatus("/user/abc/", "secret", starting=3)
     stub = StubTreq(server)
 
@@ -106,8 +105,7 @@ def test_wait_ready_polls_every_interval_until_the_server_answers():
     assert clock.seconds() == 1.5
 
 
-def test_wait_ready_gives_up_at_the_timeout_with_the_last_error():
-    clock = Clock()
+def test_wait_ready_gives_up_at_the_timeout_with_the_last_error(clock: Clock):
     stub = StubTreq(JupyterStatus("/user/abc/", "secret", starting=10**6))
 
     d = wait_ready(clock, "/x.sock", "/user/abc/", "secret", timeout=2, interval=0.5, client=stub)
@@ -125,8 +123,7 @@ def test_wait_ready_gives_up_at_the_timeout_with_the_last_error():
     assert "/x.sock" in str(error)
 
 
-def test_a_server_that_never_answers_cannot_hold_wait_ready_past_its_timeout():
-    clock = Clock()
+def test_a_server_that_never_answers_cannot_hold_wait_ready_past_its_timeout(clock: Clock):
     server = JupyterStatus("/user/abc/", "secret")
     server.hang = True
     stub = StubTreq(server)
@@ -143,8 +140,7 @@ def test_a_server_that_never_answers_cannot_hold_wait_ready_past_its_timeout():
     assert server.requests == 1
 
 
-def test_cancelling_wait_ready_stops_the_polling():
-    clock = Clock()
+def test_cancelling_wait_ready_stops_the_polling(clock: Clock):
     server = JupyterStatus("/user/abc/", "secret", starting=10**6)
     stub = StubTreq(server)
 
@@ -159,8 +155,7 @@ def test_cancelling_wait_ready_stops_the_polling():
     assert clock.getDelayedCalls() == []
 
 
-def test_cancelling_wait_ready_during_a_request_stops_the_polling():
-    clock = Clock()
+def test_cancelling_wait_ready_during_a_request_stops_the_polling(clock: Clock):
     server = JupyterStatus("/user/abc/", "secret")
     server.hang = True
     stub = StubTreq(server)

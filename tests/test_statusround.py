@@ -104,9 +104,8 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_every_server_is_asked_once_with_its_token_and_the_answers_come_by_key(servers: list[Server]) -> None:
+def test_every_server_is_asked_once_with_its_token_and_the_answers_come_by_key(servers: list[Server], clock: Clock) -> None:
     a, b = servers[:2]
-    clock = Clock()
     d = StatusRounds(clock).ask([a.ask, b.ask])  # the requests go out at once
     a.answer(ok(STATUS))
     b.answer(ok(dict(STATUS, kernels=2)))
@@ -114,9 +113,8 @@ def test_every_server_is_asked_once_with_its_token_and_the_answers_come_by_key(s
     assert answers_after_a_tick(clock, d) == {"a": STATUS, "b": dict(STATUS, kernels=2)}
 
 
-def test_an_answer_is_complete_when_the_server_closes(servers: list[Server]) -> None:
+def test_an_answer_is_complete_when_the_server_closes(servers: list[Server], clock: Clock) -> None:
     a = servers[0]
-    clock = Clock()
     d = StatusRounds(clock).ask([a.ask])
     conn = a.answer(ok(STATUS), close=False)
     clock.advance(TICK)
@@ -125,9 +123,8 @@ def test_an_answer_is_complete_when_the_server_closes(servers: list[Server]) -> 
     assert answers_after_a_tick(clock, d) == {"a": STATUS}
 
 
-def test_an_answer_other_than_200_is_not_ready_with_its_code(servers: list[Server]) -> None:
+def test_an_answer_other_than_200_is_not_ready_with_its_code(servers: list[Server], clock: Clock) -> None:
     a = servers[0]
-    clock = Clock()
     d = StatusRounds(clock).ask([a.ask])
     a.answer(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\n\r\nForbidden")
     answer = answers_after_a_tick(clock, d)["a"]
@@ -144,9 +141,8 @@ def test_a_server_without_a_socket_or_not_listening_answers_its_error_at_once(di
     assert isinstance(answers["missing"], FileNotFoundError)
 
 
-def test_a_silent_server_times_out_and_the_others_are_answered_meanwhile(servers: list[Server]) -> None:
+def test_a_silent_server_times_out_and_the_others_are_answered_meanwhile(servers: list[Server], clock: Clock) -> None:
     silent, talking = servers[:2]
-    clock = Clock()
     d = StatusRounds(clock).ask([silent.ask, talking.ask])
     assert silent.accept() is not None  # it reads the request and never answers
     talking.answer(ok(STATUS))
@@ -178,10 +174,9 @@ def test_at_most_in_flight_servers_are_asked_at_once_and_each_is_timed_from_its_
     }
 
 
-def test_a_full_backlog_is_tried_again_at_the_next_tick(directory: str) -> None:
+def test_a_full_backlog_is_tried_again_at_the_next_tick(directory: str, clock: Clock) -> None:
     busy = Server(directory, "busy", backlog=0)  # Linux keeps one connection waiting, no more
     asks = [StatusAsk(key, busy.path, busy.ask.base_path, busy.ask.token) for key in ("x", "y", "z")]
-    clock = Clock()
     d = StatusRounds(clock).ask(asks)
     for _ in asks:
         clock.advance(TICK)
@@ -191,10 +186,9 @@ def test_a_full_backlog_is_tried_again_at_the_next_tick(directory: str) -> None:
     busy.close()
 
 
-def test_a_backlog_full_for_the_whole_timeout_is_a_timeout(directory: str) -> None:
+def test_a_backlog_full_for_the_whole_timeout_is_a_timeout(directory: str, clock: Clock) -> None:
     busy = Server(directory, "busy", backlog=0)
     asks = [StatusAsk(key, busy.path, busy.ask.base_path, busy.ask.token) for key in ("x", "y")]
-    clock = Clock()
     d = StatusRounds(clock).ask(asks)  # x takes the one waiting place, y is refused
     clock.pump([TICK] * int(TIMEOUT / TICK + 1))  # nobody ever accepts
     answers = succeeded(d)
@@ -202,9 +196,8 @@ def test_a_backlog_full_for_the_whole_timeout_is_a_timeout(directory: str) -> No
     busy.close()
 
 
-def test_an_answer_larger_than_any_status_is_refused(servers: list[Server]) -> None:
+def test_an_answer_larger_than_any_status_is_refused(servers: list[Server], clock: Clock) -> None:
     a = servers[0]
-    clock = Clock()
     d = StatusRounds(clock).ask([a.ask])
     conn = a.answer(b"HTTP/1.1 200 OK\r\n\r\n", close=False)
     conn.setblocking(False)
@@ -217,9 +210,8 @@ def test_an_answer_larger_than_any_status_is_refused(servers: list[Server]) -> N
     conn.close()
 
 
-def test_a_round_leaves_no_file_descriptor_open(servers: list[Server]) -> None:
+def test_a_round_leaves_no_file_descriptor_open(servers: list[Server], clock: Clock) -> None:
     before = open_fds()
-    clock = Clock()
     d = StatusRounds(clock).ask([s.ask for s in servers])
     for server in servers:
         server.answer(ok(STATUS))
@@ -227,10 +219,9 @@ def test_a_round_leaves_no_file_descriptor_open(servers: list[Server]) -> None:
     assert open_fds() == before
 
 
-def test_cancelling_a_round_lets_go_of_every_socket(servers: list[Server]) -> None:
+def test_cancelling_a_round_lets_go_of_every_socket(servers: list[Server], clock: Clock) -> None:
     a = servers[0]
     before = open_fds()
-    clock = Clock()
     d = StatusRounds(clock).ask([a.ask])
     conn = a.accept()
     d.cancel()
@@ -241,18 +232,16 @@ def test_cancelling_a_round_lets_go_of_every_socket(servers: list[Server]) -> No
     assert clock.getDelayedCalls() == []
 
 
-def test_server_status_is_a_round_of_one(servers: list[Server]) -> None:
+def test_server_status_is_a_round_of_one(servers: list[Server], clock: Clock) -> None:
     a = servers[0]
-    clock = Clock()
     d = readiness.server_status(clock, a.path, a.ask.base_path, a.ask.token)
     a.answer(ok(STATUS))
     clock.advance(TICK)
     assert succeeded(d) == STATUS
 
 
-def test_server_status_fails_with_the_servers_error(servers: list[Server]) -> None:
+def test_server_status_fails_with_the_servers_error(servers: list[Server], clock: Clock) -> None:
     a = servers[0]
-    clock = Clock()
     d = readiness.server_status(clock, a.path, a.ask.base_path, a.ask.token)
     a.answer(b"HTTP/1.1 503 Service Unavailable\r\n\r\n")
     clock.advance(TICK)
