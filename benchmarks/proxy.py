@@ -50,14 +50,15 @@ HERE = Path(__file__).resolve().parent
 def serve(args: argparse.Namespace) -> None:
     from twisted.internet import reactor
 
+    from tmpnb.proxy.public import public_proxy
     from tmpnb.proxy.routes import RouteTable
-    from tmpnb.proxy.server import ReverseProxyFactory
+    from tmpnb.proxy.settings import ProxySettings
 
     routes = RouteTable(reactor)
     for route in args.route:
         path, _, target = route.partition("=")
         routes.add(path, {"target": target})
-    factory = ReverseProxyFactory(reactor, routes, default_target=None, static_dir=args.static_dir)
+    factory = public_proxy(reactor, routes, ProxySettings(static_dir=args.static_dir))
     reactor.listenTCP(args.port, factory, interface="127.0.0.1", backlog=1024)
     reactor.run()
 

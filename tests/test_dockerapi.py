@@ -23,8 +23,8 @@ import requests.exceptions
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
 
+from tests.results import failed, pending, succeeded
 from tmpnb import config, sockets
 from tmpnb.dockerapi import (
     CREATED_LABEL,
@@ -44,7 +44,6 @@ from tmpnb.dockerapi import (
     tornado_settings,
 )
 
-check = SynchronousTestCase()  # successResultOf / failureResultOf under pytest
 
 # -- stand-ins ----------------------------------------------------------------------------
 
@@ -384,7 +383,7 @@ def test_launch_creates_starts_and_fires_with_the_docker_id(api, engine, spec, c
     clock.advance(1234)
     request = launch_request(spec)
 
-    docker_id = check.successResultOf(api.launch(request))
+    docker_id = succeeded(api.launch(request))
 
     container = engine.containers[docker_id]
     assert container.status == "running"
@@ -400,7 +399,7 @@ def test_launch_replaces_a_stale_socket_dir(api, spec):
     stale = os.path.join(request.socket_dir, config.SOCKET_NAME)
     open(stale, "w").close()
 
-    check.successResultOf(api.launch(request))
+    succeeded(api.launch(request))
 
     assert os.path.isdir(request.socket_dir)
     assert not os.path.exists(stale)
@@ -410,7 +409,7 @@ def test_launch_that_fails_to_start_leaves_nothing_behind(api, engine, spec):
     engine.fail_start = True
     request = launch_request(spec)
 
-    failure = check.failureResultOf(api.launch(request), docker.errors.APIError)
+    failure = failed(api.launch(request), docker.errors.APIError)
 
     assert "OCI runtime" in failure.getErrorMessage()
     assert engine.containers == {}
@@ -425,7 +424,7 @@ def test_launch_of_a_missing_image_fails_and_removes_the_socket_dir(clock, engin
     api = DockerAPI(clock, SynchronousThreadPool(), engine.client, spec)
     request = launch_request(spec)
 
-    check.failureResultOf(api.launch(request), docker.errors.ImageNotFound)
+    failed(api.launch(request), docker.errors.ImageNotFound)
 
     assert not os.path.exists(request.socket_dir)
 
@@ -435,9 +434,9 @@ def test_launch_of_a_missing_image_fails_and_removes_the_socket_dir(clock, engin
 
 def test_remove_takes_the_container_and_its_socket_dir(api, engine, spec):
     request = launch_request(spec)
-    docker_id = check.successResultOf(api.launch(request))
+    docker_id = succeeded(api.launch(request))
 
-    assert check.successResultOf(api.remove(docker_id)) is None
+    assert succeeded(api.remove(docker_id)) is None
 
     assert docker_id not in engine.containers
     assert not os.path.exists(request.socket_dir)
@@ -447,56 +446,56 @@ def test_remove_of_a_missing_container_succeeds_and_still_clears_its_socket_dir(
     request = launch_request(spec)
     os.makedirs(request.socket_dir)
 
-    assert check.successResultOf(api.remove("f" * 64, request.container_id)) is None
+    assert succeeded(api.remove("f" * 64, request.container_id)) is None
 
     assert not os.path.exists(request.socket_dir)
 
 
 def test_remove_twice_succeeds_twice(api, spec):
-    docker_id = check.successResultOf(api.launch(launch_request(spec)))
+    docker_id = succeeded(api.launch(launch_request(spec)))
 
-    check.successResultOf(api.remove(docker_id))
-    check.successResultOf(api.remove(docker_id))
+    succeeded(api.remove(docker_id))
+    succeeded(api.remove(docker_id))
 
 
 def test_remove_refuses_another_instances_container(api, engine):
     theirs = engine.add_foreign("other")
 
-    check.failureResultOf(api.remove(theirs.id), NotOurs)
+    failed(api.remove(theirs.id), NotOurs)
 
     assert theirs.id in engine.containers
 
 
 def test_inspect_reports_ours_and_nothing_of_others(api, engine, spec):
-    docker_id = check.successResultOf(api.launch(launch_request(spec, "abc123")))
+    docker_id = succeeded(api.launch(launch_request(spec, "abc123")))
     theirs = engine.add_foreign("other")
 
-    record = check.successResultOf(api.inspect(docker_id))
+    record = succeeded(api.inspect(docker_id))
     assert (record.docker_id, record.container_id, record.token) == (docker_id, "abc123", "t0ken")
     assert (record.running, record.status) == (True, "running")
-    assert check.successResultOf(api.inspect(theirs.id)) is None
-    assert check.successResultOf(api.inspect("gone")) is None
+    assert succeeded(api.inspect(theirs.id)) is None
+    assert succeeded(api.inspect("gone")) is None
 
 
 @pytest.mark.parametrize("honours_filters", [True, False], ids=["dockerd-filters", "no-filter"])
 def test_list_ours_sees_only_our_instance(api, engine, spec, clock, honours_filters):
     engine.honours_filters = honours_filters
     clock.advance(50)
-    ours = check.successResultOf(api.launch(launch_request(spec, "mine1")))
+    ours = succeeded(api.launch(launch_request(spec, "mine1")))
     engine.add_foreign("other", "theirs1")
     engine.add_running({"labels": {}}, name="not-tmpnb-at-all")
 
-    records = check.successResultOf(api.list_ours())
+    records = succeeded(api.list_ours())
 
     assert [(r.docker_id, r.container_id, r.created) for r in records] == [(ours, "mine1", 50.0)]
     assert ("list", {"label": f"{INSTANCE_LABEL}=unit"}) in engine.calls
 
 
 def test_list_ours_includes_stopped_containers(api, engine, spec):
-    docker_id = check.successResultOf(api.launch(launch_request(spec)))
+    docker_id = succeeded(api.launch(launch_request(spec)))
     engine.containers[docker_id].status = "exited"
 
-    [record] = check.successResultOf(api.list_ours())
+    [record] = succeeded(api.list_ours())
 
     assert (record.running, record.status) == (False, "exited")
 
@@ -509,10 +508,10 @@ def test_a_call_that_never_returns_fails_with_docker_timeout_after_call_timeout(
 
     d = api.list_ours()
     clock.advance(29.9)
-    check.assertNoResult(d)
+    pending(d)
     clock.advance(0.1)
 
-    check.failureResultOf(d, DockerTimeout)
+    failed(d, DockerTimeout)
 
 
 def test_calls_queued_behind_stuck_workers_time_out_and_never_run(clock, engine, spec):
@@ -521,7 +520,7 @@ def test_calls_queued_behind_stuck_workers_time_out_and_never_run(clock, engine,
 
     d = api.launch(launch_request(spec))
     clock.advance(5)
-    check.failureResultOf(d, DockerTimeout)
+    failed(d, DockerTimeout)
     pool.run_next()  # a worker frees up and reaches the abandoned call
 
     assert engine.calls == []
@@ -538,7 +537,7 @@ def test_a_launch_that_finishes_after_its_timeout_is_removed(clock, engine, spec
     # The worker had picked the call up before the caller gave up, then dockerd answered late.
     result = func(*args, **kw)
     clock.advance(5)
-    check.failureResultOf(d, DockerTimeout)
+    failed(d, DockerTimeout)
     onResult(True, result)
     pool.run_next()  # the clean-up remove
 
@@ -554,7 +553,7 @@ def test_a_cancelled_launch_that_finishes_later_is_removed(clock, engine, spec):
     (onResult, func, args, kw) = pool.queue.pop(0)
     result = func(*args, **kw)
     d.cancel()
-    check.failureResultOf(d)
+    failed(d)
     onResult(True, result)
     pool.run_next()
 
@@ -563,7 +562,7 @@ def test_a_cancelled_launch_that_finishes_later_is_removed(clock, engine, spec):
 
 
 def test_a_call_that_answers_in_time_leaves_no_timer(api, clock):
-    check.successResultOf(api.list_ours())
+    succeeded(api.list_ours())
 
     assert clock.getDelayedCalls() == []
 
@@ -578,8 +577,8 @@ def test_dockerd_down_is_docker_unavailable_and_ping_says_false(clock, spec):
 
     api = DockerAPI(clock, SynchronousThreadPool(), unreachable_client, spec)
 
-    check.failureResultOf(api.list_ours(), DockerUnavailable)
-    assert check.successResultOf(api.ping()) is False
+    failed(api.list_ours(), DockerUnavailable)
+    assert succeeded(api.ping()) is False
 
 
 def test_docker_py_socket_timeout_is_docker_timeout_and_its_client_is_closed(clock, engine, spec):
@@ -596,8 +595,8 @@ def test_docker_py_socket_timeout_is_docker_timeout_and_its_client_is_closed(clo
         return client
 
     api = DockerAPI(clock, SynchronousThreadPool(), client_factory, spec)
-    check.failureResultOf(api.list_ours(), DockerTimeout)
-    check.successResultOf(api.list_ours())
+    failed(api.list_ours(), DockerTimeout)
+    succeeded(api.list_ours())
 
     assert [client.closed for client in clients] == [True, True]
 
@@ -605,8 +604,8 @@ def test_docker_py_socket_timeout_is_docker_timeout_and_its_client_is_closed(clo
 def test_every_call_has_its_own_client_closed_after_it(api, engine):
     """docker-py keeps a connection pool per URL (per container id): a long-lived client
     would hold dozens of sockets to dockerd."""
-    check.successResultOf(api.ping())
-    check.successResultOf(api.list_ours())
+    succeeded(api.ping())
+    succeeded(api.list_ours())
 
     assert engine.clients_made == 2
     assert engine.clients_open == 0
@@ -781,14 +780,14 @@ def test_socket_dir_ids_lists_this_instances_directories_and_removal_takes_them(
     other = config.ContainerSpec(instance="other", socket_root=spec.socket_root)
     os.makedirs(sockets.socket_dir(other, "c3"))  # another instance's: never ours to list
 
-    assert sorted(check.successResultOf(api.socket_dir_ids())) == ["a1", "b2"]
-    check.successResultOf(api.remove_socket_dirs(["a1"]))
-    assert check.successResultOf(api.socket_dir_ids()) == ["b2"]
+    assert sorted(succeeded(api.socket_dir_ids())) == ["a1", "b2"]
+    succeeded(api.remove_socket_dirs(["a1"]))
+    assert succeeded(api.socket_dir_ids()) == ["b2"]
     assert os.path.isdir(sockets.socket_dir(other, "c3"))
 
 
 def test_socket_dir_ids_of_an_instance_without_a_directory_yet_is_empty(api):
-    assert check.successResultOf(api.socket_dir_ids()) == []
+    assert succeeded(api.socket_dir_ids()) == []
 
 
 def test_the_token_reaches_the_server_in_its_environment_not_its_argv(tmp_path):

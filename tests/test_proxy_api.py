@@ -13,11 +13,11 @@ import treq
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogLevel, globalLogPublisher
-from twisted.trial.unittest import SynchronousTestCase
 from treq.testing import StubTreq
 
 from tmpnb.proxy.api import ProxyAPIResource
 from tmpnb.proxy.routes import RouteTable, format_activity
+from tests.results import succeeded
 from tmpnb.proxy.tap import Options, makeService
 
 TOKEN = "s3cret"
@@ -25,7 +25,6 @@ AUTH = {"Authorization": f"token {TOKEN}"}
 API = "http://127.0.0.1:8001/api/routes"
 START = 1795309013.123  # 2026-11-22T00:56:53.123Z
 
-sync = SynchronousTestCase()
 
 
 class Server:
@@ -38,8 +37,8 @@ class Server:
         self.http = StubTreq(ProxyAPIResource(self.routes, token))
 
     def call(self, method: str, url: str, headers: dict | None = AUTH, **kwargs):
-        response = sync.successResultOf(self.http.request(method, url, headers=headers, **kwargs))
-        body = sync.successResultOf(treq.content(response))
+        response = succeeded(self.http.request(method, url, headers=headers, **kwargs))
+        body = succeeded(treq.content(response))
         return response.code, response.headers.getRawHeaders(b"content-type"), body
 
 
@@ -247,10 +246,10 @@ def test_the_api_listener_wants_the_token_from_the_environment_and_shows_the_def
         monkeypatch, ["--port", "9100", "--default-target", "http://127.0.0.1:9000"], token="from-env"
     )
     api = StubTreq(listeners[("127.0.0.1", 9101)].resource)
-    refused = sync.successResultOf(api.get(API, headers={"Authorization": f"token {TOKEN}"}))
+    refused = succeeded(api.get(API, headers={"Authorization": f"token {TOKEN}"}))
     assert refused.code == 403
-    answer = sync.successResultOf(api.get(API, headers={"Authorization": "token from-env"}))
-    routes = sync.successResultOf(answer.json())
+    answer = succeeded(api.get(API, headers={"Authorization": "token from-env"}))
+    routes = succeeded(answer.json())
     assert {path: route["target"] for path, route in routes.items()} == {"/": "http://127.0.0.1:9000"}
     service.stopService()
 
@@ -265,7 +264,7 @@ def test_without_a_token_in_the_environment_the_api_is_open_and_says_so(monkeypa
     [warning] = [event for event in events if event["log_level"] == LogLevel.warn]
     assert warning["variable"] == "CONFIGPROXY_AUTH_TOKEN"
     api = StubTreq(listeners[("127.0.0.1", 9101)].resource)
-    assert sync.successResultOf(api.get(API)).code == 200
+    assert succeeded(api.get(API)).code == 200
     service.stopService()
 
 

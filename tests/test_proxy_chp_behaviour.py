@@ -8,7 +8,7 @@ node-http-proxy's passes, and the timeouts were checked against CHP itself
 
 from __future__ import annotations
 
-from tmpnb.proxy.errorpages import ErrorTarget
+from tests.results import succeeded
 from tmpnb.proxy.targets import parse_target
 from tmpnb.proxy.testing import ProxyHarness
 
@@ -24,8 +24,7 @@ def proxy(**kwargs) -> ProxyHarness:
 
 def with_error_target(**kwargs) -> ProxyHarness:
     """A proxy whose error target is a real ErrorTarget on the harness's in-memory reactor."""
-    harness = ProxyHarness(**kwargs)
-    harness.factory.error_pages = ErrorTarget(harness.reactor, HUB_ERROR)
+    harness = ProxyHarness(error_target=HUB_ERROR, **kwargs)
     harness.routes.add("/user/a", {"target": harness.unix_target("a")})
     return harness
 
@@ -256,11 +255,9 @@ def test_chps_health_check_answers_on_the_public_port_whatever_the_routes():
 
 
 def test_error_path_pages_come_from_a_directory(tmp_path):
-    from tmpnb.proxy.errorpages import ErrorDirectory
-
     (tmp_path / "503.html").write_text("<p>server down</p>")
     (tmp_path / "error.html").write_text("<p>something else</p>")
-    harness = proxy(error_pages=ErrorDirectory(str(tmp_path)))
+    harness = proxy(error_path=str(tmp_path))
     visitor = harness.visit()
     visitor.send(b"GET /user/a/ HTTP/1.1\r\nHost: h\r\n\r\n")
     harness.refuse()
@@ -274,17 +271,15 @@ def test_error_path_pages_come_from_a_directory(tmp_path):
 def test_the_redirect_port_sends_visitors_to_https():
     import treq
     from treq.testing import StubTreq
-    from twisted.trial.unittest import SynchronousTestCase
 
     from tmpnb.proxy.redirect import HTTPSRedirect
 
-    sync = SynchronousTestCase()
     for port, location in [(8443, b"https://hub.example:8443/hub/login?next=x"), (443, b"https://hub.example/hub/login?next=x")]:
         http = StubTreq(HTTPSRedirect(port))
-        reply = sync.successResultOf(
+        reply = succeeded(
             http.get("http://hub.example:8080/hub/login?next=x", headers={"Host": "hub.example:8080"}, allow_redirects=False)
         )
-        sync.successResultOf(treq.content(reply))
+        succeeded(treq.content(reply))
         assert (reply.code, reply.headers.getRawHeaders(b"location")) == (301, [location])
 
 

@@ -178,5 +178,5 @@ def test_twistd_wiring_takes_jupyterhubs_options_and_says_what_has_no_effect():
     assert any("twistd's logging decides" in text for text in said)
     assert any(event.get("option") == "client-ssl-request-cert" for event in events)
     public = {port: factory for port, factory, _, _ in reactor.tcpServers}[9100]
-    assert (public.host_routing, public.timeout, public.error_pages is not None) == (True, 5.0, True)
+    assert (public.settings.host_routing, public.settings.timeout, public.answers.error_pages is not None) == (True, 5.0, True)
     service.stopService()

@@ -1,7 +1,9 @@
 """Properties under hostile input: the route table, head parsing, and the whole protocol.
 
 Whatever a visitor sends, the proxy answers a 4xx or forwards a well-formed request that
-stays inside the route it matched; it never raises.
+stays inside the route it matched; it never raises. With many visitors' routes (ids that are
+prefixes of one another, percent-encoded, cased differently), a request reaches the route that
+owns its path on a "/" boundary, or none: never another visitor's.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
-from tmpnb.proxy.httphead import MAX_HEAD_BYTES, BadMessage, ChunkedTracker, parse_request_head
+from tmpnb.proxy.framing import ChunkedTracker
+from tmpnb.proxy.httphead import MAX_HEAD_BYTES, BadMessage, parse_request_head
 from tmpnb.proxy.routes import RouteTable, resolve_request_path
 from tmpnb.proxy.testing import ProxyHarness
 
@@ -144,3 +147,82 @@ def test_a_chunked_tracker_fed_garbage_ends_or_refuses_with_400(data):
         ChunkedTracker().feed(data)
     except BadMessage as refused:
         assert refused.status == 400
+
+
+# --- many visitors: a request reaches the route that owns its path, or none
+
+# Ids that are prefixes of one another and differ only in case: a naive prefix match
+# (`path.startswith("/user/a")`) or a case-folding one sends a request to the wrong visitor.
+visitor_ids = ["a", "ab", "abc", "b", "A", "aB", "a1"]
+
+
+@st.composite
+def id_segments(draw) -> str:
+    """A visitor id as a browser (or an attacker) may write it: plain, percent-encoded, or cut."""
+    name = draw(st.sampled_from(visitor_ids + ["", "abcd", "c"]))
+    encoded = "".join(
+        f"%{ord(char):02{draw(st.sampled_from(['x', 'X']))}}" if draw(st.booleans()) else char for char in name
+    )
+    return draw(st.sampled_from([name, encoded, name + "%2F", name + "%2f..", name.upper()]))
+
+
+other_segments = st.sampled_from(["lab", "api", "", ".", "..", "%2e", "%2E%2e", "user", "User", "%75ser", "b", "x%20y"])
+
+
+@st.composite
+def request_paths(draw) -> str:
+    parts = draw(st.lists(other_segments, max_size=2))
+    parts += [draw(st.sampled_from(["user", "User", "%75ser", ""])), draw(id_segments())]
+    parts += draw(st.lists(st.one_of(other_segments, id_segments()), max_size=4))
+    path = "/" * draw(st.integers(1, 2)) + "/".join(parts) + draw(st.sampled_from(["", "/", "//"]))
+    return path + draw(st.sampled_from(["", "?next=/user/b", "?x=%2e%2e"]))
+
+
+def owner(raw_path: str, ids: set[str]) -> str | None:
+    """The visitor whose route owns a path, written from the contract and not from the code:
+    the path decoded once, dot segments resolved, leading slashes one; a route owns itself and
+    everything below it on a "/" boundary, case and all."""
+    decoded = unquote(raw_path.split("?", 1)[0])
+    resolved: list[str] = []
+    for segment in decoded.lstrip("/").split("/"):
+        if segment == "..":
+            if not resolved:
+                return None
+            resolved.pop()
+        elif segment != ".":
+            resolved.append(segment)
+    path = "/" + "/".join(resolved)
+    found = [name for name in ids if path == f"/user/{name}" or path.startswith(f"/user/{name}/")]
+    assert len(found) <= 1  # no visitor route lies under another's
+    return found[0] if found else None
+
+
+ORCHESTRATOR = "http://127.0.0.1:9999"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sets(st.sampled_from(visitor_ids), min_size=1), st.lists(request_paths(), min_size=1, max_size=6), st.booleans())
+def test_every_request_reaches_the_route_that_owns_its_path_or_none_never_another_visitors(ids, paths, orchestrator):
+    harness = ProxyHarness(default_target=ORCHESTRATOR if orchestrator else None)
+    for name in ids:
+        harness.routes.add(f"/user/{name}/", {"target": harness.unix_target(name)})
+    for path in paths:
+        request = b"GET " + path.encode() + b" HTTP/1.1\r\nHost: h\r\n\r\n"
+        visitor = harness.visit()
+        visitor.send(request)
+        attempts = harness.attempts()
+        assert len(attempts) <= 1
+        if attempts:
+            where = harness.accept().address
+            reached = None if where == "127.0.0.1:9999" else where.split("/")[3]  # /run/test/<id>/jupyter.sock
+        else:
+            reached = None
+        expected = owner(path, ids)
+        try:
+            parse_request_head(request[:-4])
+        except BadMessage:
+            assert not attempts and visitor.received().startswith(b"HTTP/1.1 4")  # refused: no route at all
+            continue
+        assert reached == expected, (path, reached, expected)
+        if expected is None and not orchestrator:
+            assert visitor.received().startswith(b"HTTP/1.1 404")

@@ -22,7 +22,7 @@ from twisted.test.iosim import connectedServerAndClient
 
 from tmpnb.proxy.options import Options
 from tmpnb.proxy.routes import RouteTable
-from tmpnb.proxy.server import ReverseProxyFactory
+from tmpnb.proxy.factory import ReverseProxyFactory
 from tmpnb.proxy.tls import listener_tls
 
 
@@ -49,7 +49,7 @@ def handshake(client_alpn: list[bytes] | None):
     """A client offering `client_alpn` talks to the proxy over TLS, in memory: the client's
     TLS protocol, and a function that sends bytes and returns everything received so far."""
     reactor = MemoryReactorClock()
-    proxy = ReverseProxyFactory(reactor, RouteTable(reactor), default_target=None)
+    proxy = ReverseProxyFactory(reactor, RouteTable(reactor))
     # The TLS layer gathers small writes until the next reactor turn: reactor.advance(0).
     server_tls = TLSMemoryBIOFactory(ssl.PrivateCertificate.loadPEM(self_signed_pem()).options(), False, proxy,
                                      clock=reactor)

@@ -39,7 +39,8 @@ from tmpnb.options import ADMIN_TOKEN_VARIABLE, PROXY_TOKEN_VARIABLE, endpoint_o
 from tmpnb.pool import Pool
 from tmpnb.proxy.api import ProxyAPIResource
 from tmpnb.proxy.routes import RouteTable
-from tmpnb.proxy.server import ReverseProxyFactory
+from tmpnb.proxy.public import public_proxy
+from tmpnb.proxy.settings import ProxySettings
 from tmpnb.proxyapi import InProcessProxyAPI, make_chp_client
 from tmpnb.readiness import wait_ready
 from tmpnb.settings import container_spec, pool_config, restarts, web_settings
@@ -274,8 +275,8 @@ def _embedded_proxy(reactor: Any, options: Options, spec: ContainerSpec, routes:
     scheme = "https" if options["listen"].startswith("ssl:") else "http"
     # Each visitor in the waiting line holds a request open at the orchestrator (a long poll):
     # the proxy's bound on connections to one backend must leave room for all of them.
-    public = ReverseProxyFactory(reactor, routes, default_target=web_target, static_dir=options["static-dir"],
-                                 scheme=scheme, max_backend_connections_per_target=32 + options["max-waiting"])
+    public = public_proxy(reactor, routes, ProxySettings(default_target=web_target, static_dir=options["static-dir"],
+                          scheme=scheme, max_backend_connections_per_target=32 + options["max-waiting"]))
     public.noisy = False
     if metrics is not None:
         metrics.watch_proxy(public)

@@ -24,7 +24,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from tmpnb import sockets
 from tmpnb.dockerapi import LaunchRequest, _thd_launch
 from tmpnb.proxy.routes import RouteTable
-from tmpnb.proxy.server import ReverseProxyFactory
+from tmpnb.proxy.factory import ReverseProxyFactory
 from tmpnb.readiness import wait_ready
 from tmpnb_process import execute
 
@@ -84,7 +84,7 @@ async def test_a_real_notebook_server_behind_the_proxy(docker_client, container_
     fds_at_start = open_fds()
     routes = RouteTable(reactor)
     routes.add(base, {"target": sockets.proxy_target(socket_path)})
-    factory = ReverseProxyFactory(reactor, routes, default_target=None)
+    factory = ReverseProxyFactory(reactor, routes)
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     origin = f"127.0.0.1:{port.getHost().port}"
     pool = HTTPConnectionPool(reactor, persistent=False)

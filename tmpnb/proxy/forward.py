@@ -2,7 +2,7 @@
 
 A `BackendConnection` is a thin protocol: it hands the bytes it receives to whichever
 exchange holds it (`handler`), and tells the pool when it closes. The exchange logic
-(request/response framing) lives with the visitor's side in `server.py`.
+(request/response framing) lives with the visitor's side, in `server.py` and `response.py`.
 """
 
 from __future__ import annotations

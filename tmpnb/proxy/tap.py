@@ -50,9 +50,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor
     # Imported here: what the forwarding side needs is more than `twistd --help` should load.
     from tmpnb.proxy import tls
-    from tmpnb.proxy.errorpages import ErrorDirectory, ErrorTarget
-    from tmpnb.proxy.server import ReverseProxyFactory
+    from tmpnb.proxy.public import public_proxy
     from tmpnb.proxy.redirect import HTTPSRedirect
+    from tmpnb.proxy.settings import settings_from_options
 
     token = options["auth-token"]
     if not token:
@@ -69,41 +69,12 @@ def makeService(options: Options, reactor: Any = None) -> IService:
 
     public_tls = tls.listener_tls(options, "ssl-")
     api_tls = tls.listener_tls(options, "api-ssl-")
-    client_tls = tls.TargetTLS(
-        options["client-ssl-key"], options["client-ssl-cert"], options["client-ssl-ca"], insecure=options["insecure"]
-    )
-
-    error_pages = None
-    if options["error-target"]:
-        error_pages = ErrorTarget(reactor, options["error-target"], client_tls)
-    elif options["error-path"]:
-        error_pages = ErrorDirectory(options["error-path"])
-
     top = MultiService()
     api_site = Site(ProxyAPIResource(routes, token, host_routing=options["host-routing"]))
     api_site.displayTracebacks = False
     listener(reactor, options["api-ip"], options["api-port"], options["api-socket"], api_site, api_tls).setServiceParent(top)
 
-    public = ReverseProxyFactory(
-        reactor,
-        routes,
-        None,  # as in CHP, --default-target is the route "/", which the API can show and replace
-        static_dir=options["static-dir"],
-        idle_timeout=options["keep-alive-timeout"],
-        timeout=options["timeout"],
-        proxy_timeout=options["proxy-timeout"],
-        scheme="https" if public_tls is not None else "http",
-        error_pages=error_pages,
-        host_routing=options["host-routing"],
-        x_forward=not options["no-x-forward"],
-        include_prefix=not options["no-include-prefix"],
-        prepend_path=not options["no-prepend-path"],
-        custom_headers=options["custom-header"],
-        change_origin=options["change-origin"],
-        auto_rewrite=options["auto-rewrite"],
-        protocol_rewrite=options["protocol-rewrite"],
-        client_tls=client_tls,
-    )
+    public = public_proxy(reactor, routes, settings_from_options(options))
     listener(reactor, options["ip"], options["port"], options["socket"], public, public_tls).setServiceParent(top)
 
     if options["redirect-port"]:

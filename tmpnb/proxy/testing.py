@@ -22,8 +22,9 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransportWithDisconnection
 from twisted.python.failure import Failure
 
+from .public import public_proxy
 from .routes import RouteTable
-from .server import ReverseProxyFactory
+from .settings import ProxySettings
 
 
 class Peer:
@@ -63,10 +64,11 @@ class Peer:
 
 
 class ProxyHarness:
-    def __init__(self, default_target: str | None = None, **factory_kwargs: Any) -> None:
+    def __init__(self, default_target: str | None = None, **settings: Any) -> None:
+        """A proxy with these `ProxySettings` (an error target is reached through the harness too)."""
         self.reactor = MemoryReactorClock()
         self.routes = RouteTable(self.reactor)
-        self.factory = ReverseProxyFactory(self.reactor, self.routes, default_target, **factory_kwargs)
+        self.factory = public_proxy(self.reactor, self.routes, ProxySettings(default_target=default_target, **settings))
         self._handled = 0
 
     @staticmethod

@@ -3,35 +3,36 @@
 - snapshot.py: a notebook's bytes → what is stored (validated, untrusted), or refused
 - contents.py: reading and writing notebooks in a visitor's server (contents API, unix socket)
 - store.py:    the store, SQLite or PostgreSQL behind one interface
-- render.py:   HTML with nbconvert in a limited child process, cached
+- render.py:   HTML with nbconvert in a limited child process (started by the first render,
+               stopped after a quiet minute), cached
 - service.py:  Sharing, what the web asks for
 - web.py:      the resources (/api/share, /share/…, /remix/…)
-`make_sharing` wires them for `twistd tmpnb` (tmpnb/tap.py).
+`make_sharing` wires them for `twistd tmpnb` (tmpnb/tap.py). Nothing heavy is imported here:
+nbformat waits for the first share (snapshot.py), nbconvert lives in the render child only.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from twisted.logger import Logger
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 
 from tmpnb.config import ContainerSpec
-
-log = Logger(namespace="tmpnb.share")
+from tmpnb.readiness import unix_http_client
+from tmpnb.share.render import DEFAULT_IDLE_STOP, Renderer
+from tmpnb.share.service import Sharing
+from tmpnb.share.store import open_store
+from tmpnb.sockets import socket_path
 
 
 def make_sharing(reactor: Any, pool: Any, spec: ContainerSpec, store_where: str, settings: Any,
-                 records: Any = ()) -> Any:
-    """A Sharing over `pool`'s servers, its store opened now (a bad store stops the start)."""
-    from twisted.internet.threads import deferToThreadPool
-    from twisted.python.threadpool import ThreadPool
+                 records: Any = (), render_idle_stop: float = DEFAULT_IDLE_STOP) -> Any:
+    """A Sharing over `pool`'s servers, its store opened now (a bad store stops the start).
 
-    from tmpnb.readiness import unix_http_client
-    from tmpnb.share.render import Renderer
-    from tmpnb.share.service import Sharing
-    from tmpnb.share.store import open_store
-    from tmpnb.sockets import socket_path
-
+    The render process starts with the first uncached render and stops after
+    `render_idle_stop` seconds without one.
+    """
     store = open_store(store_where)
     # Database calls and renders each get threads of their own: a slow render must not hold
     # up a share or a page that only reads the store.
@@ -48,12 +49,10 @@ def make_sharing(reactor: Any, pool: Any, spec: ContainerSpec, store_where: str,
     def in_render_thread(f: Any, *args: Any) -> Any:
         return deferToThreadPool(reactor, render_threads, f, *args)
 
-    renderer = Renderer(in_render_thread)
-    # The render process imports nbconvert now rather than when the first reader waits for it.
-    reactor.callWhenRunning(
-        lambda: in_render_thread(renderer.workers.warm).addErrback(
-            lambda reason: log.warn("could not start the render process: {reason}", reason=reason.getErrorMessage())))
-    reactor.addSystemEventTrigger("after", "shutdown", renderer.workers.stop)
+    # No render process until someone reads a share: it costs ≈74 MiB idle, and most nodes
+    # go hours without a render. Its first reader waits for nbconvert's import (1.5–10 s).
+    renderer = Renderer(in_render_thread, clock=reactor, idle_stop=render_idle_stop)
+    reactor.addSystemEventTrigger("after", "shutdown", renderer.stop)
     return Sharing(
         reactor, store, in_store_thread, pool,
         lambda container_id: unix_http_client(reactor, socket_path(spec, container_id)),

@@ -1,14 +1,17 @@
 """A shared notebook as HTML: nbconvert's lab template, in a child process with limits.
 
 nbconvert runs Jinja, pygments, mistune and every output's converter over untrusted input:
-its cost has to be bounded. Renders happen in a long-lived child process (`python render.py
---serve`: importing nbconvert costs 1.5 s on a quiet machine and 10 s on a busy one, a render
-of 1 MB well under one) with an address-space limit; a render that takes longer than the
+its cost has to be bounded. Renders happen in a child process (`python render.py --serve`)
+with an address-space limit, kept between renders because importing nbconvert costs 1.5 s on a
+quiet machine and 10 s on a busy one (a render of 1 MB well under one). The child costs ≈74 MiB,
+so it starts with the first render that needs it and the `Renderer` stops it after `idle_stop`
+seconds without one; the next render starts a fresh one. A render that takes longer than the
 timeout gets the child killed, and the next render starts a fresh one, as does a child that died
 or has rendered RECYCLE_AFTER notebooks. `RenderWorker.render` blocks: each render thread has its
 own worker. `Renderer` keeps the results in a small cache by content hash.
 
-This file runs as a script in the child, so it imports nothing from tmpnb at module level.
+This file runs as a script in the child, so it imports nothing from tmpnb (nor Twisted) at module
+level.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_MEMORY = 1536 * 1024 * 1024  # address space of the child, bytes
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 RECYCLE_AFTER = 200  # renders per child: whatever leaks or grows, does not for long
+DEFAULT_IDLE_STOP = 60.0  # seconds without a render before the children are stopped
 _LENGTH = struct.Struct(">Q")
 _OK, _FAILED = b"0", b"1"
 
@@ -105,10 +109,22 @@ class RenderWorker:
                 if pipe is not None:
                     pipe.close()
 
-    def warm(self) -> None:
-        """Start the child now, so the first reader does not wait for nbconvert's import."""
-        with self._lock:
-            self._start()
+    @property
+    def running(self) -> bool:
+        """Whether this worker has a live child."""
+        child = self._child
+        return child is not None and child.poll() is None
+
+    def stop_if_idle(self) -> bool:
+        """Stop the child unless a render is using it; whether a live child was stopped."""
+        if not self._lock.acquire(blocking=False):
+            return False  # rendering: not idle after all
+        try:
+            was_running = self.running
+            self.stop()
+            return was_running
+        finally:
+            self._lock.release()
 
     def render(self, content: bytes, timeout: float = DEFAULT_TIMEOUT, memory: int | None = None) -> bytes:
         """The notebook's HTML, rendered by the child within `timeout` seconds; blocks.
@@ -171,8 +187,16 @@ class RenderWorkers:
     def render(self, content: bytes, timeout: float = DEFAULT_TIMEOUT, memory: int | None = None) -> bytes:
         return self._mine().render(content, timeout)
 
-    def warm(self) -> None:
-        self._mine().warm()
+    def running(self) -> int:
+        """How many children are alive."""
+        with self._all_lock:
+            return sum(worker.running for worker in self._all)
+
+    def stop_idle(self) -> int:
+        """Stop every child not rendering now; how many were stopped. Blocks for the kills."""
+        with self._all_lock:
+            workers = list(self._all)
+        return sum(worker.stop_if_idle() for worker in workers)
 
     def stop(self) -> None:
         with self._all_lock:
@@ -183,22 +207,30 @@ class RenderWorkers:
 class Renderer:
     """Renders through `run_in_thread` and caches by content hash, up to `cache_bytes`.
 
-    Several readers asking for the same uncached notebook share one render.
+    Several readers asking for the same uncached notebook share one render. With a `clock`, the
+    render children are stopped (through `run_in_thread`) once `idle_stop` seconds have passed
+    without a render; without one they live until `stop`.
     """
 
     def __init__(self, run_in_thread: Callable[..., Any], timeout: float = DEFAULT_TIMEOUT,
                  memory: int = DEFAULT_MEMORY, cache_bytes: int = DEFAULT_CACHE_BYTES,
-                 render: Callable[[bytes, float, int], bytes] | None = None) -> None:
+                 render: Callable[[bytes, float, int], bytes] | None = None,
+                 clock: Any = None, idle_stop: float = DEFAULT_IDLE_STOP,
+                 workers: RenderWorkers | None = None) -> None:
         self._run_in_thread = run_in_thread
         self._timeout = timeout
         self._memory = memory
         self._cache_bytes = cache_bytes
         # Each Renderer without its own `render` gets its own child processes.
-        self.workers = RenderWorkers(memory) if render is None else None
+        self.workers = (RenderWorkers(memory) if workers is None else workers) if render is None else None
         self._render = render if render is not None else self.workers.render
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._cached_size = 0
         self._waiting: dict[str, list[Any]] = {}
+        self._clock = clock  # IReactorTime
+        self._idle_stop = idle_stop
+        self._rendering = 0
+        self._idle_call: Any = None  # IDelayedCall: the children's stop, once all is quiet
 
     def cached(self, content_hash: str) -> bytes | None:
         html = self._cache.get(content_hash)
@@ -221,13 +253,47 @@ class Renderer:
         self._waiting[content_hash] = [mine]
 
         def done(result: Any) -> None:
+            self._rendered()
             if isinstance(result, bytes):
                 self._keep(content_hash, result)
             for waiter in self._waiting.pop(content_hash):
                 waiter.callback(result) if isinstance(result, bytes) else waiter.errback(result)
 
+        self._rendering += 1
+        self._cancel_idle_stop()
         self._run_in_thread(self._render, content, self._timeout, self._memory).addBoth(done)
         return mine
+
+    def _rendered(self) -> None:
+        self._rendering -= 1
+        if self._rendering == 0 and self._clock is not None and self.workers is not None:
+            self._idle_call = self._clock.callLater(self._idle_stop, self._stop_idle)
+
+    def _cancel_idle_stop(self) -> None:
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
+        self._idle_call = None
+
+    def _stop_idle(self) -> None:
+        from twisted.logger import Logger  # the child never gets here: it stays without Twisted
+
+        log = Logger(namespace="tmpnb.share.render")
+        self._idle_call = None
+
+        def stopped(count: int) -> None:
+            if count:
+                log.info("stopped {count} render process(es) after {idle:.0f}s without a render",
+                         count=count, idle=self._idle_stop)
+
+        d = self._run_in_thread(self.workers.stop_idle)
+        d.addCallback(stopped)
+        d.addErrback(lambda reason: log.failure("could not stop the render processes", reason))
+
+    def stop(self) -> None:
+        """No more idle stops; the children stopped now (blocks for the kills)."""
+        self._cancel_idle_stop()
+        if self.workers is not None:
+            self.workers.stop()
 
     def _keep(self, content_hash: str, html: bytes) -> None:
         if len(html) > self._cache_bytes:
@@ -246,6 +312,11 @@ class Renderer:
 
 
 if __name__ == "__main__":
+    # jsonschema (through nbformat) imports rfc3987_syntax when it is installed, only to check
+    # "iri" string formats, which nbformat never asks for; it builds a lark grammar on import.
+    # Without it (measured on a busy machine) importing nbconvert takes 3.1 s instead of 10.6 s
+    # and 56 MiB instead of 74, and the HTML is the same. Only this child process goes without.
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
     if sys.argv[1:] == ["--serve"]:
         serve(sys.stdin.buffer, sys.stdout.buffer)
     else:  # by hand: python render.py < notebook.ipynb > notebook.html

@@ -13,8 +13,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import nbformat
-
 DEFAULT_MAX_BYTES = 10_000_000
 # Real notebooks nest a few levels (outputs, mime bundles, widget state); JSON nested deeper
 # than this is an attack on the parsers, and Python's json recursion would fail later anyway.
@@ -86,6 +84,8 @@ def parse(raw: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
     if not isinstance(data, dict):
         raise Rejected("not a notebook")
     _depth(data, MAX_DEPTH)
+    import nbformat  # ≈22 MiB and seconds (jsonschema's format checkers): only once someone shares
+
     try:
         notebook = nbformat.reads(text, as_version=4)
         nbformat.validate(notebook)
@@ -99,6 +99,8 @@ def snapshot(raw: bytes, max_bytes: int = DEFAULT_MAX_BYTES, outputs: bool = Tru
     notebook = parse(raw, max_bytes)
     if not outputs:
         notebook = without_outputs(notebook)
+    import nbformat  # parse() imported it already
+
     content = nbformat.writes(notebook).encode("utf-8")
     if len(content) > max_bytes:
         raise Rejected(f"larger than {max_bytes} bytes", 413)
