@@ -137,26 +137,16 @@ def test_observe_docker_call_passes_results_through(health):
     assert docker_state(health) == "ok"
 
 
-def test_state_changes_are_logged_once(health, capture_log):
+def test_state_changes_are_logged_once(health, logged):
     health.docker_timed_out("DockerTimeout: a")
     health.docker_timed_out("DockerTimeout: b")
     health.docker_answered()
     changes = [
         (e["component"], e["state"], e["log_level"])
-        for e in capture_log
+        for e in logged
         if e["log_namespace"] == "tmpnb.health"
     ]
     assert changes == [("docker", "hung", LogLevel.warn), ("docker", "ok", LogLevel.info)]
-
-
-@pytest.fixture
-def capture_log():
-    from twisted.logger import globalLogPublisher
-
-    events: list[dict] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 # -- fault drills: the real DockerAPI and docker-py, on the real reactor -------------------

@@ -230,7 +230,7 @@ def test_several_logs_load_together_in_time_order(tmp_path):
 
 
 def test_logs_load_into_a_pandas_data_frame(tmp_path):
-    pandas = pytest.importorskip("pandas")
+    pandas = pytest.importorskip("pandas", reason="load_frame needs the report extra: pip install 'tmpnb[report]'")
     first, second = tmp_path / "node1.jsonl", tmp_path / "node2.jsonl"
     first.write_text(OLD_LINES[0] + "\n")
     second.write_text(OLD_LINES[1] + "\n")

@@ -16,8 +16,9 @@ from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.dockerapi import DockerTimeout
 from tmpnb.health import Health
 from tmpnb.lifecycle import NAMESPACE, LifecycleRecorder
-from tmpnb.metrics import CountedSpawner, Metrics
+from tmpnb.metrics import Metrics
 from tmpnb.proxy.testing import ProxyHarness
+from tmpnb.waitingline import WaitingLine
 
 T0 = 1_700_000_000.0
 
@@ -54,7 +55,9 @@ class Service:
             clock=self.clock, spec=spec, docker=self.docker, servers=self.servers, on_transition=recorder,
         ).pool
         self.metrics.watch_pool(self.pool)
-        self.spawner = CountedSpawner(self.pool, self.metrics)
+        # Visitors come through the waiting line, which counts those it turns away (as
+        # tap.py wires it); no line here: a visitor who would have to wait is turned away.
+        self.line = WaitingLine(self.clock, self.pool, max_waiting=0, on_turned_away=self.metrics.no_vacancy.inc)
 
 
 def test_boots_hand_outs_no_vacancy_and_culls_are_counted():
@@ -77,18 +80,18 @@ def test_boots_hand_outs_no_vacancy_and_culls_are_counted():
     assert value(metrics, "tmpnb_boot_duration_seconds_sum") == 2.5 + 2.5  # both booting since the start
     assert value(metrics, "tmpnb_boot_failures_total", cause="launch-failed") == 1
 
-    visitor = succeeded(service.spawner.acquire()).container_id
+    visitor = succeeded(service.pool.acquire()).container_id
     assert value(metrics, "tmpnb_handouts_total") == 1
     assert value(metrics, "tmpnb_containers", state="assigned") == 1
 
-    succeeded(service.spawner.acquire())  # the second pooled one
-    assert service.spawner.acquire() is None  # the refills are still booting
+    succeeded(service.pool.acquire())  # the second pooled one
+    assert service.line.take() is None  # the refills are still booting
     assert value(metrics, "tmpnb_no_vacancy_total") == 1
     assert value(metrics, "tmpnb_handouts_total") == 2
 
-    assert service.spawner.cull(visitor, "idle: no activity for 600s")
+    assert service.pool.cull(visitor, "idle: no activity for 600s")
     assert value(metrics, "tmpnb_culls_total", reason="idle") == 1
-    assert service.spawner.stats()["states"] == {
+    assert service.pool.stats()["states"] == {
         state: int(value(metrics, "tmpnb_containers", state=state))
         for state in ("booting", "assigned", "culled")
         if value(metrics, "tmpnb_containers", state=state)

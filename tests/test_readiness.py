@@ -15,10 +15,10 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from tests.results import failed, pending, succeeded
 from tmpnb.readiness import (
     NotReady,
     ReadinessTimeout,
@@ -27,7 +27,6 @@ from tmpnb.readiness import (
     wait_ready,
 )
 
-check = SynchronousTestCase()
 
 STATUS = {
     "started": "2026-11-22T01:00:00.000000Z",
@@ -78,7 +77,7 @@ def test_server_status_asks_with_the_token_and_returns_the_json():
     d = server_status(Clock(), "/unused.sock", "/user/abc/", "secret", client=stub)
     stub.flush()
 
-    assert check.successResultOf(d) == STATUS
+    assert succeeded(d) == STATUS
 
 
 def test_server_status_with_a_wrong_token_is_not_ready_403():
@@ -87,28 +86,26 @@ def test_server_status_with_a_wrong_token_is_not_ready_403():
     d = server_status(Clock(), "/unused.sock", "/user/abc/", "wrong", client=stub)
     stub.flush()
 
-    assert check.failureResultOf(d, NotReady).value.code == 403
+    assert failed(d, NotReady).value.code == 403
 
 
-def test_wait_ready_polls_every_interval_until_the_server_answers():
-    clock = Clock()
+def test_wait_ready_polls_every_interval_until_the_server_answers(clock: Clock):
     server = JupyterStatus("/user/abc/", "secret", starting=3)
     stub = StubTreq(server)
 
     d = wait_ready(clock, "/unused.sock", "/user/abc/", "secret", timeout=10, interval=0.5, client=stub)
     stub.flush()
     for _ in range(3):
-        check.assertNoResult(d)
+        pending(d)
         clock.advance(0.5)
         stub.flush()
 
-    assert check.successResultOf(d) == STATUS
+    assert succeeded(d) == STATUS
     assert server.requests == 4
     assert clock.seconds() == 1.5
 
 
-def test_wait_ready_gives_up_at_the_timeout_with_the_last_error():
-    clock = Clock()
+def test_wait_ready_gives_up_at_the_timeout_with_the_last_error(clock: Clock):
     stub = StubTreq(JupyterStatus("/user/abc/", "secret", starting=10**6))
 
     d = wait_ready(clock, "/x.sock", "/user/abc/", "secret", timeout=2, interval=0.5, client=stub)
@@ -116,18 +113,17 @@ def test_wait_ready_gives_up_at_the_timeout_with_the_last_error():
         stub.flush()
         clock.advance(0.5)
     stub.flush()
-    check.assertNoResult(d)
+    pending(d)
     clock.advance(0.5)
     stub.flush()
 
-    error = check.failureResultOf(d, ReadinessTimeout).value
+    error = failed(d, ReadinessTimeout).value
     assert isinstance(error.last_error, NotReady)
     assert error.last_error.code == 503
     assert "/x.sock" in str(error)
 
 
-def test_a_server_that_never_answers_cannot_hold_wait_ready_past_its_timeout():
-    clock = Clock()
+def test_a_server_that_never_answers_cannot_hold_wait_ready_past_its_timeout(clock: Clock):
     server = JupyterStatus("/user/abc/", "secret")
     server.hang = True
     stub = StubTreq(server)
@@ -135,24 +131,23 @@ def test_a_server_that_never_answers_cannot_hold_wait_ready_past_its_timeout():
     d = wait_ready(clock, "/x.sock", "/user/abc/", "secret", timeout=5, interval=0.1, client=stub)
     stub.flush()
     clock.advance(4.9)
-    check.assertNoResult(d)
+    pending(d)
     clock.advance(0.1)
     stub.flush()
 
-    error = check.failureResultOf(d, ReadinessTimeout).value
+    error = failed(d, ReadinessTimeout).value
     assert isinstance(error.last_error, TimeoutError)
     assert server.requests == 1
 
 
-def test_cancelling_wait_ready_stops_the_polling():
-    clock = Clock()
+def test_cancelling_wait_ready_stops_the_polling(clock: Clock):
     server = JupyterStatus("/user/abc/", "secret", starting=10**6)
     stub = StubTreq(server)
 
     d = wait_ready(clock, "/x.sock", "/user/abc/", "secret", timeout=10, interval=0.5, client=stub)
     stub.flush()
     d.cancel()
-    check.failureResultOf(d)
+    failed(d)
     clock.advance(5)
     stub.flush()
 
@@ -160,8 +155,7 @@ def test_cancelling_wait_ready_stops_the_polling():
     assert clock.getDelayedCalls() == []
 
 
-def test_cancelling_wait_ready_during_a_request_stops_the_polling():
-    clock = Clock()
+def test_cancelling_wait_ready_during_a_request_stops_the_polling(clock: Clock):
     server = JupyterStatus("/user/abc/", "secret")
     server.hang = True
     stub = StubTreq(server)
@@ -169,7 +163,7 @@ def test_cancelling_wait_ready_during_a_request_stops_the_polling():
     d = wait_ready(clock, "/x.sock", "/user/abc/", "secret", timeout=10, interval=0.5, client=stub)
     stub.flush()
     d.cancel()
-    check.failureResultOf(d)
+    failed(d)
     clock.advance(5)
     stub.flush()
 
@@ -188,7 +182,7 @@ def test_requests_go_to_the_unix_socket_and_a_refused_connection_is_retried():
     assert path == "/run/tmpnb/x/abc/jupyter.sock"
     # The socket is not there yet: the server has not created it.
     factory.clientConnectionFailed(None, Failure(ConnectionRefusedError("no socket")))
-    check.assertNoResult(d)
+    pending(d)
     reactor.advance(0.25)
     assert len(reactor.unixClients) == 2  # asked again after `interval`
 
@@ -198,7 +192,7 @@ def test_requests_go_to_the_unix_socket_and_a_refused_connection_is_retried():
         )
         reactor.advance(0.25)
 
-    error = check.failureResultOf(d, ReadinessTimeout).value
+    error = failed(d, ReadinessTimeout).value
     assert isinstance(error.last_error, ConnectionRefusedError)
 
 
@@ -216,7 +210,7 @@ def test_no_authorization_header_without_a_token(token):
     stub = StubTreq(Recorder())
     d = server_status(Clock(), "/x.sock", "/user/abc/", token, client=stub)
     stub.flush()
-    check.successResultOf(d)
+    succeeded(d)
 
     assert seen == [f"token {token}" if token else None]
 
@@ -244,7 +238,7 @@ def test_with_warm_the_server_renders_the_landing_page_once_as_its_visitor_will_
     d = wait_ready(Clock(), "/unused.sock", "/user/abc/", "secret", 10.0, 0.1, client=stub, warm="tree")
     stub.flush()
 
-    assert check.successResultOf(d) == STATUS
+    assert succeeded(d) == STATUS
     assert server.rendered == [b"/user/abc/tree?token=secret"]
 
 
@@ -255,7 +249,7 @@ def test_a_landing_page_that_fails_to_render_does_not_make_the_server_unready():
     d = wait_ready(Clock(), "/unused.sock", "/user/abc/", "secret", 10.0, 0.1, client=stub, warm="tree")
     stub.flush()
 
-    assert check.successResultOf(d) == STATUS
+    assert succeeded(d) == STATUS
     assert len(server.rendered) == 1
 
 
@@ -266,5 +260,5 @@ def test_without_warm_no_page_is_rendered():
     d = wait_ready(Clock(), "/unused.sock", "/user/abc/", "secret", 10.0, 0.1, client=stub)
     stub.flush()
 
-    assert check.successResultOf(d) == STATUS
+    assert succeeded(d) == STATUS
     assert server.rendered == []

@@ -410,6 +410,7 @@ def test_report_on_the_sample_log_from_the_command_line():
 
 
 def test_plots_are_pngs(tmp_path):
+    pytest.importorskip("matplotlib", reason="the plots need the report extra: pip install 'tmpnb[report]'")
     written = report.plot(load(SAMPLE), str(tmp_path / "plots"))
     assert [os.path.basename(p) for p in written] == ["timeline.png", "histograms.png"]
     for path in written:

@@ -14,8 +14,8 @@ import nbformat
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.results import succeeded
 from sharefakes import BASE, World
-from test_share_web import done
 from tmpnb.share.service import ShareSettings, is_share_id, new_share_id
 from tmpnb.share.snapshot import MAX_DEPTH
 
@@ -63,8 +63,8 @@ def a_world() -> World:
 
 def share(world: World, token: str) -> int:
     body = json.dumps({"url": "/user/alice/notebooks/work.ipynb"}).encode()
-    response = done(world.http.post(BASE + "/api/share", data=body, headers={"Authorization": f"token {token}"}))
-    done(response.content())
+    response = succeeded(world.http.post(BASE + "/api/share", data=body, headers={"Authorization": f"token {token}"}))
+    succeeded(response.content())
     return response.code
 
 
@@ -128,8 +128,8 @@ def test_equal_notebooks_get_unrelated_ids():
 @given(guess=st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_./%", max_size=30))
 def test_guessed_ids_find_nothing(guess):
     world = _guessing
-    response = done(world.http.get(BASE + "/share/" + guess))
-    done(response.content())
+    response = succeeded(world.http.get(BASE + "/share/" + guess))
+    succeeded(response.content())
     assert response.code in (404, 405) or (response.code == 200 and guess == "")
 
 

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 
 import pytest
 
 from postgres_server import binaries, postgres_server
-from tmpnb.share.store import Share, ShareStore, SQLiteStore, open_store
+from tmpnb.share.store import (
+    Share,
+    ShareStore,
+    SQLiteStore,
+    StoreDriverMissing,
+    check_driver,
+    open_store,
+)
 
 
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
+    pytest.importorskip("psycopg", reason="the PostgreSQL store needs its extra: pip install 'tmpnb[postgresql]'")
     if binaries() is None:
         pytest.skip("PostgreSQL not installed (tools/setup --test installs it)")
     with postgres_server() as url:
@@ -103,3 +112,29 @@ def test_a_reopened_store_keeps_its_shares():
     again = open_store(path)
     assert again.get("s1").name == "x.ipynb"
     again.close()
+
+
+# -- without the driver -------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_psycopg(monkeypatch: pytest.MonkeyPatch) -> None:
+    """psycopg is not installed (None in sys.modules: importing it fails, and finding it
+    answers None)."""
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+
+
+@pytest.mark.parametrize("where", ["postgresql://tmpnb@db/shares", "postgres://db/shares", "dbname=shares"])
+def test_without_psycopg_a_postgresql_store_says_which_extra_to_install(no_psycopg: None, where: str) -> None:
+    for attempt in (lambda: check_driver(where), lambda: open_store(where)):
+        with pytest.raises(StoreDriverMissing) as raised:
+            attempt()
+        message = str(raised.value)
+        assert "\n" not in message
+        assert "pip install 'tmpnb[postgresql]'" in message
+
+
+def test_without_psycopg_a_sqlite_store_needs_nothing(no_psycopg: None, tmp_path) -> None:
+    where = str(tmp_path / "shares.sqlite3")
+    check_driver(where)
+    open_store(where).close()

@@ -11,16 +11,14 @@ import re
 
 import nbformat
 import pytest
-from twisted.trial.unittest import SynchronousTestCase
 from treq.testing import StubTreq
 
+from tests.results import succeeded
 from sharefakes import BASE, World
 from tmpnb.admin import AdminResource
 from tmpnb.health import Health
 from tmpnb.share.service import DAY, ShareSettings, is_share_id
 
-_sync = SynchronousTestCase()
-done = _sync.successResultOf
 
 
 def notebook(source: str = "6 * 7", output: str = "42", trusted: bool = True) -> bytes:
@@ -33,14 +31,14 @@ def notebook(source: str = "6 * 7", output: str = "42", trusted: bool = True) ->
 
 def post_share(world: World, token: str, url: str = "/user/alice/notebooks/work.ipynb", **more):
     body = json.dumps({"url": url, **more}).encode()
-    response = done(world.http.post(BASE + "/api/share", data=body,
+    response = succeeded(world.http.post(BASE + "/api/share", data=body,
                                     headers={"Authorization": f"token {token}", "Content-Type": "application/json"}))
-    return response, done(response.json()) if response.headers.getRawHeaders("content-type") == ["application/json"] else None
+    return response, succeeded(response.json()) if response.headers.getRawHeaders("content-type") == ["application/json"] else None
 
 
 def get(world: World, path: str, **kwargs):
-    response = done(world.http.get(BASE + path, **kwargs))
-    return response, done(response.content())
+    response = succeeded(world.http.get(BASE + path, **kwargs))
+    return response, succeeded(response.content())
 
 
 def header(response, name: str) -> str:
@@ -90,7 +88,7 @@ def test_bad_requests_are_4xx(world):
     assert post_share(world, token, expires_days=0)[0].code == 400
     assert post_share(world, token, expires_days="soon")[0].code == 400
     assert post_share(world, token, outputs="no")[0].code == 400
-    response = done(world.http.post(BASE + "/api/share", data=b"[", headers={"Authorization": f"token {token}"}))
+    response = succeeded(world.http.post(BASE + "/api/share", data=b"[", headers={"Authorization": f"token {token}"}))
     assert response.code == 400
     assert world.store.count_since("alice", 0) == 0
 
@@ -110,7 +108,7 @@ def test_the_same_notebook_shared_twice_is_two_shares_on_one_stored_copy(world):
     _, second = post_share(world, token)
     assert first["id"] != second["id"]
     assert world.store.get(first["id"]).content_hash == world.store.get(second["id"]).content_hash
-    assert done(world.http.delete(BASE + first["delete_url"])).code == 204
+    assert succeeded(world.http.delete(BASE + first["delete_url"])).code == 204
     assert get(world, second["url"] + ".ipynb")[0].code == 200
 
 
@@ -139,7 +137,7 @@ def test_the_rendered_notebook_is_sandboxed_scriptless_and_cached(world):
     assert not re.search(rb'(src|href)="?(https?:)?//|url\((https?:)?//|@import', html)  # nothing from elsewhere
     assert world.sharing.renderer.cached(world.store.get(answer["id"]).content_hash) == html
     etag = header(rendered, "etag")
-    again = done(world.http.get(BASE + answer["url"] + ".html", headers={"If-None-Match": etag}))
+    again = succeeded(world.http.get(BASE + answer["url"] + ".html", headers={"If-None-Match": etag}))
     assert again.code == 304
 
 
@@ -150,12 +148,12 @@ def test_the_delete_link_asks_on_get_and_deletes_on_post_or_delete(world):
     assert asked.code == 200 and b"Delete this share?" in body
     assert get(world, answer["url"])[0].code == 200  # a GET deletes nothing
     wrong = answer["delete_url"].rsplit("/", 1)[0] + "/not-the-key"
-    assert done(world.http.delete(BASE + wrong)).code == 404
-    assert done(world.http.post(BASE + answer["delete_url"])).code == 200
+    assert succeeded(world.http.delete(BASE + wrong)).code == 404
+    assert succeeded(world.http.post(BASE + answer["delete_url"])).code == 200
     for suffix in ("", ".ipynb", ".html"):
         gone, body = get(world, answer["url"] + suffix)
         assert gone.code == 410 and b"This share has ended" in body
-    assert done(world.http.delete(BASE + answer["delete_url"])).code == 410
+    assert succeeded(world.http.delete(BASE + answer["delete_url"])).code == 410
     assert world.store.content(world.store.get(answer["id"]).content_hash) is None
 
 
@@ -171,7 +169,7 @@ def test_remix_writes_the_notebook_untrusted_into_a_fresh_server_and_sends_the_v
     page, body = get(world, f"/remix/{answer['id']}")
     assert page.code == 200 and b"Remix work.ipynb" in body
     assert world.pool.pooled  # a GET takes no server
-    response = done(world.http.post(BASE + f"/remix/{answer['id']}", allow_redirects=False))
+    response = succeeded(world.http.post(BASE + f"/remix/{answer['id']}", allow_redirects=False))
     assert response.code == 302
     assert header(response, "location") == "/user/pool0/notebooks/work.ipynb?token=tok-pool0"
     [(container, path, written)] = world.servers.puts
@@ -185,7 +183,7 @@ def test_remix_with_no_server_free_is_no_vacancy(world):
     token = world.visitor("alice", notebook())
     _, answer = post_share(world, token)
     world.pool.pooled.clear()
-    assert done(world.http.post(BASE + f"/remix/{answer['id']}", allow_redirects=False)).code == 503
+    assert succeeded(world.http.post(BASE + f"/remix/{answer['id']}", allow_redirects=False)).code == 503
 
 
 def test_the_ended_notebook_page_offers_the_shares_made_from_that_server(world):
@@ -230,11 +228,11 @@ def test_the_admin_takes_a_share_down(world):
     admin = StubTreq(AdminResource(world.pool, Health(world.clock), "admintoken", clock=world.clock,
                                    takedown=world.sharing.takedown))
     auth = {"Authorization": "token admintoken"}
-    assert done(admin.delete(BASE + f"/api/shares/{answer['id']}")).code == 403
-    response = done(admin.delete(BASE + f"/api/shares/{answer['id']}", headers=auth))
-    assert response.code == 200 and done(response.json()) == {"deleted": answer["id"]}
+    assert succeeded(admin.delete(BASE + f"/api/shares/{answer['id']}")).code == 403
+    response = succeeded(admin.delete(BASE + f"/api/shares/{answer['id']}", headers=auth))
+    assert response.code == 200 and succeeded(response.json()) == {"deleted": answer["id"]}
     assert get(world, answer["url"])[0].code == 410
-    assert done(admin.delete(BASE + f"/api/shares/{answer['id']}", headers=auth)).code == 404
+    assert succeeded(admin.delete(BASE + f"/api/shares/{answer['id']}", headers=auth)).code == 404
 
 
 def test_the_client_address_behind_tmpnbs_proxy_is_the_last_forwarded_one():

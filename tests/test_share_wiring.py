@@ -6,8 +6,9 @@ import io
 import json
 
 from twisted.internet.testing import MemoryReactorClock
+
 from sharefakes import BASE
-from test_share_web import done
+from tests.results import succeeded
 from tmpnb.lifecycle import LifecycleLogObserver, load
 from tmpnb.tap import Options, makeService
 
@@ -47,7 +48,7 @@ def test_share_events_go_to_the_lifecycle_log_and_the_transition_report_skips_th
     world.sharing._records.append(LifecycleLogObserver(out).write)
     token = world.visitor("alice", notebook())
     _, answer = post_share(world, token)
-    assert done(world.http.post(f"{BASE}/remix/{answer['id']}", allow_redirects=False)).code == 302
+    assert succeeded(world.http.post(f"{BASE}/remix/{answer['id']}", allow_redirects=False)).code == 302
     events = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(e["kind"], e["event"], e["share"], e["container"]) for e in events] == [
         ("share", "shared", answer["id"], "alice"), ("share", "remixed", answer["id"], "alice")]

@@ -13,7 +13,6 @@ import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
-from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 from treq.testing import StubTreq
@@ -175,18 +174,13 @@ def test_redirect_waits_for_the_route():
     assert header(succeeded(answer), "Location") == "/user/c00/tree?token=tok00"
 
 
-def test_a_failed_hand_out_shows_no_vacancy_and_is_logged():
+def test_a_failed_hand_out_shows_no_vacancy_and_is_logged(logged):
     pool = FakePool()
     pool.acquire = lambda: fail(RuntimeError("proxy API down"))
-    events: list[dict] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        response, body = get(client(pool), "/")
-    finally:
-        globalLogPublisher.removeObserver(events.append)
+    response, body = get(client(pool), "/")
     assert response.code == 503
     assert b"No vacancy" in body
-    assert any(e.get("log_format") == "handing out a notebook" and "log_failure" in e for e in events)
+    assert any(e.get("log_format") == "handing out a notebook" and "log_failure" in e for e in logged)
 
 
 def test_head_does_not_take_a_container():

@@ -4,7 +4,7 @@ Other parts report what they observe; ``Health`` keeps the latest word and deriv
 
 - Docker is "unreachable" when a ping or a call cannot connect (dockerd down, not started
   yet); "hung" when a call times out: dockerd 20.10 can deadlock so that ``/_ping`` still
-  answers while every other call hangs (DESIGN.md), so a ping does not clear "hung", only a
+  answers while every other call hangs (docs/design.md), so a ping does not clear "hung", only a
   call that answers does; "ok" when a call answers, or a ping while not hung.
 - The proxy's API is "unreachable" after a failed call and "ok" after a good one.
 

@@ -8,7 +8,7 @@ is already seen, with no new bookkeeping in the parts themselves:
   culls, by the record's category;
 - ``observe_docker_call`` (wired in tmpnb/observed.py's ObservedDocker): latency and timeouts of every
   Docker call, by operation;
-- ``acquire`` of the pool through ``CountedSpawner``: visitors who found no container ready;
+- the waiting line's ``on_turned_away`` (wired in tap.py): visitors turned away, no vacancy;
 - the heartbeat's own log event (its wall time): heartbeat durations;
 - at scrape time: containers by state (the pool's stats), the health of Docker and the
   proxy's API (tmpnb/health.py), and the embedded proxy's own counters (requests, bytes,
@@ -126,23 +126,6 @@ class Metrics:
     def watch_proxy(self, proxy: Any) -> None:
         """The embedded proxy (tmpnb.proxy.server.ReverseProxyFactory) and its counters."""
         self.registry.register(_ProxyCollector(proxy))
-
-
-class CountedSpawner:
-    """The pool as the orchestrator sees it, with every "nothing ready" answer counted."""
-
-    def __init__(self, pool: Any, metrics: Metrics) -> None:
-        self._pool = pool
-        self._metrics = metrics
-
-    def acquire(self) -> Any:
-        pending = self._pool.acquire()
-        if pending is None:
-            self._metrics.no_vacancy.inc()
-        return pending
-
-    def __getattr__(self, name: str) -> Any:  # stats, cull and whatever else the web uses
-        return getattr(self._pool, name)
 
 
 class _PoolCollector(Collector):

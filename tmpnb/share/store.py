@@ -8,6 +8,7 @@ notebooks are two shares, and deleting one leaves the other (and the bytes it ne
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sqlite3
 import threading
@@ -181,7 +182,10 @@ class PostgresStore(_SQLStore):
     _blob = "BYTEA"
 
     def __init__(self, url: str) -> None:
-        import psycopg  # only when configured: the embedded default needs no driver
+        try:
+            import psycopg  # only when configured: the embedded default needs no driver
+        except ImportError:
+            raise StoreDriverMissing(missing_driver_message()) from None
 
         self._psycopg = psycopg
         self._url = url
@@ -204,8 +208,32 @@ class PostgresStore(_SQLStore):
             self._connection.close()
 
 
+class StoreDriverMissing(Exception):
+    """The store asked for needs a database driver that is not installed."""
+
+
+POSTGRESQL_EXTRA = "pip install 'tmpnb[postgresql]'"
+
+
+def missing_driver_message() -> str:
+    return f"--share-store on PostgreSQL needs the psycopg driver: {POSTGRESQL_EXTRA}"
+
+
+def is_postgresql(where: str) -> bool:
+    """`--share-store` names a PostgreSQL database (a URL or a libpq connection string)."""
+    return where.startswith(("postgresql://", "postgres://", "dbname="))
+
+
+def check_driver(where: str) -> None:
+    """At option time: fail with StoreDriverMissing, one line naming the extra to install,
+    if `where` needs a driver that is not installed (found without importing it)."""
+    if is_postgresql(where) and importlib.util.find_spec("psycopg") is None:
+        raise StoreDriverMissing(missing_driver_message())
+
+
 def open_store(where: str) -> ShareStore:
-    """`--share-store`: a postgresql:// URL, or a SQLite file path."""
-    if where.startswith(("postgresql://", "postgres://")) or where.startswith("dbname="):
+    """`--share-store`: a postgresql:// URL, or a SQLite file path. Without the driver a
+    PostgreSQL store fails with StoreDriverMissing (see check_driver)."""
+    if is_postgresql(where):
         return PostgresStore(where)
     return SQLiteStore(where)
