@@ -6,6 +6,8 @@ and the pool is never started here (that needs dockerd; see tests/integration/te
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from twisted.application.service import IServiceMaker
 from twisted.internet.testing import MemoryReactorClock
@@ -183,3 +185,10 @@ def test_two_nodes_on_one_host_differ_only_in_instance_and_listen(tmp_path):
         listeners.append({("tcp", p) for p, *_ in reactor.tcpServers} | {("unix", a) for a, *_ in reactor.unixServers})
         assert web_settings(options, {}).node == instance
     assert listeners[0].isdisjoint(listeners[1])
+
+
+def test_a_postgresql_store_without_its_driver_is_one_line_naming_the_extra(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if tmpnb[postgresql] were not installed
+    with pytest.raises(UsageError, match=r"^--share-store on PostgreSQL needs the psycopg driver: "
+                                                r"pip install 'tmpnb\[postgresql\]'$"):
+        Options().parseOptions(["--share-store", "postgresql://db.example/shares"])

@@ -46,6 +46,7 @@ from tmpnb.readiness import wait_ready
 from tmpnb.settings import container_spec, pool_config, restarts, web_settings
 from tmpnb.share import make_sharing
 from tmpnb.share.service import ShareSettings
+from tmpnb.share.store import StoreDriverMissing, check_driver
 from tmpnb.share.web import sharing_extension
 from tmpnb.waitingline import WaitingLine
 from tmpnb.web import make_resource
@@ -149,6 +150,10 @@ class Options(usage.Options):
         if self["proxy-api-listen"] is None:
             self["proxy-api-listen"] = default_proxy_api_listen(self["instance"], self["socket-root"])
         self["host-directories"] = tuple(d for d in self["host-directories"].split(",") if d)
+        try:  # one line naming the extra to install, not a traceback at start
+            check_driver(self["share-store"])
+        except StoreDriverMissing as e:
+            raise usage.UsageError(str(e)) from None
 
 
 def record_takers(reactor: Any, lifecycle_log: str | None, metrics: Metrics) -> RecordTakers:
