@@ -124,7 +124,7 @@ class Metrics:
         self.registry.register(_HealthCollector(health))
 
     def watch_proxy(self, proxy: Any) -> None:
-        """The embedded proxy (tmpnb.proxy.server.ReverseProxyFactory) and its counters."""
+        """The embedded proxy (tmpnb.proxy.factory.ReverseProxyFactory) and its counters."""
         self.registry.register(_ProxyCollector(proxy))
 
 
