@@ -40,6 +40,18 @@ def test_a_visitor_follows_the_redirect_and_runs_1_plus_1(server):
     assert run_one_plus_one(server.base, prefix, token) == "2"
 
 
+def test_tmpnb_run_serves_a_visitor_without_loading_tls(launch, server):
+    """`tmpnb run`, as tools/run and the Swarm stack start a node: no option names TLS, so
+    pyOpenSSL and cryptography stay out of the process (its memory: benchmarks/RESULTS.md,
+    footprint), and a visitor still gets a working kernel. Plain twistd loads them."""
+    node = launch("--pool-size=1", "--capacity=2", launcher="tmpnb-run")
+    node.wait_available(1)
+    prefix, token, _ = visit(node.base)
+    assert run_one_plus_one(node.base, prefix, token) == "2"
+    assert "/cryptography/" not in Path(f"/proc/{node.pid}/maps").read_text()
+    assert "/cryptography/" in Path(f"/proc/{server.pid}/maps").read_text()
+
+
 def test_two_visitors_get_different_containers(server):
     server.wait_available(2)
     first, first_token, _ = visit(server.base, "/spawn/tree")

@@ -113,6 +113,8 @@ class Tmpnb:
     host: str = "127.0.0.1"  # the public listener's loopback address (many nodes: 127.0.0.2, …)
     # twistd's own options, before "tmpnb"; with --logger the log goes to stdout, kept in log_path
     twistd_args: list[str] = field(default_factory=list)
+    # "twistd": `twistd -n tmpnb`; "tmpnb-run": `tmpnb run`, as tools/run and the Swarm stack start it
+    launcher: str = "twistd"
 
     @property
     def base(self) -> str:
@@ -131,10 +133,13 @@ class Tmpnb:
         os.makedirs(self.socket_root, exist_ok=True)
         self.log_path = os.path.join(self.socket_root, "twistd.log")
         self.lifecycle_log = self.lifecycle_log or os.path.join(self.socket_root, "lifecycle.jsonl")
-        to_stdout = any(a.startswith("--logger") for a in self.twistd_args)
+        # `tmpnb run` logs to stdout (tmpnb.logs.text_observer), as --logger does
+        to_stdout = self.launcher == "tmpnb-run" or any(a.startswith("--logger") for a in self.twistd_args)
+        command = ["-m", "tmpnb.cli", "run"] if self.launcher == "tmpnb-run" else [
+            "-c", "from twisted.scripts.twistd import run; run()",
+            "-n", "--pidfile=", *([] if to_stdout else [f"--logfile={self.log_path}"]), *self.twistd_args, "tmpnb"]
         argv = [
-            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-            "-n", "--pidfile=", *([] if to_stdout else [f"--logfile={self.log_path}"]), *self.twistd_args, "tmpnb",
+            sys.executable, *command,
             f"--instance={self.instance}", f"--socket-root={self.socket_root}",
             f"--listen=tcp:{self.port}:interface={self.host}",
             f"--proxy-api-listen=tcp:{self.proxy_api_port}:interface=127.0.0.1",
@@ -407,13 +412,15 @@ class Launcher:
         self.started: list[Tmpnb] = []
 
     def __call__(self, *args: str, env: dict | None = None, start: bool = True, port: int | None = None,
-                 twistd_args: Sequence[str] = (), host: str = "127.0.0.1", name: str = "") -> Tmpnb:
+                 twistd_args: Sequence[str] = (), host: str = "127.0.0.1", name: str = "",
+                 launcher: str = "twistd") -> Tmpnb:
         """A new server (started unless `start` is false), on `port` if given, else a free one,
         listening on `host`; `twistd_args` go to twistd itself (before "tmpnb"); `name` ends its
-        instance name (n1, n2 … of a federation)."""
+        instance name (n1, n2 … of a federation); `launcher` "tmpnb-run" starts it with `tmpnb run`."""
         server = Tmpnb(f"test-{self._prefix}-{secrets.token_hex(4)}" + (f"-{name}" if name else ""),
                        tempfile.mkdtemp(prefix="tnb" + self._prefix[:2], dir="/tmp"),
-                       [*self._server_args, *args], env or {}, twistd_args=list(twistd_args), host=host)
+                       [*self._server_args, *args], env or {}, twistd_args=list(twistd_args), host=host,
+                       launcher=launcher)
         if port is not None:
             server.port = port
         self.started.append(server)
