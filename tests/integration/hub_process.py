@@ -207,7 +207,11 @@ c.JupyterHub.internal_certs_location = {str(self.dir / "certs")!r}
         self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        log_path = getattr(self, "log_path", None)
+        if exc_type is not None and log_path is not None and log_path.exists():
+            # The hub's log holds its proxy's too (tmpnb-proxy is the hub's child): say what they saw.
+            print(f"--- hub log (the test failed: {exc_type.__name__}) ---\n{self.log_tail(120)}")
         self.close()
 
     # -- the hub's API, as the `tester` service ----------------------------------------------
