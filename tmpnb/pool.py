@@ -214,6 +214,10 @@ class Pool(Service):
         self._demand = waiting
         self.fill()
 
+    def pooled(self) -> int:
+        """Containers booted and waiting for a visitor now."""
+        return self._census.count("pooled")
+
     def room(self) -> int:
         """How many more visitors can get a container without a cull: those booted or on
         their way, and the room left within the capacity. None while the node drains."""
