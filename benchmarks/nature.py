@@ -84,6 +84,8 @@ def summary(outcomes: list[Outcome], seconds: float) -> dict[str, Any]:
         "lost": sum(o.lost for o in outcomes),
         "lost_because": dict(errors),
         "bounced": sum(o.bounced for o in outcomes),
+        "reconnects": sum(o.reconnects for o in outcomes),
+        "reconnect_errors": dict(Counter((o.last_reconnect_error or "")[:80] for o in outcomes if o.reconnects)),
         "waited": sum(o.waited and o.served for o in outcomes),
         "to_notebook": {kind: {"p50": percentile(times("to_notebook", w), 50), "p99": percentile(times("to_notebook", w), 99)}
                         for kind, w in (("pooled", False), ("waited", True))},

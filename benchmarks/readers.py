@@ -44,7 +44,8 @@ META_REFRESH = re.compile(
 )
 BROWSER_HEADERS = {"Accept": ["text/html,application/xhtml+xml"], "Sec-Fetch-Mode": ["navigate"],
                    "Sec-Fetch-Dest": ["document"]}
-MAX_HOPS = 400  # redirects and waiting-page refreshes before a reader gives up
+MAX_HOPS = 400
+RECONNECT_DELAYS = (1, 2, 4, 8, 16)  # then one last try  # redirects and waiting-page refreshes before a reader gives up
 
 
 # -- when readers arrive ------------------------------------------------------------------------
@@ -134,6 +135,8 @@ class Outcome:
     to_kernel: float | None = None  # the kernel started (POST api/kernels answered)
     to_channels: float | None = None  # its websocket open
     to_output: float | None = None  # the first cell's output came back
+    reconnects: int = 0  # kernel websocket attempts refused or dropped before one held
+    last_reconnect_error: str | None = None
     cells: int = 0  # cells run with the expected output, the slider move included
     slider: bool = False
     left: float | None = None
@@ -301,7 +304,7 @@ async def read_article(world: ReaderWorld, plan: ReaderPlan, outcome: Outcome,
         kernel = await _post_json(world, http, f"{base}api/kernels?token={token}", {"name": "python3"})
         outcome.to_kernel = clock.seconds() - start
         ws_url = base.replace("http", "ws", 1) + f"api/kernels/{kernel['id']}/channels?token={token}"
-        channels = await _within(world, world.open_channels(ws_url), "kernel channels")
+        channels = await open_channels(world, ws_url, outcome)
         outcome.to_channels = clock.seconds() - start
         hello = await _within(world, channels.send(execute_request(HELLO_CELL, channels.session)).done, "first cell")
         if hello.error or "Hello from Python" not in hello.stream or hello.result != "285":
@@ -334,6 +337,20 @@ async def read_article(world: ReaderWorld, plan: ReaderPlan, outcome: Outcome,
             channels.close()  # the tab closes: no more traffic from this reader
         outcome.left = clock.seconds() - start
     return outcome
+
+
+async def open_channels(world: ReaderWorld, ws_url: str, outcome: Outcome) -> KernelChannels:
+    """The kernel's channels, reconnecting as JupyterLab does when the server refuses or drops
+    the websocket (it tries again after 1, 2, 4, … seconds): a reader sees a "connecting"
+    badge, not an error, while a busy server comes round."""
+    for delay in RECONNECT_DELAYS:
+        try:
+            return await _within(world, world.open_channels(ws_url), "kernel channels")
+        except Exception as e:
+            outcome.reconnects += 1
+            outcome.last_reconnect_error = f"{type(e).__name__}: {_described(e)}"
+            await deferLater(world.clock, delay, lambda: None)
+    return await _within(world, world.open_channels(ws_url), "kernel channels")
 
 
 async def through_front_door(world: ReaderWorld, http: Any, outcome: Outcome) -> str | None:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 
@@ -203,11 +203,31 @@ def test_a_kernel_that_never_answers_loses_the_reader_after_the_step_timeout():
     world = ReaderWorld(clock=clock, http=None, new_http=lambda: StubTreq(door), open_channels=silent,
                         front_door="http://example.org/", timeout=30)
     d = Deferred.fromCoroutine(read_article(world, ReaderPlan(0, 0, 0), Outcome()))
+    for delay in (1, 2, 4, 8, 16):  # each attempt times out, then the next after a back-off
+        clock.advance(30)
+        clock.advance(delay)
     clock.advance(29)
     assert not d.called
     clock.advance(1)
     outcome = succeeded(d)
-    assert outcome.lost and "kernel channels: no answer within 30 s" in outcome.error
+    assert outcome.lost and outcome.reconnects == 5 and "kernel channels: no answer within 30 s" in outcome.error
+
+
+def test_a_refused_kernel_websocket_is_tried_again_as_jupyterlab_does():
+    clock, door, kernels = Clock(), FrontDoor(waits=0), []
+    healthy = world_of(door, clock, kernels)
+    refusals = [ConnectionRefusedError("busy"), ConnectionRefusedError("busy")]
+
+    def refusing_twice(url: str) -> Deferred:
+        return fail(refusals.pop()) if refusals else healthy.open_channels(url)
+
+    world = ReaderWorld(clock=clock, http=None, new_http=healthy.new_http, open_channels=refusing_twice,
+                        front_door=healthy.front_door, timeout=30)
+    d = Deferred.fromCoroutine(read_article(world, ReaderPlan(0, 0, 0), Outcome()))
+    clock.advance(1)
+    clock.advance(2)
+    outcome = succeeded(d)
+    assert outcome.served and outcome.slider and outcome.reconnects == 2
 
 
 def test_the_slider_prints_what_the_welcome_notebook_prints():
