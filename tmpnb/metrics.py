@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from twisted.internet.defer import Deferred
@@ -53,6 +53,9 @@ class Metrics:
         self.clock = clock
         self.registry = CollectorRegistry()
         r = self.registry
+        # The process's open fds and memory (process_open_fds, process_resident_memory_bytes):
+        # what creeps over a long day shows here first.
+        ProcessCollector(registry=r)
         self.handouts = Counter("tmpnb_handouts", "Containers handed to visitors.", registry=r)
         self.no_vacancy = Counter(
             "tmpnb_no_vacancy", "Visitors who asked for a container when none was ready.", registry=r
@@ -177,4 +180,5 @@ class _ProxyCollector(Collector):
                                 value=p.websockets)
         yield GaugeMetricFamily("tmpnb_proxy_connections_open", "Visitor connections to the embedded proxy.",
                                 value=p.connections)
+        yield GaugeMetricFamily("tmpnb_proxy_routes", "Routes in the embedded proxy's table.", value=len(p.routes))
 
