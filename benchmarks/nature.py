@@ -1,6 +1,7 @@
 """The Nature day, replayed: readers of an article arrive, read, run the welcome cells, leave.
 
     python benchmarks/nature.py --hosts 1 --minutes 5 --peak-rate 0.5          # one `twistd tmpnb`
+    python benchmarks/nature.py --hosts 3 --minutes 60 --peak-rate 2            # three hosts, Swarm
     python benchmarks/nature.py --front-door http://127.0.0.1:8000/ --minutes 2  # readers only
 
 Readers (benchmarks/readers.py) arrive as a Poisson stream that climbs, peaks and tails off;
@@ -12,7 +13,12 @@ Nothing is simulated on the node side: real tmpnb, real Docker, real notebook se
 With `--hosts 1` it starts one `twistd -n tmpnb` (its own instance and socket root, loopback
 ports), takes the resting state before (pooled containers, routes, socket directories, the
 process's open fds and memory), runs the day, waits until every reader's server is culled
-(`--cull-timeout`), and compares. With `--front-door` it only sends the readers (for a node or
+(`--cull-timeout`), and compares. With `--hosts 3` it builds three hosts on this machine as the swarm test does
+(tests/integration/swarm_hosts.py: network namespaces, a dockerd each, Docker Swarm), deploys
+deploy/stack.yml (a node on every host, the redirector in front), sends the readers from a
+namespace of their own through the redirector, checks every host the same way (its node's
+/metrics for routes, fds and memory; its dockerd for containers) and removes it all at the
+end (and before, after a crashed run). With `--front-door` it only sends the readers (for a node or
 a redirector started elsewhere; nothing is checked for leaks).
 
 Bounded: at most `--max-readers` readers, the day lasts `--minutes`, readers still reading
@@ -195,6 +201,113 @@ def one_host(options: argparse.Namespace, day: ArticleDay) -> dict[str, Any]:
         finish(client, server, options.logs)
 
 
+# -- three hosts: network namespaces with a dockerd each, Swarm, the redirector in front ---------
+
+STACK = "tnbsw"
+NODE_PORT = 8000
+NODE_ADMIN_PORT = 8002
+REDIRECTOR_PORT = 8080
+NODE_IMAGE = "tmpnb/node:nature"
+
+
+def metric_values(text: str) -> dict[str, float]:
+    """Prometheus text exposition → {"name{labels}": value} (comments skipped)."""
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, number = line.rpartition(" ")
+            values[name] = float(number)
+    return values
+
+
+def host_state(swarm_hosts: Any, client: Any, host: Any) -> dict[str, float]:
+    """What one host holds: its node's containers (Docker's own count), routes, socket
+    directories, the node process's fds and memory."""
+    metrics = metric_values(swarm_hosts.on(host.netns, "get-text", f"http://127.0.0.1:{NODE_ADMIN_PORT}/metrics"))
+    containers = client.containers.list(all=True, filters={"label": f"org.tmpnb.instance={host.name}"})
+    socket_dirs = swarm_hosts.SOCKET_ROOT / host.name
+    return {
+        "containers": len(containers),
+        "routes": metrics.get("tmpnb_proxy_routes", -1),
+        "socket_dirs": len(list(socket_dirs.iterdir())) if socket_dirs.exists() else 0,
+        "fds": metrics.get("process_open_fds", -1),
+        "memory_mib": round(metrics.get("process_resident_memory_bytes", 0) / 2**20, 1),
+    }
+
+
+def settled_hosts(swarm_hosts: Any, clients: dict, pool_size: int, timeout: float) -> dict[str, dict[str, float]]:
+    """Every node back at rest (its pool full, nothing handed out, the same figures twice in a
+    row two seconds apart); each host's state then."""
+    def at_rest() -> dict | None:
+        for host in swarm_hosts.HOSTS:
+            stats = swarm_hosts.client("get-json", f"http://{host.address}:{NODE_PORT}/api/stats")
+            if stats["available"] != pool_size or stats["total"] != pool_size:
+                return None
+        first = {h.name: host_state(swarm_hosts, clients[h.name], h) for h in swarm_hosts.HOSTS}
+        time.sleep(2)
+        second = {h.name: host_state(swarm_hosts, clients[h.name], h) for h in swarm_hosts.HOSTS}
+        same = all({k: v for k, v in first[n].items() if k != "memory_mib"}
+                   == {k: v for k, v in second[n].items() if k != "memory_mib"} for n in first)
+        return second if same else None
+
+    return swarm_hosts.wait_for(at_rest, timeout, "every node at rest", interval=2)
+
+
+def three_hosts(options: argparse.Namespace) -> dict[str, Any]:
+    """A day against three simulated hosts deployed by Swarm, readers in a namespace of their
+    own reaching them through the redirector; leaks and memory checked on every host."""
+    import docker
+    import swarm_hosts
+    from tmpnb.image.node import ensure_node_image
+
+    notebook_image = os.environ.get("TMPNB_TEST_IMAGE", "tmpnb/notebook:latest")
+    ensure_node_image(docker.from_env(timeout=600), NODE_IMAGE)
+    redirector = f"http://{swarm_hosts.HOSTS[0].address}:{REDIRECTOR_PORT}"
+    try:
+        swarm_hosts.setup()
+        swarm_hosts.load_images(notebook_image, NODE_IMAGE)
+        (swarm_hosts.ETC / "nodes").write_text(
+            "".join(f"http://{h.address}:{NODE_PORT}\n" for h in swarm_hosts.HOSTS))
+        node_args = [f"--cull-period={options.cull_period}", f"--max-waiting={options.capacity}",
+                     *options.tmpnb_arg]
+        swarm_hosts.deploy(REPO / "deploy" / "stack.yml", STACK, {
+            "TMPNB_NODE_IMAGE": NODE_IMAGE,
+            "TMPNB_IMAGE": notebook_image,
+            "TMPNB_DOCKER_SOCKET": str(swarm_hosts.RUN / "{{.Node.Hostname}}.sock"),
+            "TMPNB_SOCKET_ROOT": str(swarm_hosts.SOCKET_ROOT),
+            "TMPNB_NODES_DIR": str(swarm_hosts.ETC),
+            "TMPNB_NODE_PORT": str(NODE_PORT),
+            "TMPNB_NODE_ADMIN_PORT": str(NODE_ADMIN_PORT),
+            "TMPNB_REDIRECTOR_PORT": str(REDIRECTOR_PORT),
+            "TMPNB_HEALTH_PERIOD": "1",
+            "TMPNB_POOL_SIZE": str(options.pool_size),
+            "TMPNB_CAPACITY": str(options.capacity),
+            "TMPNB_CULL_TIMEOUT": str(options.cull_timeout),
+            "TMPNB_NODE_ARGS": " ".join(node_args),
+        })
+        clients = {h.name: docker.DockerClient(base_url=h.docker_url, timeout=120) for h in swarm_hosts.HOSTS}
+        before = settled_hosts(swarm_hosts, clients, options.pool_size, timeout=600)
+        print(f"resting before: {before}; readers → {redirector}/", flush=True)
+        readers = swarm_hosts.sh(
+            "nsenter", f"--net=/var/run/netns/{swarm_hosts.CLIENT_NS}", sys.executable, str(Path(__file__)),
+            "--front-door", f"{redirector}/", "--minutes", str(options.minutes), "--peak-rate", str(options.peak_rate),
+            "--max-readers", str(options.max_readers), "--think", str(options.think), "--linger", str(options.linger),
+            "--grace", str(options.grace), "--step-timeout", str(options.step_timeout), "--seed", str(options.seed),
+            timeout=options.minutes * 60 + options.grace + 600, check=False)
+        sys.stderr.write(readers.stderr[-4000:])
+        result = json.loads(readers.stdout.strip().splitlines()[-1])
+        after = settled_hosts(swarm_hosts, clients, options.pool_size, timeout=options.cull_timeout * 3 + 600)
+        result["leaked"] = {key: sum(after[h][key] - before[h][key] for h in before)
+                            for key in ("containers", "routes", "socket_dirs", "fds")}
+        result["memory_mib"] = {h: {"before": before[h]["memory_mib"], "after": after[h]["memory_mib"],
+                                    "growth": round((after[h]["memory_mib"] - before[h]["memory_mib"])
+                                                    / before[h]["memory_mib"], 3)} for h in before}
+        result["hosts"] = {"before": before, "after": after}
+        return result
+    finally:
+        swarm_hosts.teardown()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hosts", type=int, default=1, help="1: one twistd tmpnb started here")
@@ -223,8 +336,10 @@ def main(argv: list[str] | None = None) -> int:
         result = summary(outcomes, seconds)
     elif options.hosts == 1:
         result = one_host(options, day)
+    elif options.hosts == 3:
+        result = three_hosts(options)
     else:
-        parser.error("--hosts 3 runs in the swarm set-up (not in this version): use --hosts 1 or --front-door")
+        parser.error("--hosts is 1 (one twistd tmpnb) or 3 (three simulated hosts under Swarm)")
     result["load"] = os.getloadavg()
     print(json.dumps(result))
     return 0 if result["lost"] == 0 and not any(result.get("leaked", {}).values()) else 1
