@@ -48,6 +48,7 @@ from tmpnb.share import make_sharing
 from tmpnb.share.service import ShareSettings
 from tmpnb.share.store import StoreDriverMissing, check_driver
 from tmpnb.share.web import sharing_extension
+from tmpnb.slices import Slicer
 from tmpnb.waitingline import WaitingLine
 from tmpnb.web import make_resource
 from tmpnb.web.paths import below_from_redirect_uri
@@ -213,7 +214,9 @@ def _proxy_api(reactor: Any, options: Options, environ: dict[str, str]) -> tuple
     if options["proxy-api-url"]:
         return make_chp_client(reactor, options["proxy-api-url"], environ[PROXY_TOKEN_VARIABLE]), None
     routes = RouteTable(reactor)
-    return InProcessProxyAPI(routes), routes
+    # Its listing (every heartbeat) renders the routes in stretches: thousands at once would
+    # hold up every visitor (tmpnb/slices.py).
+    return InProcessProxyAPI(routes, Slicer(reactor)), routes
 
 
 def _pool(reactor: Any, options: Options, spec: ContainerSpec, docker: ObservedDocker, proxy: ObservedProxy,

@@ -140,7 +140,12 @@ class RouteTable:
             if cutoff is None or route.last_activity < cutoff
         }
 
+    def paths(self) -> list[str]:
+        """Every route's path, as a list (a snapshot: the table may change after)."""
+        return list(self._routes)
+
     def last_activity(self, path: str) -> float | None:
+
         """A route's last activity as a timestamp of the injected clock."""
         route = self._routes.get(normalize_route_path(path))
         return None if route is None else route.last_activity / 1000
