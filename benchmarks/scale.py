@@ -45,6 +45,7 @@ from twisted.web.test.requesthelper import DummyRequest  # noqa: E402
 
 from tests.scalerig import ScaleRig, SliceClock, build_scale  # noqa: E402
 from tmpnb import sockets  # noqa: E402
+from tmpnb.collector import freeze_startup_objects  # noqa: E402
 from tmpnb.redirector.metrics import Metrics as RedirectorMetrics  # noqa: E402
 from tmpnb.redirector.nodes import NodeTable  # noqa: E402
 from tmpnb.redirector.web import Redirector  # noqa: E402
@@ -79,17 +80,19 @@ def grow(rig: ScaleRig, tracked: int) -> list[float]:
     return timings
 
 
-def sweep(rig: ScaleRig) -> dict[str, Any]:
-    """One heartbeat, started as the LoopingCall would start it (a reactor call): its CPU,
-    the reactor calls it took and the longest of them."""
+def heartbeat(rig: ScaleRig, after: float) -> dict[str, Any]:
+    """The LoopingCall's next heartbeat, `after` seconds from now: its CPU (the simulated
+    engine's left out), the reactor calls it took and the longest of them."""
     clock = rig.clock
+    asked = rig.servers.asked
+    until = clock.seconds() + after - 0.001
+    while clock.seconds() < until:  # in steps, so the heartbeats before come in their time
+        clock.advance(min(rig.config.cull_period / 2, until - clock.seconds()))
     clock.reset_slices()
-    done: list[Any] = []
-    clock.callLater(0, lambda: rig.pool.sweep().addBoth(done.append))
-    while not done:
-        clock.advance(0)
+    clock.advance(0.001)
+    clock.run_until_idle()
     return {"cpu": clock.cpu_run, "slices": clock.slices_run, "longest": clock.longest.cpu,
-            "longest_in": clock.longest.what}
+            "longest_in": clock.longest.what, "asked": rig.servers.asked - asked}
 
 
 def render_stats(rig: ScaleRig) -> tuple[float, dict]:
@@ -147,22 +150,10 @@ def redirector_choosing() -> dict[str, float]:
     return {"choose": choose, "stats": (cpu() - began) / RENDERS}
 
 
-def cull_all(rig: ScaleRig) -> dict[str, Any]:
-    """Every visitor leaves: one heartbeat after --cull-timeout culls them all. Its CPU and
-    longest call, then what is left (should be the pool's alone)."""
-    clock = rig.clock
-    clock.advance(rig.config.cull_timeout - rig.config.cull_period)
-    clock.reset_slices()
-    clock.advance(rig.config.cull_period)  # the LoopingCall's heartbeat comes
-    swept = {"cpu": clock.cpu_run, "slices": clock.slices_run, "longest": clock.longest.cpu,
-             "longest_in": clock.longest.what}
-    while clock.pending() and rig.handed_out_now():
-        clock.advance(0.01)
-    rig.turn()
+def left_after_cull(rig: ScaleRig) -> dict[str, int]:
     stats = rig.pool.stats()
-    swept["left"] = {"routes": len(rig.routes), "containers": len(rig.docker.running()),
-                     "machines": stats["total"], "handed_out": rig.handed_out_now()}
-    return swept
+    return {"routes": len(rig.routes), "containers": len(rig.docker.running()), "machines": stats["total"],
+            "handed_out": rig.handed_out_now()}
 
 
 def status_round(n: int) -> dict[str, Any]:
@@ -226,28 +217,6 @@ asyncio.run(main())
 """
 
 
-def memory(n: int) -> dict[str, float]:
-    """Bytes per tracked container at N: tracemalloc's count of what stays allocated by tmpnb,
-    Twisted, automat and the rest of the control plane (frames in tests/ are the simulated
-    engine's, left out) over the last MARGINAL containers handed out on the way to N (tracing
-    the whole way to 20,000 takes minutes); and the RSS growth from nothing to N, / N (the
-    simulated engine's records included: an upper bound)."""
-    gc.collect()
-    rss_before = rss()
-    rig = build_scale(capacity=n + 10)
-    last = min(n, MARGINAL)
-    rig.grow(n - last)
-    gc.collect()
-    tracemalloc.start()
-    base = _traced()
-    rig.grow(n)
-    gc.collect()
-    grown = _traced()
-    tracemalloc.stop()
-    rss_after = rss()
-    return {"traced": (grown - base) / last, "rss": (rss_after - rss_before) / n}
-
-
 def _traced() -> int:
     snapshot = tracemalloc.take_snapshot().filter_traces(
         [tracemalloc.Filter(False, str(REPO / "tests") + "/*"), tracemalloc.Filter(False, tracemalloc.__file__)]
@@ -261,37 +230,68 @@ def rss() -> int:
 
 
 def measure(n: int, with_memory: bool) -> dict[str, Any]:
+    """One rig at N. Memory: tracemalloc's count of what stays allocated by tmpnb, Twisted,
+    automat and the rest of the control plane (frames in tests/ are the simulated engine's,
+    left out) over MARGINAL containers handed out just before the timed ones (tracing all
+    the way to 20,000 takes minutes); and the RSS growth from nothing to N, / N (the
+    simulated engine's records included: an upper bound)."""
     wall = time.monotonic()
+    gc.collect()
+    rss_before = rss()
     rig = build_scale(capacity=n + 10)
+    freeze_startup_objects()  # as `twistd tmpnb` does once the reactor runs
+    traced = None
+    if with_memory:
+        last = min(n - HANDOUTS_TIMED, MARGINAL)
+        rig.grow(n - HANDOUTS_TIMED - last)
+        gc.collect()
+        tracemalloc.start()
+        base = _traced()
+        rig.grow(n - HANDOUTS_TIMED)
+        gc.collect()
+        traced = (_traced() - base) / last
+        tracemalloc.stop()
     handouts = grow(rig, n)
+    rss_per = (rss() - rss_before) / n
     assert rig.handed_out_now() == n and len(rig.routes) == n
-    beat = min((sweep(rig) for _ in range(2)), key=lambda s: s["cpu"])
     stats_time, stats = render_stats(rig)
     metrics_time = render_metrics(rig)
     lookup = route_lookups(rig)
-    culled = cull_all(rig)
+    # The LoopingCall's heartbeats, every cull_period from the start (the visitors were all
+    # handed out at the start: the clock stood still while they came).
+    period = rig.config.cull_period
+    rig.clock.advance(period - 1)
+    for container_id in rig.handed:  # every visitor did something a second ago
+        rig.routes.touch(f"/user/{container_id}")
+    active = heartbeat(rig, 1)
+    idle = heartbeat(rig, period)  # nothing since: each server asked, each goes idle
+    still_idle = heartbeat(rig, period)  # asked again, nothing to change
+    began = cpu()
+    gc.collect()
+    gc_pause = cpu() - began
+    # Everyone leaves: the heartbeat after --cull-timeout culls them all.
+    culled = heartbeat(rig, rig.config.cull_timeout - 2 * period)
+    left = left_after_cull(rig)
     result = {
         "tracked": n,
         "handout_cpu_p50": statistics.median(handouts),
         "handout_cpu_max": max(handouts),
-        "heartbeat_cpu": beat["cpu"],
-        "heartbeat_longest": beat["longest"],
-        "heartbeat_longest_in": beat["longest_in"],
-        "heartbeat_slices": beat["slices"],
+        "heartbeat_active": active,
+        "heartbeat_idle": idle,
+        "heartbeat_still_idle": still_idle,
+        "gc_full_pause": gc_pause,
         "stats_render": stats_time,
         "metrics_render": metrics_time,
         "route_lookup": lookup,
-        "cull_all_cpu": culled["cpu"],
-        "cull_all_longest": culled["longest"],
-        "cull_all_longest_in": culled["longest_in"],
-        "left_after_cull": culled["left"],
+        "cull_all": culled,
+        "left_after_cull": left,
         "stats_total": stats["total"],
+        "memory": {"traced": traced, "rss": rss_per},
     }
     del rig
+    gc.unfreeze()
     gc.collect()
     result["status_round"] = status_round(n)
-    if with_memory:
-        result["memory"] = memory(n)
     result["wall"] = time.monotonic() - wall
     return result
 
@@ -319,24 +319,35 @@ def main() -> None:
     choosing = redirector_choosing()
 
     print()
-    print("| tracked | hand-out CPU p50 / max (ms) | heartbeat CPU (ms) | its longest call (ms) | status round CPU"
-          " (ms) / wall (s) / longest call (ms) | /api/stats (ms) | /metrics (ms) | route lookup (µs) |"
-          " cull all: CPU (ms) / longest call (ms) | memory / container (KiB, traced / RSS) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| tracked | hand-out CPU p50 / max (ms) | /api/stats (ms) | /metrics (ms) | route lookup + touch (µs) |"
+          " full GC pause (ms) | memory / container (KiB: traced / RSS) |")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
-        sr, mem = r["status_round"], r.get("memory")
-        memory_cell = f"{mem['traced'] / 1024:.2f} / {mem['rss'] / 1024:.2f}" if mem else "—"
-        print(f"| {r['tracked']} | {ms(r['handout_cpu_p50'])} / {ms(r['handout_cpu_max'])} | {ms(r['heartbeat_cpu'])}"
-              f" | {ms(r['heartbeat_longest'])} ({r['heartbeat_slices']} calls) | {ms(sr['cpu'])} / {sr['wall']:.1f} /"
-              f" {ms(sr['longest'])} | {ms(r['stats_render'])} | {ms(r['metrics_render'])} | {us(r['route_lookup'])}"
-              f" | {ms(r['cull_all_cpu'])} / {ms(r['cull_all_longest'])} | {memory_cell} |")
+        mem = r["memory"]
+        traced = "—" if mem["traced"] is None else f"{mem['traced'] / 1024:.2f}"
+        print(f"| {r['tracked']} | {ms(r['handout_cpu_p50'])} / {ms(r['handout_cpu_max'])} | {ms(r['stats_render'])}"
+              f" | {ms(r['metrics_render'])} | {us(r['route_lookup'])} | {ms(r['gc_full_pause'])}"
+              f" | {traced} / {mem['rss'] / 1024:.2f} |")
+    print()
+    print("| tracked | heartbeat, all active: CPU / longest call (ms) | all idle, every server asked (simulated round)"
+          " | still idle | real status round: CPU (ms) / wall (s) / longest call (ms) | worst heartbeat: all idle +"
+          " real round (ms) | cull all: CPU / longest call (ms) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        a, i, s2, c, sr = (r["heartbeat_active"], r["heartbeat_idle"], r["heartbeat_still_idle"], r["cull_all"],
+                           r["status_round"])
+        print(f"| {r['tracked']} | {ms(a['cpu'])} / {ms(a['longest'])} | {ms(i['cpu'])} / {ms(i['longest'])}"
+              f" | {ms(s2['cpu'])} / {ms(s2['longest'])} | {ms(sr['cpu'])} / {sr['wall']:.1f} / {ms(sr['longest'])}"
+              f" | {ms(i['cpu'] + sr['cpu'])} | {ms(c['cpu'])} / {ms(c['longest'])} |")
     print()
     print("per tracked container:")
     for r in results:
         n = r["tracked"]
-        print(f"  {n}: heartbeat {us(r['heartbeat_cpu'] / n)} µs, status round {us(r['status_round']['cpu'] / n)} µs,"
-              f" cull {us(r['cull_all_cpu'] / n)} µs; longest heartbeat call in {r['heartbeat_longest_in']},"
-              f" longest cull call in {r['cull_all_longest_in']}; left after culling all: {r['left_after_cull']}")
+        a, i, c, sr = r["heartbeat_active"], r["heartbeat_idle"], r["cull_all"], r["status_round"]
+        print(f"  {n}: heartbeat {us(a['cpu'] / n)} µs active ({a['asked']} asked), {us(i['cpu'] / n)} µs idle"
+              f" ({i['asked']} asked) + status round {us(sr['cpu'] / n)} µs; cull {us(c['cpu'] / n)} µs;"
+              f" GC {us(r['gc_full_pause'] / n)} µs; longest calls in {a['longest_in']}, {i['longest_in']},"
+              f" {c['longest_in']}; left after culling all: {r['left_after_cull']}")
     print(f"redirector over {NODES} nodes: choosing a node {us(choosing['choose'])} µs, its stats {ms(choosing['stats'])} ms")
     print(json.dumps({"simulated": SIMULATED, "sizes": results, "redirector": {"nodes": NODES, **choosing},
                       "load": os.getloadavg()}))

@@ -214,6 +214,7 @@ class ScaleServers(FakeServers):
         super().__init__(docker)
         self.readiness_waits = 0
         self.status_rounds = 0
+        self.asked = 0  # servers asked for their status, every round's
 
     def _status(self, container_id: str, token: str) -> dict[str, Any] | Exception:
         running = self.docker.running_one(container_id)
@@ -247,6 +248,7 @@ class ScaleServers(FakeServers):
 
     def ask_statuses(self, asks: Sequence[StatusAsk]) -> Deferred[StatusAnswers]:
         self.status_rounds += 1
+        self.asked += len(asks)
         d: Deferred[StatusAnswers] = Deferred()
         asks = list(asks)
 

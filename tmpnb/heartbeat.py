@@ -28,7 +28,15 @@ from twisted.python.failure import Failure
 from tmpnb import sockets
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.faults import log_fault
-from tmpnb.judging import changes_anything, latest_activity, routes_by_container, stray_routes, verdict
+from tmpnb.judging import (
+    Active,
+    changes_anything,
+    latest_activity,
+    routes_by_container,
+    settled_without_status,
+    stray_routes,
+    verdict,
+)
 from tmpnb.slices import Slicer
 from tmpnb.states import ContainerInputs, DockerOps, RouteOps
 from tmpnb.statusround import StatusAnswers, StatusAsk
@@ -158,8 +166,32 @@ class Heartbeat:
         handed = [cid for cid in handed if cid in still]
         if not handed:
             return 0, 0.0
+        judging, judged_cpu = time.thread_time(), 0.0
+        now = self._clock.seconds()
+        unsure: list[str] = []  # those whose server's own activity could change the verdict
+
+        def judge_on_what_is_known(container_id: str) -> None:
+            machine = flock.machine(container_id)
+            if machine is None:  # removed meanwhile
+                return
+            seen = machine.describe()
+            known = settled_without_status(seen, routes_of.get(container_id), now, self._config)
+            if known is None:
+                unsure.append(container_id)
+                return
+            if isinstance(known, Active) and known.when > (seen["last_activity"] or 0):
+                flock.saw_activity(container_id, known.when)
+            if changes_anything(seen, known):
+                known.apply(machine)
+
+        # A stop meanwhile culls every machine itself: the rest need no verdict.
+        if not await self._slicer.each(handed, judge_on_what_is_known, go_on=lambda: flock.running):
+            return len(handed), time.thread_time() - judging
+        judged_cpu = time.thread_time() - judging
+        if not unsure:
+            return len(handed), judged_cpu
         statuses = await server_statuses(
-            self._ask_statuses, self._spec, {cid: flock.token(cid) for cid in handed}, self._slicer
+            self._ask_statuses, self._spec, {cid: flock.token(cid) for cid in unsure}, self._slicer
         )
         judging = time.thread_time()
         now = self._clock.seconds()
@@ -176,9 +208,8 @@ class Heartbeat:
             if changes_anything(seen, judged):
                 judged.apply(machine)
 
-        # A stop meanwhile culls every machine itself: the rest need no verdict.
-        await self._slicer.each(handed, judge, go_on=lambda: flock.running)
-        return len(handed), time.thread_time() - judging
+        await self._slicer.each(unsure, judge, go_on=lambda: flock.running)
+        return len(handed), judged_cpu + time.thread_time() - judging
 
     async def _reconcile_routes(
         self, routes: dict[str, dict], routes_of: dict[str, dict], handed: list[str]

@@ -30,6 +30,7 @@ from tmpnb import sockets
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.dockerapi import DockerTimeout, DockerUnavailable, LaunchRequest, container_name
 from tmpnb.faults import log_fault
+from tmpnb.transitions import index_transitions
 
 log = Logger()
 
@@ -696,6 +697,7 @@ for _state in (booting, idle, culled):  # the data states
     answers_describe_with(_state)
 
 ContainerMachine = builder.build()
+index_transitions(ContainerMachine)  # a dict probe per input, not a scan of ≈80 (tmpnb/transitions.py)
 
 
 def new_machine(core: ContainerCore) -> ContainerInputs:
