@@ -26,7 +26,6 @@ import gc
 import json
 import os
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -40,12 +39,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from prometheus_client import generate_latest  # noqa: E402
+from twisted.logger import globalLogBeginner  # noqa: E402
 from twisted.web.resource import getChildForRequest  # noqa: E402
 from twisted.web.test.requesthelper import DummyRequest  # noqa: E402
 
 from tests.scalerig import ScaleRig, SliceClock, build_scale  # noqa: E402
 from tmpnb import sockets  # noqa: E402
 from tmpnb.collector import freeze_startup_objects  # noqa: E402
+from tmpnb.config import ContainerSpec  # noqa: E402
+from tmpnb.logs import json_observer  # noqa: E402
 from tmpnb.redirector.metrics import Metrics as RedirectorMetrics  # noqa: E402
 from tmpnb.redirector.nodes import NodeTable  # noqa: E402
 from tmpnb.redirector.web import Redirector  # noqa: E402
@@ -193,9 +195,7 @@ def status_round(n: int) -> dict[str, Any]:
             server.wait()
 
 
-def build_spec(root: str) -> Any:
-    from tmpnb.config import ContainerSpec
-
+def build_spec(root: str) -> ContainerSpec:
     return ContainerSpec(instance="scale", socket_root=root)
 
 
@@ -309,6 +309,8 @@ def main() -> None:
     parser.add_argument("sizes", nargs="*", type=int, default=[1000, 5000, 20000])
     parser.add_argument("--no-memory", action="store_true", help="skip the tracemalloc pass")
     args = parser.parse_args()
+    # As under twistd: every event to a JSON-lines observer (tmpnb/logs.py), here into /dev/null.
+    globalLogBeginner.beginLoggingTo([json_observer(open(os.devnull, "w"))], redirectStandardIO=False)
     print(f"simulated: {SIMULATED}; everything else is tmpnb's own code", flush=True)
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}", flush=True)
     results = []

@@ -4,7 +4,7 @@ benchmarks/scale.py and tests/test_scale.py.
 Real: the Pool and its machines, the waiting line and the web's HandOut, the heartbeat, the
 route table (in-process proxy API), the lifecycle recorder feeding Metrics, /api/stats and
 /metrics. Simulated: Docker (`ScaleDocker`: FakeDocker with its lookups indexed, every call
-answered at once) and the notebook servers (`ScaleServers`: a readiness wait is answered
+answered at once, on the next reactor turn, as one done in the Docker thread pool) and the notebook servers (`ScaleServers`: a readiness wait is answered
 on the next reactor turn, a status round on the next turn with every server's answer).
 
 `SliceClock` is the reactor's time: a Clock whose pending calls sit in a heap (Twisted's
@@ -12,18 +12,18 @@ Clock sorts its whole list at every callLater, which at 20,000 containers would 
 simulation's own cost) and which measures the thread CPU time of every call it runs: one
 call is one uninterrupted stretch of the reactor, what a visitor's request waits behind.
 
-    rig = build_scale(capacity=1000)
+    rig = build_scale(capacity=1010)  # 10 pooled besides
     rig.grow(1000)          # 1000 visitors handed a container each, through the line
-    rig.clock.advance(...)  # time passes; slices are in rig.clock.slices
+    rig.clock.advance(...)  # time passes; rig.clock.longest, .long_slices: the calls it ran
 """
 
 from __future__ import annotations
 
 import heapq
-from contextlib import contextmanager
 import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,8 +34,7 @@ from twisted.internet.task import Clock
 
 from tests.fakedocker import FakeContainer, FakeDocker, FakeDockerError, FakeServers, iso
 from tmpnb.config import ContainerSpec, PoolConfig
-from tmpnb import sockets
-from tmpnb.dockerapi import CREATED_LABEL, ContainerRecord, ID_LABEL, INSTANCE_LABEL, TOKEN_LABEL, LaunchRequest, container_name
+from tmpnb.dockerapi import CREATED_LABEL, ID_LABEL, INSTANCE_LABEL, TOKEN_LABEL, LaunchRequest, container_name
 from tmpnb.lifecycle import LifecycleRecorder
 from tmpnb.metrics import Metrics
 from tmpnb.pool import Pool
