@@ -91,10 +91,12 @@ def heartbeat(rig: ScaleRig, after: float) -> dict[str, Any]:
     while clock.seconds() < until:  # in steps, so the heartbeats before come in their time
         clock.advance(min(rig.config.cull_period / 2, until - clock.seconds()))
     clock.reset_slices()
+    full = gc.get_stats()[2]["collections"]
     clock.advance(0.001)
     clock.run_until_idle()
     return {"cpu": clock.cpu_run, "slices": clock.slices_run, "longest": clock.longest.cpu,
-            "longest_in": clock.longest.what, "asked": rig.servers.asked - asked}
+            "longest_in": clock.longest.what, "asked": rig.servers.asked - asked,
+            "full_collections": gc.get_stats()[2]["collections"] - full}
 
 
 def render_stats(rig: ScaleRig) -> tuple[float, dict]:
@@ -348,7 +350,9 @@ def main() -> None:
         a, i, c, sr = r["heartbeat_active"], r["heartbeat_idle"], r["cull_all"], r["status_round"]
         print(f"  {n}: heartbeat {us(a['cpu'] / n)} µs active ({a['asked']} asked), {us(i['cpu'] / n)} µs idle"
               f" ({i['asked']} asked) + status round {us(sr['cpu'] / n)} µs; cull {us(c['cpu'] / n)} µs;"
-              f" GC {us(r['gc_full_pause'] / n)} µs; longest calls in {a['longest_in']}, {i['longest_in']},"
+              f" GC {us(r['gc_full_pause'] / n)} µs (full collections during the heartbeats active / idle / still idle"
+              f" / culling: {a['full_collections']} / {i['full_collections']} /"
+              f" {r['heartbeat_still_idle']['full_collections']} / {c['full_collections']}); longest calls in {a['longest_in']}, {i['longest_in']},"
               f" {c['longest_in']}; left after culling all: {r['left_after_cull']}")
     print(f"redirector over {NODES} nodes: choosing a node {us(choosing['choose'])} µs, its stats {ms(choosing['stats'])} ms")
     print(json.dumps({"simulated": SIMULATED, "sizes": results, "redirector": {"nodes": NODES, **choosing},
