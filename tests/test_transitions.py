@@ -1,4 +1,4 @@
-"""The container machine's transitions found by a dict probe answer exactly what automat's own
+"""The container and ticket machines' transitions found by a dict probe answer exactly what automat's own
 scan answers, for every state and input (tmpnb/transitions.py)."""
 
 from __future__ import annotations
@@ -8,15 +8,13 @@ from automat import NoTransition
 from automat._core import Automaton
 
 from tmpnb.states import ContainerMachine
+from tmpnb.tickets import TicketMachine
 from tmpnb.transitions import index_transitions
 
 
-def automaton() -> Automaton:
-    return ContainerMachine.__automat_automaton__
-
-
-def test_every_transition_is_found_as_automat_finds_it() -> None:
-    a = automaton()
+@pytest.mark.parametrize("machine", [ContainerMachine, TicketMachine], ids=["container", "ticket"])
+def test_every_transition_is_found_as_automat_finds_it(machine) -> None:
+    a = machine.__automat_automaton__
     assert "outputForInput" in vars(a)  # the index is in front of automat's scan
     states = {t[0] for t in a._transitions} | {t[2] for t in a._transitions}
     symbols = {t[1] for t in a._transitions}
