@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from tests.builders import build_line, build_pool
 from tests.results import pending, succeeded
 from tmpnb.config import PoolConfig
-from tmpnb.judging import Active, Cull, Idle, changes_anything
+from tmpnb.judging import Active, Cull, Idle, changes_anything, settled_without_status
 from tmpnb.proxy.routes import RouteTable
 from tmpnb.proxyapi import InProcessProxyAPI
 from tmpnb.slices import LARGE, Slicer
@@ -178,3 +178,29 @@ def test_a_route_removed_while_listing_is_left_out() -> None:
     run(clock, d)
     listed = succeeded(d)
     assert "/user/c19" not in listed and len(listed) == 19
+
+
+def test_a_server_is_asked_only_when_its_answer_could_change_the_verdict() -> None:
+    config = PoolConfig(pool_size=1, capacity=5, refill_delay=0.0, cull_period=10.0, cull_timeout=60.0,
+                        cull_max=300.0)
+    known = {"assigned_at": 100.0, "last_activity": 100.0, "route_added_at": 100.0}
+    assert settled_without_status(known, None, 105.0, config) == Active(100.0)  # active: nothing to ask
+    assert settled_without_status(known, None, 110.0, config) is None  # a period without: ask
+    assert settled_without_status(known, None, 400.0, config) == Cull("too old: assigned 300s ago")
+    route = {"last_activity": "1970-01-01T00:01:48.000Z"}  # the visitor, at 108 (after the route's slack)
+    assert settled_without_status(known, route, 115.0, config) == Active(108.0)
+
+    rig = build_pool(config)
+    line = build_line(rig, max_waiting=2)
+    rig.pool.startService()
+    rig.answer_all()
+    busy = line.take("").claim().container_id
+    rig.answer_all()
+    quiet = line.take("").claim().container_id
+    rig.answer_all()
+    rig.clock.advance(9)
+    rig.routes.touch(f"/user/{busy}")  # the busy visitor did something just now
+    rig.clock.advance(1)  # the heartbeat
+    assert rig.servers.status_asked == [quiet]
+    states = {c["container"]: c["state"] for c in rig.pool.containers()}
+    assert states[busy] == "assigned" and states[quiet] == "idle"
