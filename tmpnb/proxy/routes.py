@@ -149,7 +149,6 @@ class RouteTable:
         return list(self._routes)
 
     def last_activity(self, path: str) -> float | None:
-
         """A route's last activity as a timestamp of the injected clock."""
         route = self._routes.get(normalize_route_path(path))
         return None if route is None else route.last_activity / 1000
