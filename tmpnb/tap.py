@@ -27,6 +27,7 @@ from twisted.web.server import Site
 
 from tmpnb.admin import AdminResource
 from tmpnb.assignments import AssignmentMarks, assigned_dir
+from tmpnb.collector import freeze_startup_objects
 from tmpnb.config import DEFAULT_COMMAND, DEFAULT_IMAGE, ContainerSpec, PoolConfig
 from tmpnb.dockerapi import DockerAPI, docker_client_factory, make_docker_threadpool
 from tmpnb.endpoints import default_proxy_api_listen, orchestrator_endpoint
@@ -48,6 +49,7 @@ from tmpnb.share import make_sharing
 from tmpnb.share.service import ShareSettings
 from tmpnb.share.store import StoreDriverMissing, check_driver
 from tmpnb.share.web import sharing_extension
+from tmpnb.slices import Slicer
 from tmpnb.waitingline import WaitingLine
 from tmpnb.web import make_resource
 from tmpnb.web.paths import below_from_redirect_uri
@@ -200,6 +202,8 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     if options["admin-port"]:
         _admin(reactor, options, environ, pool, health, metrics, sharing).setServiceParent(top)
     _named(health_checks(reactor, docker, proxy, health), "health-check").setServiceParent(top)
+    # What exists once everything is built is never garbage: out of every full collection.
+    reactor.callWhenRunning(freeze_startup_objects)
     return top
 
 
@@ -213,7 +217,9 @@ def _proxy_api(reactor: Any, options: Options, environ: dict[str, str]) -> tuple
     if options["proxy-api-url"]:
         return make_chp_client(reactor, options["proxy-api-url"], environ[PROXY_TOKEN_VARIABLE]), None
     routes = RouteTable(reactor)
-    return InProcessProxyAPI(routes), routes
+    # Its listing (every heartbeat) renders the routes in stretches: thousands at once would
+    # hold up every visitor (tmpnb/slices.py).
+    return InProcessProxyAPI(routes, Slicer(reactor)), routes
 
 
 def _pool(reactor: Any, options: Options, spec: ContainerSpec, docker: ObservedDocker, proxy: ObservedProxy,
