@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
+import websocket
 
 from tmpnb_process import Tmpnb, auth, call, container_id_of, execute, run_one_plus_one, start_kernel, visit
 
@@ -221,6 +222,29 @@ def test_a_second_visitor_is_unaffected(server, hostile):
     assert home > 120 * MiB and tmp > 60 * MiB and shm > 60 * MiB
     assert save(server, prefix, token, "Mine.ipynb").status == 201
     assert run_one_plus_one(server.base, prefix, token) == "2"
+
+
+def test_terminals_and_widgets_work_in_the_confined_container(server):
+    prefix, token, _ = visit(server.base, "/spawn/tree")
+    kernel = start_kernel(server.base, prefix, token)
+    widget = "import ipywidgets as w; s = w.IntSlider(3); s.value += 1; s.value"
+    assert execute(server.base, prefix, token, kernel, widget) == "4"
+
+    terminal = call(server.base, "POST", prefix + "api/terminals", b"{}", auth(token))
+    assert terminal.status == 200, terminal.body[:300]
+    url = server.base.replace("http://", "ws://") + f"{prefix}terminals/websocket/{terminal.json()['name']}?token={token}"
+    ws = websocket.create_connection(url, timeout=30)
+    try:
+        ws.send(json.dumps(["stdin", "echo from-terminal > ~/t.txt; echo $((6*7))-$(cat ~/t.txt); touch /usr/t\r"]))
+        seen = ""
+        while "42-from-terminal" not in seen or "Read-only file system" not in seen:
+            message = json.loads(ws.recv())
+            if message[0] == "stdout":
+                seen += message[1]
+    finally:
+        ws.close()
+    saved = call(server.base, "GET", prefix + "api/contents/t.txt", headers=auth(token)).json()
+    assert saved["content"] == "from-terminal\n"
 
 
 def size_of(path: str) -> int:
