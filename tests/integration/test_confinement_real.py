@@ -74,8 +74,10 @@ def shared_data() -> Iterator[str]:
 def server(launch, shared_data) -> Tmpnb:
     # The defaults a public service runs with: 512m memory, home 128m, /tmp 64m, /dev/shm 64m,
     # 1024 open files, a 1m log.
-    tmpnb = launch("--pool-size=2", "--capacity=4", f"--host-directories={shared_data}:/home/jovyan/data")
-    tmpnb.wait_available(2)
+    # A long boot timeout: this machine's load (other suites) has held boots past the 30 s default.
+    tmpnb = launch("--pool-size=2", "--capacity=4", "--boot-timeout=120",
+                   f"--host-directories={shared_data}:/home/jovyan/data")
+    tmpnb.wait_available(2, timeout=300)
     return tmpnb
 
 
