@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tmpnb import config
+from tmpnb.confinement import confinement_kwargs
 
 INSTANCE_LABEL = "org.tmpnb.instance"
 ID_LABEL = "org.tmpnb.id"
@@ -147,6 +148,8 @@ def create_kwargs(request: LaunchRequest, created: float) -> dict[str, Any]:
     }
     if spec.cpu_shares is not None:
         kwargs["cpu_shares"] = spec.cpu_shares
+    # Read-only root, size-capped home and /tmp, open-file limit, capped log.
+    kwargs.update(confinement_kwargs(spec))
     return kwargs
 
 

@@ -44,7 +44,7 @@ from tmpnb.proxy.public import public_proxy
 from tmpnb.proxy.settings import ProxySettings
 from tmpnb.proxyapi import InProcessProxyAPI, make_chp_client
 from tmpnb.readiness import wait_ready
-from tmpnb.settings import container_spec, pool_config, restarts, web_settings
+from tmpnb.settings import confinement_problem, container_spec, pool_config, restarts, web_settings
 from tmpnb.share import make_sharing
 from tmpnb.share.service import ShareSettings
 from tmpnb.share.store import StoreDriverMissing, check_driver
@@ -71,6 +71,7 @@ class Options(usage.Options):
         # Restarts: by default visitors keep their containers across a restart.
         ["cleanup-on-start", None, "Remove this instance's leftover containers at start instead of adopting them."],
         ["cleanup-on-stop", None, "Remove the visitors' containers too when stopping (default: leave them for the next start)."],
+        ["writable-root", None, "Leave the image's root filesystem writable (default: read-only; visitors write only to home, /tmp and /dev/shm)."],
     ]
     optParameters = [
         # The pool
@@ -96,6 +97,13 @@ class Options(usage.Options):
         ["container-ip", None, _SPEC.container_ip, "{ip} in --command (the same for every container)."],
         ["container-port", None, _SPEC.container_port, "{port} in --command (the same for every container).", int],
         ["host-directories", None, "", "Comma-separated host:container[:ro|rw] mounts for every container."],
+        # What a visitor may write: memory, counted in --mem-limit (docs/security.md).
+        ["home-dir", None, _SPEC.home_dir, "The containers' home directory, where --home-size's tmpfs goes."],
+        ["home-size", None, _SPEC.home_size, "Size of the visitor's home, a tmpfs counted in --mem-limit (0: the image's own home, needs --writable-root)."],
+        ["tmp-size", None, _SPEC.tmp_size, "Size of /tmp (and /var/tmp in tmpnb's image), a tmpfs counted in --mem-limit (0: the image's own)."],
+        ["shm-size", None, _SPEC.shm_size, "Size of /dev/shm, counted in --mem-limit."],
+        ["nofile", None, _SPEC.nofile, "Open files per process in a container (ulimit -n).", int],
+        ["log-max-size", None, _SPEC.log_max_size, "Largest container log (json-file, one file; 0: dockerd's log driver and options)."],
         ["instance", None, _SPEC.instance, "Name of this tmpnb: labels its containers; one never touches another's."],
         ["socket-root", None, _SPEC.socket_root, "Host directory for the containers' socket directories."],
         ["max-dock-workers", None, 4, "Threads for Docker calls.", int],
@@ -152,6 +160,9 @@ class Options(usage.Options):
         if self["proxy-api-listen"] is None:
             self["proxy-api-listen"] = default_proxy_api_listen(self["instance"], self["socket-root"])
         self["host-directories"] = tuple(d for d in self["host-directories"].split(",") if d)
+        problem = confinement_problem(self)
+        if problem:
+            raise usage.UsageError(problem)
         try:  # one line naming the extra to install, not a traceback at start
             check_driver(self["share-store"])
         except StoreDriverMissing as e:
