@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Union
 
+from twisted.internet.address import UNIXAddress
 from twisted.web.iweb import IRequest
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -82,22 +83,27 @@ def forwarded_for(request: IRequest) -> list[str]:
     return [e for e in entries if e]
 
 
-def _peer(request: IRequest) -> IPAddress | None:
-    host = getattr(request.getClientAddress(), "host", None)
-    return parse_ip(host) if isinstance(host, str) else None
+def _peer(request: IRequest) -> tuple[IPAddress | None, bool]:
+    """The peer's IP address (None if it has none), and whether it is a trusted proxy hop."""
+    address = request.getClientAddress()
+    if isinstance(address, UNIXAddress):  # only our own proxy can connect (mode 600)
+        return None, True
+    host = getattr(address, "host", None)
+    return parse_ip(host) if isinstance(host, str) else None, False
 
 
-def _peer_trusted(peer: IPAddress | None, trusted: TrustedProxies) -> bool:
-    if peer is None:  # a unix socket: only our own proxy can connect (mode 600)
-        return True
-    return (trusted.local_peer and peer.is_loopback) or trusted.trusts(peer)
+def _peer_trusted(request: IRequest, trusted: TrustedProxies) -> tuple[IPAddress | None, bool]:
+    peer, unix = _peer(request)
+    if unix or peer is None:
+        return peer, unix
+    return peer, (trusted.local_peer and peer.is_loopback) or trusted.trusts(peer)
 
 
 def client_address(request: IRequest, trusted: TrustedProxies) -> str:
     """The key the request's client is counted by (address_key), or LOCAL."""
-    peer = _peer(request)
+    peer, believed = _peer_trusted(request, trusted)
     known = LOCAL if peer is None else address_key(peer)
-    if not _peer_trusted(peer, trusted):
+    if not believed:
         return known
     for entry in reversed(forwarded_for(request)):
         ip = parse_ip(entry)
@@ -116,7 +122,7 @@ def over_https(request: IRequest, trusted: TrustedProxies) -> bool:
     of a trusted proxy hop (the embedded proxy appends "https" behind `ssl:`)."""
     if request.isSecure():
         return True
-    if not _peer_trusted(_peer(request), trusted):
+    if not _peer_trusted(request, trusted)[1]:
         return False
     lines = request.requestHeaders.getRawHeaders(b"x-forwarded-proto") or []
     values = [v.strip().lower() for line in lines for v in line.decode("latin-1").split(",") if v.strip()]
