@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.usage import UsageError
 from twisted.web.test.requesthelper import DummyRequest
 
 from tmpnb.clients.address import LOCAL, TrustedProxies, address_key, client_address, parse_ip
@@ -13,7 +15,9 @@ from tmpnb.clients.bucket import TokenBucket
 from tmpnb.clients.fetchmeta import API, PAGE, may_hand_out
 from tmpnb.clients.returning import ServerCookies, cookie_name
 from tmpnb.clients.shares import RATE, SHARE, ClientShares, SharePolicy
+from tmpnb.settings import client_policy, trusted_proxies
 from tmpnb.states import Assignment
+from tmpnb.tap import Options, makeService
 
 
 class FakeTicket:
@@ -305,3 +309,41 @@ def test_the_cookie_names_a_container_only_under_our_secret():
 def test_the_cookie_is_host_locked_over_https():
     assert cookie_name(True) == b"__Host-tmpnb-server"
     assert cookie_name(False) == b"tmpnb-server"
+
+
+# -- the options ------------------------------------------------------------------------
+
+
+def parse(*argv: str) -> Options:
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+def test_the_default_share_is_a_quarter_with_a_rate_no_visitor_meets():
+    options = parse()
+    assert client_policy(options) == SharePolicy(share=0.25, spawns_per_minute=12.0, burst=20)
+    assert trusted_proxies(options) == TrustedProxies()
+
+
+def test_trusted_proxies_repeat_and_a_classroom_raises_the_share():
+    options = parse("--trusted-proxy=10.0.0.0/8", "--trusted-proxy", "2001:db8::1", "--client-share=0.5",
+                    "--client-spawn-rate=60", "--client-spawn-burst=40")
+    assert [str(n) for n in trusted_proxies(options).networks] == ["10.0.0.0/8", "2001:db8::1/128"]
+    assert client_policy(options) == SharePolicy(share=0.5, spawns_per_minute=60.0, burst=40)
+
+
+@pytest.mark.parametrize("argv", [["--client-share=0"], ["--client-share=2"], ["--client-spawn-rate=0"],
+                                  ["--client-spawn-burst=0"], ["--trusted-proxy=everyone"],
+                                  ["--trusted-proxy=10.0.0.0/40"]])
+def test_nonsense_is_refused_at_parse_time(argv):
+    with pytest.raises(UsageError):
+        parse(*argv)
+
+
+def test_the_service_shows_each_address_s_share_and_its_refusals_in_the_stats(tmp_path):
+    options = parse(f"--socket-root={tmp_path}", "--instance=tfair", "--capacity=8")
+    top = makeService(options, reactor=MemoryReactorClock(), environ={})
+    pool = top.getServiceNamed("pool")
+    assert pool.stats()["clients"] == {"limit": 2, "spawns_per_minute": 12.0, "burst": 20, "addresses": 0,
+                                       "most_held": 0, "refused": {}}
