@@ -10,11 +10,13 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 from twisted.web.test.requesthelper import DummyRequest
 
+from tmpnb.clients import make_gate
 from tmpnb.clients.address import LOCAL, TrustedProxies, address_key, client_address, parse_ip
 from tmpnb.clients.bucket import TokenBucket
 from tmpnb.clients.fetchmeta import API, PAGE, may_hand_out
 from tmpnb.clients.returning import ServerCookies, cookie_name
 from tmpnb.clients.shares import RATE, SHARE, ClientShares, SharePolicy
+from tmpnb.metrics import Metrics
 from tmpnb.settings import client_policy, trusted_proxies
 from tmpnb.states import Assignment
 from tmpnb.tap import Options, makeService
@@ -347,3 +349,12 @@ def test_the_service_shows_each_address_s_share_and_its_refusals_in_the_stats(tm
     pool = top.getServiceNamed("pool")
     assert pool.stats()["clients"] == {"limit": 2, "spawns_per_minute": 12.0, "burst": 20, "addresses": 0,
                                        "most_held": 0, "refused": {}}
+
+
+def test_refusals_are_counted_by_reason_for_the_metrics():
+    metrics = Metrics(Clock())
+    gate = make_gate(Clock(), 4, on_refused=lambda reason: metrics.client_refusals.labels(reason=reason).inc())
+    _, refusal = gate.check(fetch("image", "no-cors"), PAGE)
+    assert refusal.reason == "not-navigation" and refusal.retry_after == 0
+    assert metrics.registry.get_sample_value("tmpnb_client_refusals_total", {"reason": "not-navigation"}) == 1
+    assert gate.stats()["refused"] == {"not-navigation": 1}
