@@ -358,3 +358,14 @@ def test_refusals_are_counted_by_reason_for_the_metrics():
     assert refusal.reason == "not-navigation" and refusal.retry_after == 0
     assert metrics.registry.get_sample_value("tmpnb_client_refusals_total", {"reason": "not-navigation"}) == 1
     assert gate.stats()["refused"] == {"not-navigation": 1}
+
+
+def test_a_private_address_at_its_share_hints_at_trusted_proxies_once(logged):
+    gate = make_gate(Clock(), 4, trusted=TrustedProxies(local_peer=False))
+    ticket = FakeTicket("t")
+    address, _ = gate.check(request(tcp("10.1.2.3")), PAGE)
+    gate.took(address, ticket)
+    for _ in range(3):
+        assert gate.check(request(tcp("10.1.2.3")), PAGE)[1].reason == SHARE
+    hints = [e for e in logged if "--trusted-proxy" in e.get("log_format", "")]
+    assert len(hints) == 1 and hints[0]["address"] == "10.1.2.3"

@@ -11,6 +11,7 @@ Refusals are counted by reason (`counts`, in /api/stats; `on_refused`, wired to 
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import secrets
 from collections import Counter
@@ -25,7 +26,7 @@ from twisted.web.iweb import IRequest
 from tmpnb.clients.address import TrustedProxies, client_address, over_https
 from tmpnb.clients.fetchmeta import may_hand_out
 from tmpnb.clients.returning import ServerCookies
-from tmpnb.clients.shares import ClientShares, HeldTicket, SharePolicy
+from tmpnb.clients.shares import SHARE, ClientShares, HeldTicket, SharePolicy
 from tmpnb.states import Assignment
 
 log = Logger()
@@ -51,6 +52,7 @@ class ClientGate:
         self._cookies = cookies
         self._on_refused = on_refused
         self.counts: Counter[str] = Counter()
+        self._hinted = False  # the --trusted-proxy hint is logged once
 
     def address(self, request: IRequest) -> str:
         return client_address(request, self.trusted)
@@ -91,12 +93,26 @@ class ClientGate:
     def _refused(self, refusal: Refusal, address: str) -> Refusal:
         self.counts[refusal.reason] += 1
         log.info("no container for {address}: {reason}", address=address, reason=refusal.reason)
+        if refusal.reason == SHARE and not self._hinted and _looks_like_a_proxy(address):
+            self._hinted = True
+            log.warn("{address} holds its share of the containers: if it is a reverse proxy in front of"
+                     " tmpnb, list it with --trusted-proxy, or every visitor counts as it", address=address)
         if self._on_refused is not None:
             try:
                 self._on_refused(refusal.reason)
             except Exception:
                 log.failure("counting a refusal")
         return refusal
+
+
+def _looks_like_a_proxy(address: str) -> bool:
+    """A loopback or private address at its share is more often a proxy nobody listed than a
+    greedy visitor."""
+    try:
+        network = ipaddress.ip_network(address, strict=False)
+    except ValueError:
+        return True  # LOCAL: a unix-socket peer with no X-Forwarded-For at all
+    return network.is_loopback or network.is_private
 
 
 def make_gate(clock: IReactorTime, capacity: int, policy: SharePolicy = SharePolicy(),
