@@ -369,3 +369,10 @@ def test_a_private_address_at_its_share_hints_at_trusted_proxies_once(logged):
         assert gate.check(request(tcp("10.1.2.3")), PAGE)[1].reason == SHARE
     hints = [e for e in logged if "--trusted-proxy" in e.get("log_format", "")]
     assert len(hints) == 1 and hints[0]["address"] == "10.1.2.3"
+
+
+def test_a_share_of_one_leaves_the_limit_to_the_capacity():
+    clock, shares = accounts(capacity=2, share=1.0)
+    for n in range(5):
+        shares.took("a", FakeTicket(f"t{n}"))
+    assert shares.admit("a") is None  # the waiting line answers No vacancy, not the gate

@@ -33,7 +33,7 @@ SWEEP_MIN = 64
 class SharePolicy:
     """--client-share, --client-spawn-rate, --client-spawn-burst."""
 
-    share: float = 0.25  # of --capacity one address may hold (at least 1 container)
+    share: float = 0.25  # of --capacity one address may hold (at least 1 container); 1: no share
     spawns_per_minute: float = 12.0
     burst: int = 20
 
@@ -103,7 +103,8 @@ class ClientShares:
         if account is None:
             return None
         held = self.held(address)
-        if held >= self.limit:
+        # A share of 1 is no share: the capacity is the limit, and the line says No vacancy.
+        if held >= self.limit and self.policy.share < 1:
             return Verdict(SHARE, self._retry_after, held, self.limit)
         wait = account.bucket.wait(self._clock.seconds())
         if wait > 0:
