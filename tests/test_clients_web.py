@@ -282,3 +282,17 @@ def test_the_redirector_forwards_a_spawn_with_the_visitor_s_address():
     request.requestHeaders.addRawHeader(b"X-Forwarded-For", b"198.51.100.1")
     request.requestHeaders.addRawHeader(b"X-Forwarded-For", b"198.51.100.2")
     assert forwarded_for(request) == b"198.51.100.1,198.51.100.2,203.0.113.4"
+
+
+def test_the_holder_of_the_api_token_is_trusted_with_the_whole_capacity():
+    w = World()
+    try:
+        w.treq = cookieless(StubTreq(make_resource(w.pool, WebSettings(api_token="s3cret"), w.line, gate=w.gate)))
+        token = {"Authorization": ["token s3cret"]}
+        codes = [w.send("POST", "/api/spawn", "192.0.2.200", token, data=b"")[0].code for _ in range(5)]
+        assert codes == [200] * 5  # more than a quarter of 8: the token's holder spawns for its users
+        assert w.send("POST", "/api/spawn", "192.0.2.200", data=b"")[0].code == 401
+        assert w.gate.shares.held("192.0.2.200") == 0
+    finally:
+        w.pool.stopService()
+        shutil.rmtree(w.root, ignore_errors=True)

@@ -20,6 +20,9 @@ from twisted.web.iweb import IRequest
 
 PAGE = "page"
 API = "api"
+# POST /api/spawn authorized with API_AUTH_TOKEN: the token's holder spawns for its own users,
+# from its own address; it is trusted with the whole capacity and not counted (tmpnb/clients/gate.py).
+AUTHORIZED = "authorized"
 
 _NAVIGATION_MODES = frozenset({"navigate", "nested-navigate"})
 _NAVIGATION_DESTS = frozenset({"document", "iframe", "frame"})

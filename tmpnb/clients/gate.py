@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from tmpnb.clients.address import TrustedProxies, client_address, over_https
-from tmpnb.clients.fetchmeta import may_hand_out
+from tmpnb.clients.fetchmeta import AUTHORIZED, may_hand_out
 from tmpnb.clients.returning import ServerCookies
 from tmpnb.clients.shares import SHARE, ClientShares, HeldTicket, SharePolicy
 from tmpnb.states import Assignment
@@ -57,8 +57,11 @@ class ClientGate:
     def address(self, request: IRequest) -> str:
         return client_address(request, self.trusted)
 
-    def check(self, request: IRequest, kind: str) -> tuple[str, Refusal | None]:
-        """The request's client address, and a refusal if it may not have a container now."""
+    def check(self, request: IRequest, kind: str) -> tuple[str | None, Refusal | None]:
+        """The request's client address, and a refusal if it may not have a container now.
+        An `AUTHORIZED` call (API_AUTH_TOKEN) is neither judged nor counted: address None."""
+        if kind == AUTHORIZED:
+            return None, None
         address = self.address(request)
         if not may_hand_out(request, kind):
             return address, self._refused(Refusal(NOT_NAVIGATION, 0), address)

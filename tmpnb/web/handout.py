@@ -54,14 +54,15 @@ class HandOut:
         self.gate = gate
 
     def take(self, request: IRequest, below: str, join: bool = True, kind: str = PAGE) -> Ticket | Refusal | None:
-        """A ticket for the visitor of `request` (a `PAGE` or an `API` call, tmpnb.clients.fetchmeta)
+        """A ticket for the visitor of `request` (a `PAGE`, an `API` call, or an `AUTHORIZED` one:
+        API_AUTH_TOKEN's holder, not counted; tmpnb.clients.fetchmeta)
         going to `below` in their server; a Refusal if the gate says no; None: no vacancy (or,
         `join` false, they would have to wait)."""
         address, refusal = self.gate.check(request, kind)
         if refusal is not None:
             return refusal
         ticket = self._line.take(below, join)
-        if ticket is not None:
+        if ticket is not None and address is not None:
             self.gate.took(address, ticket)
         return ticket
 
