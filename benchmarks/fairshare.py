@@ -8,7 +8,8 @@ For each of "no limit" (as tmpnb was before issue 21: `ONE_ADDRESS`), "the rate 
 (`--client-share 1`) and the defaults, in one run: `twistd -n tmpnb` with the pool and capacity above; once
 the pool is full, one address (sockets bound to 127.0.0.2) sends `--requests` `GET /` at once,
 not following the redirects (as `curl` without `-L`); then a visitor on 127.0.0.3 opens `/` as
-`curl -L` does (following the waiting line's 303s) and then their notebook page. Reported: what
+`curl -L` does (following the waiting line's 303s; after a No-vacancy 503 again in 5 s, as its
+page does) and then their notebook page. Reported: what
 the greedy address got (302 = a server, 303 = a place in the waiting line, which a container is
 booted for, 429 = refused, 503 = no vacancy), the seconds its burst took, what it holds right
 after (containers handed out and places in line), and the second visitor's seconds to the redirect into their server and to the page.
@@ -69,8 +70,12 @@ def second_visitor(server: Tmpnb) -> tuple[float, float]:
     """Seconds to the redirect into their own server (following 303s), and to its page."""
     began = time.monotonic()
     path = "/"
-    for _ in range(60):
+    for _ in range(100):
         status, location = get(server, "127.0.0.3", path)
+        if status == 503:  # No vacancy: the page reloads itself after Retry-After (5 s)
+            time.sleep(5)
+            path = "/"
+            continue
         if status == 302 and location.startswith("/user/"):
             redirected = time.monotonic() - began
             status, _ = get(server, "127.0.0.3", location)
