@@ -9,6 +9,7 @@ is already seen, with no new bookkeeping in the parts themselves:
 - ``observe_docker_call`` (wired in tmpnb/observed.py's ObservedDocker): latency and timeouts of every
   Docker call, by operation;
 - the waiting line's ``on_turned_away`` (wired in tap.py): visitors turned away, no vacancy;
+- the client gate's ``on_refused`` (wired in tap.py): requests refused a container, by reason;
 - the heartbeat's own log event (its wall time): heartbeat durations;
 - at scrape time: containers by state (the pool's stats), the health of Docker and the
   proxy's API (tmpnb/health.py), and the embedded proxy's own counters (requests, bytes,
@@ -59,6 +60,10 @@ class Metrics:
         self.handouts = Counter("tmpnb_handouts", "Containers handed to visitors.", registry=r)
         self.no_vacancy = Counter(
             "tmpnb_no_vacancy", "Visitors who asked for a container when none was ready.", registry=r
+        )
+        self.client_refusals = Counter(
+            "tmpnb_client_refusals", "Requests refused a container, by reason: over the client address's"
+            " share, its spawn rate, or not a navigation/API call (tmpnb/clients/).", ["reason"], registry=r,
         )
         self.boot_duration = Histogram(
             "tmpnb_boot_duration_seconds", "Seconds from a container's boot to its server answering,"

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from tmpnb.clients import SharePolicy
+from tmpnb.clients.address import TrustedProxies
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.confinement import memory_budget_problem, size_bytes
 from tmpnb.http.headers import CorsPolicy
@@ -97,3 +99,14 @@ def web_settings(options: ParsedOptions, environ: dict[str, str]) -> WebSettings
             max_age=options["max-age"],
         ),
     )
+
+
+def client_policy(options: ParsedOptions) -> SharePolicy:
+    """How much one client address may hold and how fast it may spawn (tmpnb/clients/)."""
+    return SharePolicy(share=options["client-share"], spawns_per_minute=options["client-spawn-rate"],
+                       burst=options["client-spawn-burst"])
+
+
+def trusted_proxies(options: ParsedOptions) -> TrustedProxies:
+    """Whose X-Forwarded-For names the client: --trusted-proxy, and the orchestrator's own proxy."""
+    return TrustedProxies.parse(options["trusted-proxy"])

@@ -27,6 +27,7 @@ from twisted.web.server import Site
 
 from tmpnb.admin import AdminResource
 from tmpnb.assignments import AssignmentMarks, assigned_dir
+from tmpnb.clients import ClientGate, SharePolicy, make_gate
 from tmpnb.collector import freeze_startup_objects
 from tmpnb.config import DEFAULT_COMMAND, DEFAULT_IMAGE, ContainerSpec, PoolConfig
 from tmpnb.dockerapi import DockerAPI, docker_client_factory, make_docker_threadpool
@@ -44,7 +45,7 @@ from tmpnb.proxy.public import public_proxy
 from tmpnb.proxy.settings import ProxySettings
 from tmpnb.proxyapi import InProcessProxyAPI, make_chp_client
 from tmpnb.readiness import wait_ready
-from tmpnb.settings import confinement_problem, container_spec, pool_config, restarts, web_settings
+from tmpnb.settings import client_policy, confinement_problem, container_spec, pool_config, restarts, trusted_proxies, web_settings
 from tmpnb.share import make_sharing
 from tmpnb.share.service import ShareSettings
 from tmpnb.share.store import StoreDriverMissing, check_driver
@@ -58,6 +59,7 @@ log = Logger()
 
 _SPEC = ContainerSpec()
 _POOL = PoolConfig()
+_SHARE = SharePolicy()
 
 
 class Options(usage.Options):
@@ -136,7 +138,21 @@ class Options(usage.Options):
         ["shares-per-hour", None, 30, "Shares one notebook server may make in an hour.", int],
         ["share-renders-per-minute", None, 30, "Uncached share renders one client address may ask for in a minute.", int],
         ["public-url", None, None, "The URL visitors reach this node at, told to a tmpnb-redirector in /api/stats."],
+        # Each client address's fair share (tmpnb/clients/)
+        ["client-share", None, _SHARE.share,
+         "Fraction of --capacity one client address may hold (containers and places in line; at least 1).", float],
+        ["client-spawn-rate", None, _SHARE.spawns_per_minute,
+         "New containers one client address may start a minute, once its burst is spent.", float],
+        ["client-spawn-burst", None, _SHARE.burst, "New containers one client address may start at once.", int],
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["trusted-proxy"] = []
+
+    def opt_trusted_proxy(self, cidr: str) -> None:
+        """A proxy (address or CIDR) whose X-Forwarded-For names the client; repeatable."""
+        self["trusted-proxy"].append(cidr)
 
     def postOptions(self) -> None:
         if self["no-tokens"] and self["use-tokens"]:
@@ -163,21 +179,29 @@ class Options(usage.Options):
         problem = confinement_problem(self)
         if problem:
             raise usage.UsageError(problem)
+        try:
+            client_policy(self).check()
+            trusted_proxies(self)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
         try:  # one line naming the extra to install, not a traceback at start
             check_driver(self["share-store"])
         except StoreDriverMissing as e:
             raise usage.UsageError(str(e)) from None
 
 
-def record_takers(reactor: Any, lifecycle_log: str | None, metrics: Metrics) -> RecordTakers:
-    """The metrics take the transitions; --lifecycle-log's file, if any, every record."""
+def record_takers(reactor: Any, lifecycle_log: str | None, metrics: Metrics,
+                  gate: ClientGate | None = None) -> RecordTakers:
+    """The metrics (and the client gate: culled containers leave their accounts) take the
+    transitions; --lifecycle-log's file, if any, every record."""
     files: tuple[RecordTaker, ...] = ()
     if lifecycle_log:
         observer = lifecycle_log_observer(lifecycle_log)
         files = (observer.write,)
         # After shutdown: the pool's last culls happen while the reactor shuts down.
         reactor.addSystemEventTrigger("after", "shutdown", observer.close)
-    return RecordTakers(transitions=(metrics.record, *files), events=files)
+    gates = () if gate is None else (gate.record,)
+    return RecordTakers(transitions=(metrics.record, *gates, *files), events=files)
 
 
 def makeService(options: Options, reactor: Any = None, environ: dict[str, str] | None = None) -> IService:
@@ -193,7 +217,9 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     docker = ObservedDocker(_docker_api(reactor, options, spec), health, metrics)
     proxy_api, routes = _proxy_api(reactor, options, environ)
     proxy = ObservedProxy(proxy_api, health)
-    takers = record_takers(reactor, options["lifecycle-log"], metrics)
+    gate = make_gate(reactor, options["capacity"], client_policy(options), trusted_proxies(options),
+                     on_refused=lambda reason: metrics.client_refusals.labels(reason=reason).inc())
+    takers = record_takers(reactor, options["lifecycle-log"], metrics, gate)
     pool = _pool(reactor, options, spec, docker, proxy, takers)
     _named(pool, "pool").setServiceParent(top)
     _watch_pool(reactor, metrics, pool)
@@ -202,10 +228,11 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     line = WaitingLine(reactor, pool, options["max-waiting"], records=takers.events,
                        on_turned_away=metrics.no_vacancy.inc)
     line.follow(pool)  # the pool publishes its pooled containers and stats; the line takes
+    pool.add_stats("clients", gate.stats)  # refusals by reason, in /api/stats
 
     sharing = _sharing(reactor, options, pool, spec, takers)
     extensions = [] if sharing is None else [sharing_extension(sharing)]
-    web = QuietSite(make_resource(pool, web_settings(options, environ), line, extensions), reactor=reactor,
+    web = QuietSite(make_resource(pool, web_settings(options, environ), line, extensions, gate=gate), reactor=reactor,
                     name="orchestrator")
     web.displayTracebacks = False
     for service in _listeners(reactor, options, spec, routes, web, environ, metrics):

@@ -112,6 +112,8 @@ class SpawnForward(OnlyAllowed):
         if len(body) > MAX_BODY:
             return replies.json_reply(request, 413, {"status": "body too large"})
         headers = {name: [v] for name in FORWARDED_HEADERS if (v := request.getHeader(name)) is not None}
+        if xff := forwarded_for(request):
+            headers[b"X-Forwarded-For"] = [xff]  # the node counts the visitor, not us
         left = departure(request)
         d = Deferred.fromCoroutine(self._forward(body, headers))
 
@@ -156,6 +158,15 @@ class SpawnForward(OnlyAllowed):
                 return 502, {"status": "bad gateway", "node": node.url}
             return response.code, document  # the node's own verdict (400, 401, 413, 503)
         return 429, {"status": "full"}
+
+
+def forwarded_for(request: Request) -> bytes:
+    """X-Forwarded-For as configurable-http-proxy's `xfwd` sends it on: what earlier proxies said
+    (every line, in order), then the address this request came from. A node that lists the
+    redirector in --trusted-proxy counts the visitor (tmpnb/clients/address.py), not the redirector."""
+    earlier = [v.strip() for v in request.requestHeaders.getRawHeaders(b"x-forwarded-for", []) if v.strip()]
+    peer = getattr(request.getClientAddress(), "host", "") or ""
+    return b",".join([*earlier, peer.encode("ascii", "replace")] if peer else earlier)
 
 
 def _json_object(body: bytes) -> dict | None:
