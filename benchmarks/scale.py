@@ -100,7 +100,7 @@ def heartbeat(rig: ScaleRig, after: float) -> dict[str, Any]:
 
 
 def render_stats(rig: ScaleRig) -> tuple[float, dict]:
-    root = make_resource(rig.pool, WebSettings(), rig.line)
+    root = make_resource(rig.pool, WebSettings(), rig.line, gate=rig.handout.gate)
     times, body = [], b""
     for _ in range(RENDERS):
         began = cpu()

@@ -27,12 +27,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import Clock
+from twisted.web.test.requesthelper import DummyRequest
 
+from tests.builders import one_address_gate
 from tests.fakedocker import FakeContainer, FakeDocker, FakeDockerError, FakeServers, iso
+from tmpnb.clients.gate import Refusal
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.dockerapi import CREATED_LABEL, ID_LABEL, INSTANCE_LABEL, TOKEN_LABEL, LaunchRequest, container_name
 from tmpnb.lifecycle import LifecycleRecorder
@@ -283,8 +287,10 @@ class ScaleRig:
     def hand_out(self) -> str:
         """One visitor takes a container through the waiting line and claims its URL (the
         web's path for a pooled container); returns the container id."""
-        ticket = self.handout.take("", join=True)
-        assert ticket is not None, "no vacancy"
+        visitor = DummyRequest([b""])
+        visitor.client = IPv4Address("TCP", "127.0.0.2", 40000)
+        ticket = self.handout.take(visitor, "", join=True)
+        assert ticket is not None and not isinstance(ticket, Refusal), f"no vacancy: {ticket}"
         if ticket.state != "ready":
             self.turn()
         assert ticket.state == "ready", ticket.state
@@ -333,7 +339,9 @@ def build_scale(
     metrics.watch_pool(pool)
     line = WaitingLine(clock, pool, max_waiting=100, records=(), on_turned_away=metrics.no_vacancy.inc)
     line.follow(pool)
-    handout = HandOut(line, use_tokens=True)
+    # Every simulated visitor comes from one address: the gate lets it have the whole capacity,
+    # and its cost per hand-out is part of the figure.
+    handout = HandOut(line, use_tokens=True, gate=one_address_gate(clock, capacity))
     pool.startService()
     clock.run_until_idle()
     return ScaleRig(clock, spec, config, docker, servers, routes, metrics, pool, line, handout)

@@ -30,7 +30,7 @@ def grown() -> ScaleRig:
 
 
 def stats_page(rig: ScaleRig) -> dict:
-    root = make_resource(rig.pool, WebSettings(), rig.line)
+    root = make_resource(rig.pool, WebSettings(), rig.line, gate=rig.handout.gate)
     request = DummyRequest([b"api", b"stats"])
     request.method = b"GET"
     return json.loads(getChildForRequest(root, request).render(request))
