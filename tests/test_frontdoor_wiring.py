@@ -80,3 +80,19 @@ def test_tmpnb_proxy_defaults_keep_a_drop_in_chps_behaviour_but_the_deadlines():
     assert settings.max_client_connections == 0  # behind a load balancer every client is one address
     assert settings.default_target_max_body is None
     assert ProxySettings().max_client_connections == 0
+
+
+def test_the_node_raises_its_soft_open_file_limit_to_the_hard_one_at_start(monkeypatch, tmp_path):
+    import resource
+
+    from tmpnb import openfiles
+
+    limits = {"now": (1024, 65536)}
+    monkeypatch.setattr(openfiles.resource, "getrlimit", lambda which: limits["now"])
+    monkeypatch.setattr(openfiles.resource, "setrlimit", lambda which, value: limits.__setitem__("now", value))
+    assert openfiles.raise_soft_limit() == (65536, 65536)
+    limits["now"] = (1024, resource.RLIM_INFINITY)
+    assert openfiles.raise_soft_limit() == (openfiles.UNLIMITED_TARGET, resource.RLIM_INFINITY)
+    reactor = MemoryReactorClock()
+    top = makeService(parse(f"--socket-root={tmp_path}"), reactor=reactor, environ={})
+    assert isinstance(top.getServiceNamed("open-files"), openfiles.OpenFileLimit)

@@ -36,6 +36,7 @@ from tmpnb.lifecycle import LifecycleRecorder, RecordTaker, RecordTakers, lifecy
 from tmpnb.logs import QuietSite
 from tmpnb.metrics import Metrics
 from tmpnb.observed import ObservedDocker, ObservedProxy, health_checks
+from tmpnb.openfiles import OpenFileLimit
 from tmpnb.options import ADMIN_TOKEN_VARIABLE, PROXY_TOKEN_VARIABLE, endpoint_or_port, optional_int, yes_no
 from tmpnb.pool import Pool
 from tmpnb.proxy.api import ProxyAPIResource
@@ -190,6 +191,7 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     environ = dict(os.environ) if environ is None else environ
     spec = container_spec(options)
     top = MultiService()
+    _named(OpenFileLimit(), "open-files").setServiceParent(top)  # first: before any listener
     health = Health(reactor)
     metrics = Metrics(reactor)
     metrics.watch_health(health)
