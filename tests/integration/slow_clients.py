@@ -111,6 +111,11 @@ class SlowClients:
         drip.sock.close()
 
     def _server_closed(self, drip: _Drip) -> None:
+        try:  # an answer may have arrived before the close we noticed while sending
+            while data := drip.sock.recv(65536):
+                drip.received += data
+        except OSError:
+            pass
         self.closed += 1
         status = drip.received.split(b"\r\n", 1)[0]
         self.answers[status] = self.answers.get(status, 0) + 1
