@@ -117,7 +117,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slow", type=int, default=400, help="connections dripping heads, and as many bodies")
     parser.add_argument("--samples", type=int, default=200)
-    parser.add_argument("--visitors", type=int, default=10)
+    parser.add_argument("--visitors", type=int, default=8, help="per phase (3 phases: keep 3 × visitors + pool ≤ capacity)")
     parser.add_argument("--hold", type=float, default=30.0, help="seconds the attack runs at least")
     parser.add_argument("--pool", type=int, default=3)
     parser.add_argument("--capacity", type=int, default=30)
@@ -157,9 +157,9 @@ def main() -> int:
         attacker.join(60)
         print(f"held {outcome['held']} slow connections after {time.monotonic() - started:.0f} s; the server closed "
               f"{outcome['closed']} ({outcome['answers']}); connects refused {outcome['refused_connects']}", flush=True)
-        again = phase("quiet again", server, options)
         print(f"RSS quiet {rss_quiet:.1f} MiB, with {2 * options.slow} slow connections held (max) {rss_attack:.1f} MiB:"
               f" +{rss_attack - rss_quiet:.1f} MiB (target ≤ +20)", flush=True)
+        again = phase("quiet again", server, options)
         for key, label in (("stats_p99", "/api/stats p99"), ("notebook_p50", "time to notebook p50"),
                            ("notebook_max", "time to notebook max")):
             ratio = attacked[key] / quiet[key]
