@@ -45,6 +45,13 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -99,17 +106,19 @@ def attack(host: str, port: int, slow: int, ready, stop, results) -> None:
 
 def phase(name: str, server: Tmpnb, options: argparse.Namespace) -> dict:
     loads = [load()]
+    cpu_start, wall_start = cpu_seconds(server.pid), time.monotonic()
     stats = stats_latencies(server.base, options.samples)
     loads.append(load())
     notebook = times_to_notebook(server, options.visitors, options.pool)
     loads.append(load())
+    cpu = (cpu_seconds(server.pid) - cpu_start) / (time.monotonic() - wall_start) * 100
     figures = {
         "stats_p50": statistics.median(stats), "stats_p99": pct(stats, 0.99),
         "notebook_p50": statistics.median(notebook), "notebook_max": max(notebook), "load": " → ".join(loads),
     }
     print(f"{name}: /api/stats p50 {figures['stats_p50']:.1f} ms p99 {figures['stats_p99']:.1f} ms; "
           f"time to notebook p50 {figures['notebook_p50']:.0f} ms max {figures['notebook_max']:.0f} ms; "
-          f"load {figures['load']}", flush=True)
+          f"load {figures['load']}; tmpnb's CPU {cpu:.0f}% of a core", flush=True)
     return figures
 
 
