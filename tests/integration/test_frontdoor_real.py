@@ -25,13 +25,16 @@ pytestmark = pytest.mark.integration
 
 SLOW = 400
 DEADLINES = ["--head-timeout=3", "--body-timeout=3", "--body-min-rate=100"]
+# Boots are not this module's subject; on a loaded 2-core machine they take longer than 30 s.
+BOOTS = ["--boot-timeout=180"]
+BOOT_WAIT = 400
 
 
 @pytest.fixture(scope="module")
 def server(launch) -> Tmpnb:
     raise_open_file_limit(4 * SLOW + 1024)
-    tmpnb = launch("--pool-size=2", "--capacity=4", *DEADLINES)
-    tmpnb.wait_available(2)
+    tmpnb = launch("--pool-size=2", "--capacity=4", *DEADLINES, *BOOTS)
+    tmpnb.wait_available(2, timeout=BOOT_WAIT)
     return tmpnb
 
 
@@ -163,8 +166,8 @@ def test_the_orchestrator_itself_refuses_a_large_chunked_body_while_reading_it(s
 
 
 def test_one_address_at_its_connection_cap_sheds_its_idle_connections_and_others_are_served(launch):
-    tmpnb = launch("--pool-size=1", "--capacity=2", "--max-client-connections=20")
-    tmpnb.wait_available(1)
+    tmpnb = launch("--pool-size=1", "--capacity=2", "--max-client-connections=20", *BOOTS)
+    tmpnb.wait_available(1, timeout=BOOT_WAIT)
     idle = []
     for _ in range(20):
         s = socket.socket()
