@@ -186,4 +186,13 @@ class _ProxyCollector(Collector):
         yield GaugeMetricFamily("tmpnb_proxy_connections_open", "Visitor connections to the embedded proxy.",
                                 value=p.connections)
         yield GaugeMetricFamily("tmpnb_proxy_routes", "Routes in the embedded proxy's table.", value=len(p.routes))
+        refused = CounterMetricFamily("tmpnb_proxy_refused", "What the front door refused or closed, by cause:"
+                                      " a head or a body too slow, a body too large, a client at its connection"
+                                      " cap (a new connection refused, or an idle one shed).", labels=["cause"])
+        refused.add_metric(["head_too_slow"], p.heads_timed_out)
+        refused.add_metric(["body_too_slow"], p.bodies_timed_out)
+        refused.add_metric(["body_too_large"], p.bodies_too_large)
+        refused.add_metric(["client_at_cap"], p.clients.refused)
+        refused.add_metric(["idle_shed"], p.clients.shed)
+        yield refused
 

@@ -12,6 +12,7 @@ from tmpnb.clients import SharePolicy
 from tmpnb.clients.address import TrustedProxies
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.confinement import memory_budget_problem, size_bytes
+from tmpnb.http.guard import RequestLimits
 from tmpnb.http.headers import CorsPolicy
 from tmpnb.options import API_TOKEN_VARIABLE
 from tmpnb.web import WebSettings
@@ -110,3 +111,27 @@ def client_policy(options: ParsedOptions) -> SharePolicy:
 def trusted_proxies(options: ParsedOptions) -> TrustedProxies:
     """Whose X-Forwarded-For names the client: --trusted-proxy, and the orchestrator's own proxy."""
     return TrustedProxies.parse(options["trusted-proxy"])
+def _limit(value: float) -> float | None:
+    return value or None  # 0 turns a limit off
+
+
+def request_limits(options: ParsedOptions) -> RequestLimits:
+    """The orchestrator's own deadlines and body limit (tmpnb/http/guard.py)."""
+    return RequestLimits(
+        head_timeout=_limit(options["head-timeout"]),
+        body_timeout=_limit(options["body-timeout"]),
+        body_min_rate=options["body-min-rate"],
+        max_body=_limit(options["web-max-body"]),
+    )
+
+
+def front_door(options: ParsedOptions) -> dict[str, Any]:
+    """The embedded proxy's front door, as `ProxySettings` keywords: the same deadlines, the
+    per-client cap, and the orchestrator's bodies read whole first."""
+    return {
+        "head_timeout": _limit(options["head-timeout"]),
+        "body_timeout": _limit(options["body-timeout"]),
+        "body_min_rate": options["body-min-rate"],
+        "max_client_connections": options["max-client-connections"],
+        "default_target_max_body": _limit(options["web-max-body"]),
+    }

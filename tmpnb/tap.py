@@ -33,10 +33,12 @@ from tmpnb.config import DEFAULT_COMMAND, DEFAULT_IMAGE, ContainerSpec, PoolConf
 from tmpnb.dockerapi import DockerAPI, docker_client_factory, make_docker_threadpool
 from tmpnb.endpoints import default_proxy_api_listen, orchestrator_endpoint
 from tmpnb.health import Health
+from tmpnb.http.guard import guard_site
 from tmpnb.lifecycle import LifecycleRecorder, RecordTaker, RecordTakers, lifecycle_log_observer
 from tmpnb.logs import QuietSite
 from tmpnb.metrics import Metrics
 from tmpnb.observed import ObservedDocker, ObservedProxy, health_checks
+from tmpnb.openfiles import OpenFileLimit
 from tmpnb.options import ADMIN_TOKEN_VARIABLE, PROXY_TOKEN_VARIABLE, endpoint_or_port, optional_int, yes_no
 from tmpnb.pool import Pool
 from tmpnb.proxy.api import ProxyAPIResource
@@ -45,7 +47,8 @@ from tmpnb.proxy.public import public_proxy
 from tmpnb.proxy.settings import ProxySettings
 from tmpnb.proxyapi import InProcessProxyAPI, make_chp_client
 from tmpnb.readiness import wait_ready
-from tmpnb.settings import client_policy, confinement_problem, container_spec, pool_config, restarts, trusted_proxies, web_settings
+from tmpnb.settings import (client_policy, confinement_problem, container_spec, front_door, pool_config, request_limits,
+                            restarts, trusted_proxies, web_settings)
 from tmpnb.share import make_sharing
 from tmpnb.share.service import ShareSettings
 from tmpnb.share.store import StoreDriverMissing, check_driver
@@ -144,6 +147,16 @@ class Options(usage.Options):
         ["client-spawn-rate", None, _SHARE.spawns_per_minute,
          "New containers one client address may start a minute, once its burst is spent.", float],
         ["client-spawn-burst", None, _SHARE.burst, "New containers one client address may start at once.", int],
+        # The front door against slow and greedy clients (docs/security.md): the public
+        # listener and the orchestrator's. 0 turns a limit off.
+        ["head-timeout", None, 20.0, "Seconds a whole request head may take (not an idle timer: each byte does not restart it).", float],
+        ["body-timeout", None, 20.0, "Seconds a request body gets before --body-min-rate applies.", float],
+        ["body-min-rate", None, 500.0, "Bytes per second a request body must keep up after --body-timeout's grace.", float],
+        ["max-client-connections", None, 256,
+         "Connections open at once from one client address (an IPv6 /64 is one); at the cap its oldest idle one is closed.", int],
+        ["web-max-body", None, 65536,
+         "Largest request body for the orchestrator (/api/*, /spawn, /share), read whole by the proxy first; larger: 413.", int],
+        ["share-read-timeout", None, 20.0, "Seconds a Share may take to read the notebook from its visitor's server.", float],
     ]
 
     def __init__(self) -> None:
@@ -167,6 +180,11 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
         if self["max-waiting"] < 0 or self["refill-delay"] < 0:
             raise usage.UsageError("--max-waiting and --refill-delay cannot be negative")
+        for name in ("head-timeout", "body-timeout", "body-min-rate", "max-client-connections", "web-max-body"):
+            if self[name] < 0:
+                raise usage.UsageError(f"--{name} cannot be negative")
+        if self["share-read-timeout"] <= 0:
+            raise usage.UsageError("--share-read-timeout must be more than 0")
         if self["max-booting"] < 1:
             raise usage.UsageError("--max-booting must be at least 1")
         if self["proxy-api-url"] and not os.environ.get(PROXY_TOKEN_VARIABLE):
@@ -211,6 +229,7 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     environ = dict(os.environ) if environ is None else environ
     spec = container_spec(options)
     top = MultiService()
+    _named(OpenFileLimit(), "open-files").setServiceParent(top)  # first: before any listener
     health = Health(reactor)
     metrics = Metrics(reactor)
     metrics.watch_health(health)
@@ -235,6 +254,7 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     web = QuietSite(make_resource(pool, web_settings(options, environ), line, extensions, gate=gate), reactor=reactor,
                     name="orchestrator")
     web.displayTracebacks = False
+    guard_site(web, request_limits(options), reactor)  # strangers reach it, through a proxy or not
     for service in _listeners(reactor, options, spec, routes, web, environ, metrics):
         service.setServiceParent(top)
     if options["admin-port"]:
@@ -288,7 +308,8 @@ def _sharing(reactor: Any, options: Options, pool: Pool, spec: ContainerSpec, ta
         return None
     settings = ShareSettings(
         max_bytes=options["share-max-bytes"], expires_days=options["share-expires-days"],
-        shares_per_hour=options["shares-per-hour"], renders_per_minute=options["share-renders-per-minute"])
+        shares_per_hour=options["shares-per-hour"], renders_per_minute=options["share-renders-per-minute"],
+        read_timeout=options["share-read-timeout"])
     return make_sharing(reactor, pool, spec, options["share-store"], settings, records=takers.events)
 
 
@@ -325,7 +346,8 @@ def _embedded_proxy(reactor: Any, options: Options, spec: ContainerSpec, routes:
     # Each visitor in the waiting line holds a request open at the orchestrator (a long poll):
     # the proxy's bound on connections to one backend must leave room for all of them.
     public = public_proxy(reactor, routes, ProxySettings(default_target=web_target, static_dir=options["static-dir"],
-                          scheme=scheme, max_backend_connections_per_target=32 + options["max-waiting"]))
+                          scheme=scheme, max_backend_connections_per_target=32 + options["max-waiting"],
+                          **front_door(options)))
     public.noisy = False
     if metrics is not None:
         metrics.watch_proxy(public)

@@ -22,6 +22,7 @@ REASONS = {
     400: b"Bad Request",
     404: b"Not Found",
     408: b"Request Timeout",
+    413: b"Content Too Large",
     414: b"URI Too Long",
     431: b"Request Header Fields Too Large",
     501: b"Not Implemented",

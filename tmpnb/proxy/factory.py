@@ -9,6 +9,7 @@ from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
 from .answers import LocalAnswers
+from .clients import ClientConnections
 from .forward import BackendPool
 from .rewrite import Rewriter
 from .routes import RouteTable
@@ -43,6 +44,8 @@ class ReverseProxyFactory(Factory):
         self.scheme = settings.scheme.encode("ascii")  # how visitors reach us (X-Forwarded-Proto)
         self.host_routing = settings.host_routing
         self.limits = Limits(settings)
+        self.default_target_max_body = settings.default_target_max_body
+        self.clients = ClientConnections(settings.max_client_connections)
         self.rewriter = Rewriter(settings)
         self.answers = answers if answers is not None else LocalAnswers()
         self.pool = BackendPool(
@@ -56,6 +59,8 @@ class ReverseProxyFactory(Factory):
         # Counted for tmpnb.metrics: requests, bytes from visitors (in) and from backends
         # (out), WebSockets spliced and still open.
         self.requests = self.bytes_in = self.bytes_out = self.websockets = 0
+        # The front door's refusals: heads and bodies too slow, bodies too large.
+        self.heads_timed_out = self.bodies_timed_out = self.bodies_too_large = 0
         self._targets: dict[str, Target] = {}
 
     def buildProtocol(self, addr) -> ProxyServerProtocol:

@@ -108,6 +108,13 @@ class Options(usage.Options):
         ["storage-backend", None, None, "Refused: routes are kept in memory."],
         ["keep-alive-timeout", None, 5.0, "Milliseconds an idle keep-alive connection stays open (default 5000).", _millis],
         ["static-dir", None, None, "tmpnb's own: a directory served centrally for every notebook's static files."],
+        # tmpnb's own: the front door (docs/security.md). Durations in milliseconds, as CHP's.
+        ["head-timeout", None, 20.0, "tmpnb's own: milliseconds a whole request head may take (default 20000; 0: none).", _millis],
+        ["body-timeout", None, 20.0,
+         "tmpnb's own: milliseconds a request body gets before --body-min-rate applies (default 20000; 0: none).", _millis],
+        ["body-min-rate", None, 500.0, "tmpnb's own: bytes per second a request body must keep up (default 500).", float],
+        ["max-client-connections", None, 0,
+         "tmpnb's own: connections open at once from one client address, oldest idle shed first (default 0: no cap).", int],
     ]
 
     def __init__(self) -> None:
@@ -150,7 +157,9 @@ class Options(usage.Options):
         for side in ("ssl", "api-ssl", "client-ssl"):
             if bool(self[f"{side}-key"]) != bool(self[f"{side}-cert"]):
                 raise usage.UsageError(f"--{side}-key and --{side}-cert go together")
-        for number in ("timeout", "proxy-timeout"):
+        if self["body-min-rate"] < 0 or self["max-client-connections"] < 0:
+            raise usage.UsageError("--body-min-rate and --max-client-connections cannot be negative")
+        for number in ("timeout", "proxy-timeout", "head-timeout", "body-timeout"):
             if self[number] == 0:
                 self[number] = None  # as parseInt → 0 in CHP: no timeout
         if not self["keep-alive-timeout"]:

@@ -11,11 +11,18 @@ from the pool, send the rewritten head and stream the body, stream the response 
 and give the backend connection back to the pool when both messages are complete.
 What is not the exchange lives next door: the answers the proxy makes itself
 (`answers`), the backend's response on its way back (`response`), the rewriting CHP's
-options ask for (`rewrite`), where bodies end (`framing`), the connection's timer
-(`timeouts`), what connections share (`factory`) and the settings (`settings`).
+options ask for (`rewrite`), where bodies end (`framing`), the connection's timer and its
+deadlines (`timeouts`), how many connections a client may hold (`clients`), what
+connections share (`factory`) and the settings (`settings`).
+
+A body for the default target (tmpnb's orchestrator) is read whole first when the settings
+say so (`default_target_max_body`): a client sending it slowly then holds none of the
+orchestrator's connections, and one too large is refused before anything is read.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError, ConnectionDone, TimeoutError as ConnectTimeout
@@ -24,10 +31,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .answers import HEALTH_PATH, Answer, error_page, health
+from .clients import client_key
 from .forward import BackendConnection, PoolTimeout, set_no_delay
 from .framing import BodyFraming, request_framing
 from .httphead import MAX_HEAD_BYTES, BadMessage, RequestHead, ResponseHead, end_to_end, parse_request_head, serialize_headers
-from .phases import CLOSED, CONNECTING, FORWARDING, LOCAL, READ_HEAD, SPLICED
+from .phases import BUFFERING, CLOSED, CONNECTING, FORWARDING, LOCAL, READ_HEAD, SPLICED
 from .response import ResponseRelay
 from .targets import Target
 from .timeouts import ConnectionTimer
@@ -39,6 +47,26 @@ log = Logger()
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
 
 TOUCH_INTERVAL = 1.0  # route activity is recorded at most this often per connection
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class BodyThrottle(Throttle):
+    """The backend pauses the visitor's reading when it takes the body slower than it comes;
+    that time is the backend's, not the visitor's: the body's clock stops meanwhile."""
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, transport, connection: ProxyServerProtocol) -> None:
+        super().__init__(transport)
+        self._connection = connection
+
+    def pauseProducing(self) -> None:
+        self._connection.reading_paused()
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._connection.reading_resumed()
+        self.transport.resumeProducing()
 
 
 class ProxyServerProtocol(Protocol):
@@ -59,6 +87,8 @@ class ProxyServerProtocol(Protocol):
         self._timer = ConnectionTimer(self._clock, factory.limits, self)
         self._throttle: Throttle | None = None
         self._client_ip = b""
+        self._client_key = ""  # who the per-client cap counts this connection for
+        self.head_deadline: float | None = None  # when the head under way must be whole
         self._reset_exchange()
 
     def _reset_exchange(self) -> None:
@@ -73,18 +103,46 @@ class ProxyServerProtocol(Protocol):
         self._req_body: BodyFraming | None = None
         self._relay: ResponseRelay | None = None
         self._splice: Splice | None = None
+        self._held_body: bytearray | None = None  # a default target's body, read whole first
+        # The request body's clock: its start, bytes so far, time the proxy did not read it.
+        self._body_started: float | None = None
+        self._body_received = 0
+        self._paused_since: float | None = None
+        self._paused_for = 0.0
 
     # -- the visitor's side --------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        factory = self.factory
+        factory.connections += 1
         # Twisted leaves Nagle on: every small reply would wait ≈40 ms for a delayed ACK.
         set_no_delay(self.transport)
-        self._throttle = Throttle(self.transport)
+        self._throttle = BodyThrottle(self.transport, self)
         # The visitor's address for X-Forwarded-For (none on a unix socket listener).
-        self._client_ip = getattr(self.transport.getPeer(), "host", "").encode("ascii")
-        self.last_traffic = self._clock.seconds()
+        host = getattr(self.transport.getPeer(), "host", "")
+        self._client_ip = host.encode("ascii")
+        self._client_key = client_key(host)
+        if not factory.clients.admit(self._client_key, self):
+            log.debug("refused a connection from {client}: at its cap", client=self._client_key)
+            self.phase = CLOSED
+            self.transport.write(error_page(503, "too many connections from your address", close=True))
+            self.transport.loseConnection()
+            return
+        self.last_traffic = now = self._clock.seconds()
+        if factory.limits.head_deadline is not None:
+            # The first head's clock starts now: a connection that sends nothing is no cheaper.
+            self.head_deadline = now + factory.limits.head_deadline
         self._timer.start()
-        self.factory.connections += 1
+        self._timer.look_by(self.head_deadline)
+
+    @property
+    def idle(self) -> bool:
+        """Between requests, or nothing received yet: what the per-client cap sheds first."""
+        return self.phase == READ_HEAD and not self._buffer
+
+    def shed(self) -> None:
+        log.debug("shed an idle connection of {client} at its cap", client=self._client_key)
+        self._close()
 
     def dataReceived(self, data: bytes) -> None:
         self.factory.bytes_in += len(data)
@@ -96,16 +154,22 @@ class ProxyServerProtocol(Protocol):
         if phase == FORWARDING and not self.request_done:
             self._request_body(data)
             return
+        if phase == BUFFERING:
+            self._buffer_body(data)
+            return
         if phase == CLOSED:
             return
         self._buffer += data
         if phase == READ_HEAD:
+            if self.head_deadline is None:
+                self._head_begins(now)
             self._next_request(now)
         elif len(self._buffer) > MAX_HEAD_BYTES:
             self._hold()  # a pipelined request waits; don't read more than one head ahead
 
     def connectionLost(self, reason: Failure = ConnectionDone) -> None:
         self.factory.connections -= 1
+        self.factory.clients.leave(self._client_key, self)
         phase, self.phase = self.phase, CLOSED
         if phase == SPLICED:
             self.factory.websockets -= 1
@@ -129,6 +193,12 @@ class ProxyServerProtocol(Protocol):
             self._held = False
             self.transport.resumeProducing()
 
+    def _head_begins(self, now: float) -> None:
+        limit = self.factory.limits.head_deadline
+        if limit is not None:
+            self.head_deadline = now + limit
+            self._timer.look_by(self.head_deadline)
+
     def _next_request(self, now: float) -> None:
         buffer = self._buffer
         if buffer[:2] == b"\r\n":  # RFC 9112 §2.2: ignore empty lines before a request
@@ -141,6 +211,7 @@ class ProxyServerProtocol(Protocol):
             return
         self._buffer = buffer[end + 4 :]
         self._scanned = 0
+        self.head_deadline = None  # a pipelined head's clock starts when its turn comes
         try:
             head = parse_request_head(bytes(buffer[:end]))
         except BadMessage as e:
@@ -194,9 +265,82 @@ class ProxyServerProtocol(Protocol):
             return
         self.request_done = not head.has_body
         self._req_body = request_framing(head)
+        if matched is None and head.has_body and factory.default_target_max_body is not None:
+            self._begin_buffering(head, now)
+            return
         if factory.limits.exchange is not None:
             self._timer.exchange_started()
         self._connect()
+
+    # -- a body read whole before a backend connection is taken -------------------------
+
+    def _begin_buffering(self, head: RequestHead, now: float) -> None:
+        if head.content_length is not None and head.content_length > self.factory.default_target_max_body:
+            self.factory.bodies_too_large += 1
+            self._refuse(413, "request body too large")  # said at once: nothing of it is read
+            return
+        self.phase = BUFFERING
+        self._held_body = bytearray()
+        if head.version >= (1, 1) and any(n == b"expect" and v.lower() == b"100-continue" for n, v in head.headers):
+            # The backend will get the whole body at once: the interim answer is ours to give.
+            self._head = replace(head, headers=[(n, v) for n, v in head.headers if n != b"expect"])
+            if not self._buffer:
+                self.transport.write(CONTINUE)
+        self._body_begins(now)
+        buffered, self._buffer = self._buffer, bytearray()
+        if buffered:
+            self._buffer_body(bytes(buffered))
+
+    def _buffer_body(self, data: bytes) -> None:
+        self._body_received += len(data)
+        try:
+            end = self._req_body.feed(data)
+        except BadMessage as e:
+            self._refuse(e.status, e.reason)
+            return
+        body, rest = (data, b"") if end < 0 else (data[:end], data[end:])
+        held = self._held_body
+        if len(held) + len(body) > self.factory.default_target_max_body:
+            # Chunked bodies are counted as they come (their framing included).
+            self.factory.bodies_too_large += 1
+            self._refuse(413, "request body too large")
+            return
+        held += body
+        if end < 0:
+            return
+        self.request_done = True
+        self._body_started = None
+        self._buffer = bytearray(rest)  # a pipelined request: it waits for this exchange to end
+        if self.factory.limits.exchange is not None:
+            self._timer.exchange_started()
+        self._connect()
+
+    # -- the request body's clock (see timeouts.py) -------------------------------------
+
+    def _body_begins(self, now: float) -> None:
+        self._body_started = now
+        self._body_received = 0
+        self._paused_since = None
+        self._paused_for = 0.0
+        self._timer.look_by(self.body_deadline())
+
+    def body_deadline(self) -> float | None:
+        limits = self.factory.limits
+        if self._body_started is None or self._paused_since is not None or limits.body is None:
+            return None
+        rate = limits.body_rate
+        allowance = self._body_received / rate if rate > 0 else 0.0
+        return self._body_started + self._paused_for + limits.body + allowance
+
+    def reading_paused(self) -> None:
+        if self._paused_since is None:
+            self._paused_since = self._clock.seconds()
+
+    def reading_resumed(self) -> None:
+        since, self._paused_since = self._paused_since, None
+        if since is not None:
+            self._paused_for += self._clock.seconds() - since
+            self._timer.look_by(self.body_deadline())
 
     def _connect(self) -> None:
         self.phase = CONNECTING
@@ -249,6 +393,11 @@ class ProxyServerProtocol(Protocol):
         backend.handler = self
         transport = backend.transport
         transport.write(factory.rewriter.request_head(head, self._target, self._route, self._client_ip))
+        held, self._held_body = self._held_body, None
+        if held:
+            transport.write(bytes(held))
+        elif not self.request_done:
+            self._body_begins(self.backend_traffic)
         # Each side pauses the other when its own send buffer fills: streaming, not buffering.
         transport.registerProducer(self._throttle, True)
         self.transport.registerProducer(backend.throttle, True)
@@ -271,8 +420,11 @@ class ProxyServerProtocol(Protocol):
             data, rest = data[:end], data[end:]
             self.request_done = True
         if data:
+            self._body_received += len(data)
             self._backend.transport.write(data)
             self.backend_traffic = self.last_traffic
+        if self.request_done:
+            self._body_started = None
         if self.request_done and rest:
             self._buffer = bytearray(rest)  # a pipelined request: it waits for this exchange to end
             self._hold()
@@ -323,7 +475,9 @@ class ProxyServerProtocol(Protocol):
         self.transport.resumeProducing()  # the backend may have paused us
         self._held = False
         if self._buffer:
-            self._next_request(self._clock.seconds())
+            now = self._clock.seconds()
+            self._head_begins(now)  # a pipelined head: its turn, and its clock, start now
+            self._next_request(now)
 
     def backendConnectionLost(self, reason: Failure) -> None:
         backend, self._backend = self._backend, None
@@ -411,9 +565,19 @@ class ProxyServerProtocol(Protocol):
 
     def head_timed_out(self) -> None:
         if self._buffer:
+            self.factory.heads_timed_out += 1
             self._refuse(408, "request head incomplete")
         else:
-            self._close()  # an idle keep-alive connection
+            self._close()  # an idle keep-alive connection, or one that never sent a byte
+
+    def body_timed_out(self) -> None:
+        """A request body below its minimum rate: 408 if nothing was answered yet, and close."""
+        self.factory.bodies_timed_out += 1
+        log.debug("closed a request body slower than its minimum rate on {path}", path=self._head.path)
+        if self._backend is not None:
+            self._backend.transport.unregisterProducer()
+            self.transport.unregisterProducer()
+        self.abandon(408, "request body too slow")
 
     def websocket_idle(self) -> None:
         self._splice.close()

@@ -42,6 +42,22 @@ class ProxySettings:
     # Connections to one backend (kept alive or busy); more visitors wait for a free one.
     max_backend_connections_per_target: int = 32
     backend_idle_timeout: float = BACKEND_IDLE_TIMEOUT
+    # The front door (docs/security.md). A request head must arrive whole within
+    # `head_timeout` (from the connection's start for its first request, from the head's
+    # first byte for later ones): not an idle timer a byte every few seconds keeps alive.
+    head_timeout: float | None = 20.0
+    # A request body must keep up `body_timeout` + its bytes / `body_min_rate` since its
+    # start (Apache mod_reqtimeout's body=20,MinRate=500); time the proxy itself does not
+    # read (a backend slow to take the body) is not counted. Responses and upgraded
+    # connections have no such deadline: a download or a kernel's WebSocket may take hours.
+    body_timeout: float | None = 20.0
+    body_min_rate: float = 500.0
+    # Connections open at once from one client address (an IPv6 /64 counts as one); at the
+    # cap its oldest idle connection is closed, or the new one refused when none is idle. 0: no cap.
+    max_client_connections: int = 0
+    # Bodies for the default target (tmpnb's orchestrator) are read whole before a backend
+    # connection is taken, so a slow body never holds one; larger ones get 413 at once. None: streamed.
+    default_target_max_body: int | None = None
     # A WebSocket silent this long is closed (CHP has none: a kernel may stay quiet for hours).
     websocket_idle_timeout: float | None = None
     # How visitors reach the proxy, for X-Forwarded-Proto ("https" behind --ssl-key).
@@ -92,4 +108,8 @@ def settings_from_options(options: Mapping[str, Any]) -> ProxySettings:
         client_ssl_cert=options["client-ssl-cert"],
         client_ssl_ca=options["client-ssl-ca"],
         insecure=options["insecure"],
+        head_timeout=options["head-timeout"],
+        body_timeout=options["body-timeout"],
+        body_min_rate=options["body-min-rate"],
+        max_client_connections=options["max-client-connections"],
     )

@@ -1,10 +1,15 @@
-"""How long a visitor connection may stay silent, and what happens then: one lazy timer each.
+"""How long a visitor connection may stay silent or slow, and what happens then: one lazy
+timer each.
 
 The timer is re-armed for the nearest deadline when it fires, not reset on every packet: the
-connection only notes the time of its traffic. Between requests (and while a head arrives) a
-connection may idle ``idle_timeout``. During an exchange nothing limits how long a backend may
-think unless asked, as in configurable-http-proxy: ``timeout`` drops a visitor's connection
-silent that long in both directions, ``proxy_timeout`` gives up on a backend silent that long.
+connection only notes the time of its traffic. Between requests a connection may idle
+``idle_timeout``. A request head must be whole by its deadline (``head_timeout`` from its
+start), and a request body must keep up its minimum rate (``body_timeout`` + bytes /
+``body_min_rate``): a client sending a byte now and then is closed, not kept. During an
+exchange nothing limits how long a backend may think unless asked, as in
+configurable-http-proxy: ``timeout`` drops a visitor's connection silent that long in both
+directions, ``proxy_timeout`` gives up on a backend silent that long. Responses and upgraded
+connections have no deadline of their own.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
 
-from .phases import CLOSED, CONNECTING, FORWARDING, READ_HEAD, SPLICED
+from .phases import BUFFERING, CLOSED, CONNECTING, FORWARDING, READ_HEAD, SPLICED
 from .settings import ProxySettings
 
 
@@ -23,9 +28,17 @@ class TimedConnection(Protocol):
     phase: int
     last_traffic: float  # either direction on the visitor's connection
     backend_traffic: float  # either direction on the backend's, during an exchange
+    head_deadline: float | None  # when the head under way must be whole; None between requests
+
+    def body_deadline(self) -> float | None:
+        """When the body under way falls below its minimum rate; None when none is being
+        read, or the proxy itself is not reading it (a backend slow to take it)."""
 
     def head_timed_out(self) -> None:
         """Idle too long between requests, or a head too slow to arrive."""
+
+    def body_timed_out(self) -> None:
+        """A request body slower than its minimum rate."""
 
     def visitor_silent(self, idle: float) -> None:
         """``timeout``: nothing either way for that long during an exchange."""
@@ -40,10 +53,13 @@ class TimedConnection(Protocol):
 class Limits:
     """A proxy's limits, read once from its settings."""
 
-    __slots__ = ("idle", "head", "timeout", "proxy_timeout", "exchange", "websocket")
+    __slots__ = ("idle", "head", "timeout", "proxy_timeout", "exchange", "websocket", "head_deadline", "body", "body_rate")
 
     def __init__(self, settings: ProxySettings) -> None:
         self.idle = settings.idle_timeout
+        self.head_deadline = settings.head_timeout  # a whole head, from its start
+        self.body = settings.body_timeout
+        self.body_rate = settings.body_min_rate
         self.timeout = settings.timeout
         self.proxy_timeout = settings.proxy_timeout
         # Between requests, --timeout applies too when it is the shorter.
@@ -75,9 +91,15 @@ class ConnectionTimer:
         limit = self._limits.exchange
         if limit is None:
             return
+        self.look_by(self._clock.seconds() + limit)
+
+    def look_by(self, when: float | None) -> None:
+        """Look again no later than `when` (a deadline just set): the timer may be set later."""
+        if when is None:
+            return
         call = self._call
-        if call is not None and call.active() and call.getTime() > self._clock.seconds() + limit:
-            call.reset(limit)
+        if call is not None and call.active() and call.getTime() > when:
+            call.reset(max(when - self._clock.seconds(), 0.0))
 
     def _check(self) -> None:
         self._call = None
@@ -98,10 +120,20 @@ class ConnectionTimer:
             wait = limits.websocket - idle
         elif phase == READ_HEAD:
             idle = now - connection.last_traffic
-            if idle >= limits.head:
+            deadline = connection.head_deadline
+            if idle >= limits.head or (deadline is not None and now >= deadline):
                 connection.head_timed_out()
                 return
             wait = limits.head - idle
+            if deadline is not None:
+                wait = min(wait, deadline - now)
+        elif phase == BUFFERING:
+            deadline = connection.body_deadline()
+            if deadline is not None:
+                if now >= deadline:
+                    connection.body_timed_out()
+                    return
+                wait = deadline - now
         elif phase in (CONNECTING, FORWARDING):
             if limits.timeout is not None:
                 idle = now - connection.last_traffic
@@ -115,4 +147,10 @@ class ConnectionTimer:
                     connection.backend_silent(silent)
                     return
                 wait = min(wait, limits.proxy_timeout - silent)
+            deadline = connection.body_deadline() if phase == FORWARDING else None
+            if deadline is not None:
+                if now >= deadline:
+                    connection.body_timed_out()
+                    return
+                wait = min(wait, deadline - now)
         self._call = self._clock.callLater(wait, self._check)

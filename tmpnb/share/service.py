@@ -49,6 +49,7 @@ class ShareSettings:
     max_expires_days: float = 365.0
     shares_per_hour: int = 30  # per server
     renders_per_minute: int = 30  # per client address; only renders the cache cannot answer
+    read_timeout: float = 20.0  # seconds to read a notebook from (or write one to) a visitor's server
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ class Sharing:
         if made >= self.settings.shares_per_hour:
             raise TooMany(f"{made} shares from this server in the last hour")
         raw = await contents.read_file(self._client_for(container_id), base_path(container_id), expected, path,
-                                       self.settings.max_bytes)
+                                       self.settings.max_bytes, self.clock, self.settings.read_timeout)
         snap = await self._run(snapshot, raw, self.settings.max_bytes, outputs)
         key = secrets.token_urlsafe(24)
         share = Share(self._new_id(), snap.content_hash, key_hash(key), container_id, posixpath.basename(path),
@@ -213,7 +214,7 @@ class Sharing:
         def write(assignment: Any) -> Deferred[None]:
             notebook = for_remix(content, share.id)
             d = contents.write_notebook(self._client_for(assignment.container_id), assignment.path,
-                                        assignment.token, share.name, notebook)
+                                        assignment.token, share.name, notebook, self.clock, self.settings.read_timeout)
 
             def written(_: Any) -> None:
                 self._event("remixed", share, into=assignment.container_id)
