@@ -59,7 +59,7 @@ from benchmarks.readers import (  # noqa: E402
 
 # A day's readers come from thousands of addresses; these all come from this one (loopback, or
 # the client namespace's): the nodes give it the whole capacity (tests/integration/tmpnb_process.py).
-READERS_ON_ONE_ADDRESS = ONE_ADDRESS
+READERS_ON_ONE_ADDRESS = (*ONE_ADDRESS, "--max-client-connections=0")  # and every websocket of them
 
 
 def percentile(values: list[float], p: float) -> float | None:
