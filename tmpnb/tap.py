@@ -43,6 +43,7 @@ from tmpnb.proxy.public import public_proxy
 from tmpnb.proxy.settings import ProxySettings
 from tmpnb.proxyapi import InProcessProxyAPI, make_chp_client
 from tmpnb.readiness import wait_ready
+from tmpnb.servertokens import InsecureSecretFile, ServerTokens, secret_path
 from tmpnb.settings import container_spec, pool_config, restarts, web_settings
 from tmpnb.share import make_sharing
 from tmpnb.share.service import ShareSettings
@@ -64,8 +65,8 @@ class Options(usage.Options):
 
     optFlags = [
         ["host-network", None, "Containers share the host's network (their code can reach it); the server still answers on its unix socket."],
-        ["no-tokens", None, "Do not protect notebook servers with a token (--use-tokens is the default)."],
-        ["use-tokens", None, "Protect each notebook server with its own token (default)."],
+        ["no-tokens", None, "Removed: every notebook server has its own token (this option is refused)."],
+        ["use-tokens", None, "Protect each notebook server with its own token (always; accepted for tmpnb's users)."],
         # Restarts: by default visitors keep their containers across a restart.
         ["cleanup-on-start", None, "Remove this instance's leftover containers at start instead of adopting them."],
         ["cleanup-on-stop", None, "Remove the visitors' containers too when stopping (default: leave them for the next start)."],
@@ -96,6 +97,9 @@ class Options(usage.Options):
         ["host-directories", None, "", "Comma-separated host:container[:ro|rw] mounts for every container."],
         ["instance", None, _SPEC.instance, "Name of this tmpnb: labels its containers; one never touches another's."],
         ["socket-root", None, _SPEC.socket_root, "Host directory for the containers' socket directories."],
+        ["secret-file", None, None,
+         "The instance secret the servers' tokens are derived from; made (mode 0600) at first start "
+         "(default: <socket-root>/<instance>.secret)."],
         ["max-dock-workers", None, 4, "Threads for Docker calls.", int],
         ["docker-url", None, "unix:///var/run/docker.sock", "dockerd's API."],
         # The web side
@@ -129,8 +133,11 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:
-        if self["no-tokens"] and self["use-tokens"]:
-            raise usage.UsageError("--use-tokens and --no-tokens contradict each other")
+        if self["no-tokens"]:
+            # It left visitors on a login page; a server without a token would be anyone's
+            # whose URL leaked (Referer, logs, a shared link). See docs/security.md.
+            raise usage.UsageError("--no-tokens was removed: each notebook server keeps its own token, "
+                                   "and visitors are logged in by the link tmpnb sends them to")
         if self["pool-size"] < 0 or self["capacity"] < 1 or self["pool-size"] > self["capacity"]:
             raise usage.UsageError("need 0 <= --pool-size <= --capacity and --capacity >= 1")
         if not 1 <= self["user-length"] <= 64:
@@ -181,7 +188,8 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     proxy_api, routes = _proxy_api(reactor, options, environ)
     proxy = ObservedProxy(proxy_api, health)
     takers = record_takers(reactor, options["lifecycle-log"], metrics)
-    pool = _pool(reactor, options, spec, docker, proxy, takers)
+    tokens = _server_tokens(options, spec)
+    pool = _pool(reactor, options, spec, docker, proxy, takers, tokens)
     _named(pool, "pool").setServiceParent(top)
     _watch_pool(reactor, metrics, pool)
 
@@ -216,8 +224,18 @@ def _proxy_api(reactor: Any, options: Options, environ: dict[str, str]) -> tuple
     return InProcessProxyAPI(routes), routes
 
 
+def _server_tokens(options: Options, spec: ContainerSpec) -> ServerTokens:
+    """The servers' tokens, derived under the instance secret (made at first start)."""
+    path = options["secret-file"] or secret_path(spec.socket_root, spec.instance)
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    try:
+        return ServerTokens.from_file(path)
+    except (InsecureSecretFile, OSError) as e:
+        raise SystemExit(f"tmpnb: cannot use the secret file: {e}") from None
+
+
 def _pool(reactor: Any, options: Options, spec: ContainerSpec, docker: ObservedDocker, proxy: ObservedProxy,
-          takers: RecordTakers) -> Pool:
+          takers: RecordTakers, tokens: ServerTokens) -> Pool:
     # A pooled server has rendered its landing page once: no visitor pays the cold render.
     warm_ready = functools.partial(wait_ready, warm=below_from_redirect_uri(options["redirect-uri"]))
     return Pool(
@@ -227,6 +245,7 @@ def _pool(reactor: Any, options: Options, spec: ContainerSpec, docker: ObservedD
         # safe with the embedded proxy, whose routes die with this process.
         **restarts(options),
         assignment_marks=AssignmentMarks(assigned_dir(spec)),
+        token_for=tokens.token_for,
     )
 
 
