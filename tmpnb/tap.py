@@ -309,7 +309,7 @@ def _embedded_proxy(reactor: Any, options: Options, spec: ContainerSpec, routes:
     if options["proxy-api-listen"] not in ("none", ""):
         # Without a configured token nobody outside needs the API: make it unguessable.
         token = environ.get(PROXY_TOKEN_VARIABLE) or secrets.token_urlsafe(32)
-        api = QuietSite(ProxyAPIResource(routes, token), reactor=reactor, name="proxy-api")
+        api = QuietSite(ProxyAPIResource(routes, token, unix_root=spec.socket_root), reactor=reactor, name="proxy-api")
         api.displayTracebacks = False
         services.append(_named(strports.service(options["proxy-api-listen"], api, reactor=reactor), "proxy-api"))
     log.info("proxy on {listen}, orchestrator on {web}", listen=options["listen"], web=web_listen)
