@@ -46,6 +46,7 @@ from tmpnb.readiness import wait_ready
 from tmpnb.servertokens import InsecureSecretFile, ServerTokens, secret_path
 from tmpnb.settings import container_spec, pool_config, restarts, web_settings
 from tmpnb.share import make_sharing
+from tmpnb.share.purge import share_purge
 from tmpnb.share.service import ShareSettings
 from tmpnb.share.store import StoreDriverMissing, check_driver
 from tmpnb.share.web import sharing_extension
@@ -128,6 +129,9 @@ class Options(usage.Options):
         ["share-max-bytes", None, 10_000_000, "Largest notebook that can be shared, in bytes.", int],
         ["share-expires-days", None, 30.0, "Days a share lives unless its sharer asks for fewer.", float],
         ["shares-per-hour", None, 30, "Shares one notebook server may make in an hour.", int],
+        ["shares-per-hour-total", None, 600,
+         "Shares all servers together may make in an hour (every node sharing a PostgreSQL store).", int],
+        ["share-purge-period", None, 3600.0, "Seconds between purges of expired shares from the store.", float],
         ["share-renders-per-minute", None, 30, "Uncached share renders one client address may ask for in a minute.", int],
         ["public-url", None, None, "The URL visitors reach this node at, told to a tmpnb-redirector in /api/stats."],
     ]
@@ -199,6 +203,8 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     line.follow(pool)  # the pool publishes its pooled containers and stats; the line takes
 
     sharing = _sharing(reactor, options, pool, spec, takers)
+    if sharing is not None:
+        _named(share_purge(reactor, sharing, options["share-purge-period"]), "share-purge").setServiceParent(top)
     extensions = [] if sharing is None else [sharing_extension(sharing)]
     web = QuietSite(make_resource(pool, web_settings(options, environ), line, extensions), reactor=reactor,
                     name="orchestrator")
@@ -263,7 +269,8 @@ def _sharing(reactor: Any, options: Options, pool: Pool, spec: ContainerSpec, ta
         return None
     settings = ShareSettings(
         max_bytes=options["share-max-bytes"], expires_days=options["share-expires-days"],
-        shares_per_hour=options["shares-per-hour"], renders_per_minute=options["share-renders-per-minute"])
+        shares_per_hour=options["shares-per-hour"], shares_per_hour_total=options["shares-per-hour-total"],
+        renders_per_minute=options["share-renders-per-minute"])
     return make_sharing(reactor, pool, spec, options["share-store"], settings, records=takers.events)
 
 
