@@ -263,12 +263,12 @@ class Redirector:
     def stats(self) -> dict:
         return call(self.base, "GET", "/api/stats").json()
 
-    def nodes(self) -> list[dict]:
+    def node_details(self) -> list[dict]:
         """Each node as the redirector sees it: on its admin listener only."""
         return call(self.admin_base, "GET", "/api/nodes", headers={"Authorization": f"token {ADMIN_TOKEN}"}).json()["nodes"]
 
     def nodes_by_url(self) -> dict[str, dict]:
-        return {node["url"]: node for node in self.nodes()}
+        return {node["url"]: node for node in self.node_details()}
 
     def stop(self, keep_log: bool = False) -> int:
         """SIGTERM by PID; the exit status. The log goes unless `keep_log` (to read it after)."""

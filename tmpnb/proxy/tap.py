@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.server import Site
 
+from tmpnb.http.strict import strict
 from tmpnb.proxy.api import ProxyAPIResource
 from tmpnb.proxy.options import NO_EFFECT, TOKEN_VARIABLE, Options
 from tmpnb.proxy.routes import RouteTable
@@ -71,8 +72,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     public_tls = tls.listener_tls(options, "ssl-")
     api_tls = tls.listener_tls(options, "api-ssl-")
     top = MultiService()
-    api_site = Site(ProxyAPIResource(routes, token, host_routing=options["host-routing"],
-                                     unix_root=options["unix-socket-root"]))
+    api_site = strict(Site(ProxyAPIResource(routes, token, host_routing=options["host-routing"],
+                                            unix_root=options["unix-socket-root"])))
     api_site.displayTracebacks = False
     listener(reactor, options["api-ip"], options["api-port"], options["api-socket"], api_site, api_tls).setServiceParent(top)
 

@@ -22,6 +22,7 @@ from twisted.python import usage
 from twisted.web.server import Site
 
 from tmpnb.http.headers import CorsPolicy, ResponseHeaders
+from tmpnb.http.strict import strict
 from tmpnb.options import ADMIN_TOKEN_VARIABLE, endpoint_or_port, yes_no
 from tmpnb.redirector.admin import RedirectorAdmin
 from tmpnb.redirector.metrics import Metrics
@@ -131,9 +132,9 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     _named(strports.service(options["listen"], _public_site(reactor, options, redirector, http), reactor=reactor),
            "web").setServiceParent(top)
     if options["admin-listen"]:
-        admin = Site(RedirectorAdmin(redirector, environ.get(ADMIN_TOKEN_VARIABLE, ""), reload,
+        admin = strict(Site(RedirectorAdmin(redirector, environ.get(ADMIN_TOKEN_VARIABLE, ""), reload,
                                      on_added=lambda: poller.poll_now() if poller.running else None),
-                     reactor=reactor)
+                     reactor=reactor))
         admin.displayTracebacks = False
         _named(strports.service(options["admin-listen"], admin, reactor=reactor), "admin").setServiceParent(top)
     log.info("redirector on {listen} for {count} nodes", listen=options["listen"], count=len(table))
@@ -166,8 +167,8 @@ def _http_client(reactor: Any) -> Any:
 def _public_site(reactor: Any, options: Options, redirector: Redirector, http: Any) -> Site:
     cors = CorsPolicy(allow_origin=options["allow-origin"], allow_credentials=options["allow-credentials"],
                       allow_methods=options["allow-methods"], allow_headers=options["allow-headers"])
-    site = Site(make_resource(redirector, http, reactor, ResponseHeaders(cors, "'self'"),
-                              options["spawn-timeout"], options["retry-after"]), reactor=reactor)
+    site = strict(Site(make_resource(redirector, http, reactor, ResponseHeaders(cors, "'self'"),
+                                     options["spawn-timeout"], options["retry-after"]), reactor=reactor))
     site.displayTracebacks = False
     return site
 

@@ -117,6 +117,9 @@ class SpawnForward(OnlyAllowed):
         body = request.content.read(MAX_BODY + 1)
         if len(body) > MAX_BODY:
             return replies.json_reply(request, 413, {"status": "body too large"})
+        if body.strip() and _json_object(body) is None:
+            # Refused here: no node is chosen (nor counted) for a request none could serve.
+            return replies.json_reply(request, 400, {"status": "the body must be a JSON object"})
         headers = {name: [v] for name in FORWARDED_HEADERS if (v := request.getHeader(name)) is not None}
         left = departure(request)
         d = Deferred.fromCoroutine(self._forward(body, headers))
