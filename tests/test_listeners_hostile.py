@@ -204,9 +204,6 @@ def exchange_proxy(raw: bytes) -> tuple[bytes, int]:
     return visitor.received(), len(proxy.attempts())
 
 
-STATUS = re.compile(rb"^HTTP/1\.[01] (\d{3})")
-
-
 def statuses(answer: bytes) -> list[int]:
     return [int(m) for m in re.findall(rb"(?:^|\r\n\r\n|\n)HTTP/1\.[01] (\d{3}) ", answer)]
 
