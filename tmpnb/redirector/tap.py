@@ -72,7 +72,9 @@ class Options(usage.Options):
         """A host a node's reported public_url may name besides the node's own (repeatable;
         `*.nb.example.org` for every subdomain). Other public_urls keep their node out of rotation."""
         host = host.strip().lower()
-        if not host or "/" in host or ":" in host or "@" in host:
+        if not host:
+            return  # an empty value (a stack file's unset variable) allows nothing
+        if "/" in host or ":" in host or "@" in host:
             raise usage.UsageError(f"--public-host takes a host name (or *.suffix), not {host!r}")
         self["public-host"].append(host)
 
