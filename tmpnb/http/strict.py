@@ -39,8 +39,9 @@ def refused_target(target: bytes) -> int | None:
         return 400  # no tmpnb path (ids, notebook paths) is anything but UTF-8
     for segment in path.split(b"/"):
         decoded = unquote_to_bytes(segment)
-        # `%2f..%2f` and `..\` climb too once some later layer decodes or normalizes them.
-        if _CONTROL.search(decoded) or _DOT_SEGMENT.search(decoded):
+        # An encoded `/` or `\` inside a segment (`..%2f..`, `a%5c..`) means one thing to a
+        # layer that decodes it and another to one that does not: no tmpnb path needs one.
+        if _CONTROL.search(decoded) or b"/" in decoded or b"\\" in decoded or _DOT_SEGMENT.search(decoded):
             return 400
     return None
 
