@@ -83,7 +83,7 @@ def overhead() -> None:
         for i in range(60):
             for node in nodes:
                 node.wait_available(3)
-            wait_until(lambda: all(n["room"] >= 3 for n in redirector.stats()["nodes"]), 30, "room")
+            wait_until(lambda: all(n["room"] >= 3 for n in redirector.node_details()), 30, "room")
             if i % 2 == 0:
                 started = time.perf_counter()
                 call(redirector.base, "GET", "/")  # the hop alone: a 302, not followed

@@ -179,10 +179,12 @@ def warm_pooled_servers(server: Server, redirect_uri: str = "tree") -> int:
     warmed = 0
     for container in client.containers.list(filters={"label": f"org.tmpnb.instance={server.instance}"}):
         labels = container.labels
-        sock = os.path.join(server.socket_root, server.instance, labels["org.tmpnb.id"], "jupyter.sock")
+        directory = os.path.join(server.socket_root, server.instance, labels["org.tmpnb.id"])
+        with open(os.path.join(directory, "token")) as f:  # no token label: the server's own file
+            token = f.read()
         with socket.socket(socket.AF_UNIX) as conn:
-            conn.connect(sock)
-            conn.sendall(f"GET /user/{labels['org.tmpnb.id']}/{redirect_uri}?token={labels['org.tmpnb.token']} "
+            conn.connect(os.path.join(directory, "jupyter.sock"))
+            conn.sendall(f"GET /user/{labels['org.tmpnb.id']}/{redirect_uri}?token={token} "
                          f"HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
             while conn.recv(65536):
                 pass

@@ -63,6 +63,7 @@ class FakeContainer:
     labels: dict[str, str]
     socket_dir: str
     running: bool = True
+    server_token: str = ""  # what its server checks (the real one reads its socket dir's token file)
 
     @property
     def container_id(self) -> str:
@@ -177,9 +178,12 @@ class FakeDocker:
             c.running = False
 
     def plant(
-        self, container_id: str, instance: str | None = None, running: bool = True, token: str = "planted"
+        self, container_id: str, instance: str | None = None, running: bool = True, token: str = "planted",
+        labelled: bool = True,
     ) -> str:
-        """A container already there when the test starts (a previous run's leftover)."""
+        """A container already there when the test starts (a previous run's leftover); by
+        default an earlier version's, with its token in a label; `labelled=False`: this
+        version's, whose server was given `token` in its socket directory only."""
         spec = self.spec if instance is None else ContainerSpec(instance=instance)
         request = LaunchRequest(
             container_id=container_id,
@@ -190,6 +194,8 @@ class FakeDocker:
         )
         docker_id = self._create(request)
         self.containers[docker_id].running = running
+        if labelled:
+            self.containers[docker_id].labels[TOKEN_LABEL] = token
         return docker_id
 
     # -- the DockerAPI methods
@@ -279,10 +285,10 @@ class FakeDocker:
         labels = {
             INSTANCE_LABEL: request.spec.instance,
             ID_LABEL: request.container_id,
-            TOKEN_LABEL: request.token,
             CREATED_LABEL: repr(self.clock.seconds()),
         }
-        self.containers[docker_id] = FakeContainer(docker_id, name, labels, request.socket_dir)
+        self.containers[docker_id] = FakeContainer(docker_id, name, labels, request.socket_dir,
+                                                   server_token=request.token)
         self.socket_dirs.add(request.socket_dir)
         self._emit(request.container_id, "start", request.spec.instance)
         return docker_id
@@ -397,7 +403,7 @@ class FakeServers:
         running = self.docker.running().get(container_id)
         if running is None:
             return fail(ConnectionRefusedError(socket_path))
-        if running.labels[TOKEN_LABEL] != token:
+        if running.server_token != token:
             return fail(PermissionError("HTTP 403"))
         if container_id in self.silent:
             return Deferred()
@@ -424,7 +430,7 @@ class FakeServers:
         """The server of `container_id` answers api/status: True if a wait was satisfied."""
         for wait in list(self.waits):
             running = self.docker.running().get(wait.container_id)
-            if wait.container_id == container_id and running and running.labels[TOKEN_LABEL] == wait.token:
+            if wait.container_id == container_id and running and running.server_token == wait.token:
                 self._forget(wait)
                 wait.deferred.callback({"started": "now"})
                 return True

@@ -25,6 +25,7 @@ from tmpnb.assignments import AssignmentMarks, assigned_dir
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.pool import Pool
 from tmpnb.proxy.routes import RouteTable
+from tmpnb.servertokens import ServerTokens, secret_path
 from tmpnb.states import TransitionEvent
 
 
@@ -41,6 +42,8 @@ class Host:
         self.docker = FakeDocker(self.clock, self.spec)
         self.servers = FakeServers(self.docker)
         self.marks = AssignmentMarks(assigned_dir(self.spec))
+        # The instance secret outlives the process too: each run reads it from its file.
+        self.secret_file = secret_path(self.spec.socket_root, self.spec.instance)
         self.clock.advance(1000)
 
     def tmpnb(self, adopt: bool = True, keep_assigned: bool = True, routes: RouteTable | None = None,
@@ -70,6 +73,7 @@ class Run:
             self.config, clock=host.clock, spec=host.spec, docker=host.docker, servers=host.servers,
             routes=self.routes, on_transition=self.events.append, adopt=self.adopt,
             keep_assigned=self.keep_assigned, assignment_marks=host.marks,
+            token_for=ServerTokens.from_file(host.secret_file).token_for,
         ).pool
 
     def start(self) -> "Run":
@@ -202,6 +206,38 @@ def test_an_unmarked_unused_container_is_pooled_again(host: Host) -> None:
     assert second.states() == {pooled: "booting"}  # only its readiness check is left
     host.answer_all()
     assert second.states() == {pooled: "pooled"}
+
+
+def test_a_visitors_container_is_adopted_with_its_derived_token_none_being_in_docker(host: Host) -> None:
+    first = host.tmpnb().start()
+    visitor = first.hand_out()
+    token = first.pool.token(visitor)
+    first.stop()
+    [container] = [c for c in host.docker.ours() if c.container_id == visitor]
+    assert token not in repr(container.labels)  # nothing secret in Docker
+
+    second = host.tmpnb().start()  # a new process: it derives the same token from the file
+    assert second.states()[visitor] == "assigned"
+    assert second.pool.token(visitor) == token
+    second.stop()
+
+
+def test_an_earlier_versions_container_is_adopted_by_its_token_label(host: Host) -> None:
+    host.docker.plant("oldvisitor", token="from-the-label")  # labelled, as tmpnb used to
+    host.marks.mark("oldvisitor", 990.0)
+    run = host.tmpnb().start()
+    assert run.states()["oldvisitor"] == "assigned"
+    assert run.pool.token("oldvisitor") == "from-the-label"
+    run.stop()
+
+
+def test_a_container_whose_server_refuses_the_derived_token_is_removed(host: Host) -> None:
+    """Another secret (the file was replaced): its server answers 403, so it is not adopted."""
+    host.docker.plant("strange", token="not-derived", labelled=False)
+    run = host.tmpnb().start()
+    assert "strange" not in run.states()
+    assert "strange" not in host.docker.running()
+    run.stop()
 
 
 def test_cull_max_counts_from_the_first_assignment_recorded_in_the_marker(host: Host) -> None:

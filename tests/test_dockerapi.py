@@ -40,6 +40,7 @@ from tmpnb.dockerapi import (
     create_kwargs,
     event_of,
     make_docker_threadpool,
+    record_of,
     server_command,
     tornado_settings,
 )
@@ -285,10 +286,9 @@ def test_container_is_named_and_labelled_for_its_instance(spec):
     kwargs = create_kwargs(request, created=1000.5)
 
     assert kwargs["name"] == "tmpnb-unit-abc123"
-    assert kwargs["labels"] == {
+    assert kwargs["labels"] == {  # no token: labels show in every inspect and Docker event
         INSTANCE_LABEL: "unit",
         ID_LABEL: "abc123",
-        TOKEN_LABEL: "t0ken",
         CREATED_LABEL: "1000.5",
     }
 
@@ -471,7 +471,8 @@ def test_inspect_reports_ours_and_nothing_of_others(api, engine, spec):
     theirs = engine.add_foreign("other")
 
     record = succeeded(api.inspect(docker_id))
-    assert (record.docker_id, record.container_id, record.token) == (docker_id, "abc123", "t0ken")
+    # The token is derived (tmpnb/servertokens.py): Docker does not know it.
+    assert (record.docker_id, record.container_id, record.token) == (docker_id, "abc123", "")
     assert (record.running, record.status) == (True, "running")
     assert succeeded(api.inspect(theirs.id)) is None
     assert succeeded(api.inspect("gone")) is None
@@ -790,8 +791,34 @@ def test_socket_dir_ids_of_an_instance_without_a_directory_yet_is_empty(api):
     assert succeeded(api.socket_dir_ids()) == []
 
 
-def test_the_token_reaches_the_server_in_its_environment_not_its_argv(tmp_path):
+def test_the_token_reaches_the_server_in_a_file_neither_in_its_environment_nor_its_argv(tmp_path):
     kwargs = create_kwargs(launch_request(config.ContainerSpec(socket_root=str(tmp_path))), created=0.0)
 
-    assert kwargs["environment"] == {"JUPYTER_TOKEN": "t0ken"}
-    assert not [a for a in kwargs["command"] if "t0ken" in a]
+    # `docker inspect` shows the environment: only the file's name is there.
+    assert kwargs["environment"] == {"JUPYTER_TOKEN_FILE": "/run/tmpnb/token"}
+    assert "t0ken" not in repr(kwargs)
+
+
+def test_a_token_label_given_as_an_extra_label_is_dropped(tmp_path):
+    spec = config.ContainerSpec(socket_root=str(tmp_path), extra_labels={TOKEN_LABEL: "leak", "team": "x"})
+    labels = create_kwargs(launch_request(spec), created=0.0)["labels"]
+    assert TOKEN_LABEL not in labels and labels["team"] == "x"
+
+
+def test_a_launch_leaves_the_token_in_a_0600_file_of_the_container_user(api, engine, spec):
+    request = launch_request(spec, "abc123")
+    succeeded(api.launch(request))
+
+    path = os.path.join(request.socket_dir, "token")
+    info = os.stat(path)
+    assert stat.S_IMODE(info.st_mode) == 0o600
+    assert (info.st_uid, info.st_gid) == sockets.parse_user(spec.user)
+    with open(path) as f:
+        assert f.read() == "t0ken"
+
+
+def test_an_earlier_versions_token_label_is_still_read(api, engine, spec):
+    """Containers of a run before derived tokens are adopted by their label."""
+    attrs = {"Id": "d1", "State": {"Status": "running", "Running": True},
+             "Config": {"Labels": {INSTANCE_LABEL: spec.instance, ID_LABEL: "old1", TOKEN_LABEL: "old-token"}}}
+    assert record_of(attrs).token == "old-token"

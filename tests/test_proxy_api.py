@@ -34,7 +34,9 @@ class Server:
         self.clock = Clock()
         self.clock.advance(start)
         self.routes = RouteTable(self.clock)
-        self.http = StubTreq(ProxyAPIResource(self.routes, token))
+        # Any unix socket: these tests are about CHP's API; tests/test_proxy_api_targets.py
+        # checks the socket root (tmpnb passes its --socket-root).
+        self.http = StubTreq(ProxyAPIResource(self.routes, token, unix_root="/"))
 
     def call(self, method: str, url: str, headers: dict | None = AUTH, **kwargs):
         response = succeeded(self.http.request(method, url, headers=headers, **kwargs))

@@ -59,9 +59,11 @@ def chp_help_options() -> list[tuple[str, bool]]:
 
 
 @pytest.mark.chp
-def test_every_option_of_chps_help_is_known():
+def test_every_option_of_chps_help_is_known(monkeypatch):
     if not os.path.exists(CHP):
         pytest.skip("configurable-http-proxy 5.3 not installed")
+    # A token: without one, an --api-ip off loopback is refused (tests/test_proxy_api_targets.py).
+    monkeypatch.setenv("CONFIGPROXY_AUTH_TOKEN", "t")
     listed = chp_help_options()
     assert len(listed) == 49  # CHP 5.3's whole list, --help aside
     for name, takes_value in listed:

@@ -190,7 +190,7 @@ def run_synchronously(coroutine: Awaitable[None]) -> None:
 def stub_treq_harness() -> Harness:
     clock = Clock()
     clock.advance(1795309013.123)
-    http = StubTreq(ProxyAPIResource(RouteTable(clock), TOKEN))
+    http = StubTreq(ProxyAPIResource(RouteTable(clock), TOKEN, unix_root="/run/tmpnb"))
 
     async def pass_time(seconds: float) -> None:
         clock.advance(seconds)
@@ -228,7 +228,7 @@ def test_in_process_api(case):
 def test_an_unexpected_answer_fails_with_its_status_and_body():
     clock = Clock()
     routes = RouteTable(clock)
-    client = CHPClient(StubTreq(ProxyAPIResource(routes, TOKEN)), API_URL + "/nothing-here", TOKEN)
+    client = CHPClient(StubTreq(ProxyAPIResource(routes, TOKEN, unix_root="/run/tmpnb")), API_URL + "/nothing-here", TOKEN)
     outcome: list[object] = []
     client.list_routes().addBoth(outcome.append)
     [failure] = outcome

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 from treq.testing import StubTreq
 
 from tests.results import succeeded
@@ -19,6 +20,7 @@ from tmpnb.redirector.metrics import Metrics
 from tmpnb.redirector.nodes import NodeTable, Thresholds
 from tmpnb.redirector.nodesfile import load_nodes_file
 from tmpnb.redirector.polling import Poller
+from tmpnb.redirector.publicurls import PublicURLPolicy
 from tmpnb.redirector.web import Redirector, make_resource
 from tmpnb.http.headers import CorsPolicy, ResponseHeaders
 
@@ -26,12 +28,14 @@ from tmpnb.http.headers import CorsPolicy, ResponseHeaders
 PERIOD = 5.0
 FRONT = "http://127.0.0.1:8000"
 TOKEN = "admin-s3cret"
+ADMIN_AUTH = {"Authorization": f"token {TOKEN}"}
 
 
 @dataclass
 class World:
     hosts: tuple[str, ...] = ("127.0.0.2:8000", "127.0.0.3:8000", "127.0.0.4:8000")
     headroom: int = 0
+    public_hosts: tuple[str, ...] = ()  # --public-host
     clock: Clock = field(default_factory=Clock)
 
     def __post_init__(self) -> None:
@@ -39,7 +43,7 @@ class World:
         for host in self.hosts:
             self.fakes.add(host, name=host.split(":")[0])
         self.nodes_http = StubTreq(self.fakes)
-        self.table = NodeTable(Thresholds(down_after=2, up_after=2))
+        self.table = NodeTable(Thresholds(down_after=2, up_after=2), PublicURLPolicy(self.public_hosts))
         for host in self.hosts:
             self.table.add(f"http://{host}")
         self.metrics = Metrics(self.table, self.headroom)
@@ -89,6 +93,14 @@ def world() -> World:
     return World().start()
 
 
+@pytest.fixture
+def logged():
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
+
+
 def host_of(location: str) -> str:
     return location.split("/")[2]
 
@@ -101,7 +113,9 @@ def test_visitors_are_redirected_to_a_node_with_path_and_query_kept(world):
     assert response.headers.getRawHeaders("cache-control") == ["no-store"]
 
 
-def test_a_node_public_url_is_where_visitors_go(world):
+def test_a_node_public_url_is_where_visitors_go():
+    # A host other than the node's own needs --public-host (tmpnb/redirector/publicurls.py).
+    world = World(public_hosts=("n1.example.org",)).start()
     world.node("127.0.0.2:8000").public_url = "https://n1.example.org"
     world.node("127.0.0.3:8000").available = 0
     world.node("127.0.0.4:8000").available = 0
@@ -143,7 +157,7 @@ def test_a_draining_node_gets_no_new_visitor(world):
     world.period()
     sent = {host_of(world.visit()) for _ in range(6)}
     assert "127.0.0.2:8000" not in sent
-    stats = json.loads(world.call("GET", "/api/stats")[1])
+    stats = json.loads(world.call("GET", "/api/stats", client=world.admin, headers=ADMIN_AUTH)[1])
     assert {n["url"]: n["draining"] for n in stats["nodes"]}["http://127.0.0.2:8000"] is True
 
 
@@ -214,14 +228,18 @@ def test_errors_are_json_under_api(world):
 def test_stats_sum_the_nodes_and_list_each(world):
     world.node("127.0.0.4:8000").draining = True
     world.period()
-    stats = json.loads(world.call("GET", "/api/stats")[1])
-    assert stats["available"] == 6 and stats["capacity"] == 20 and stats["up"] == 3
+    public = json.loads(world.call("GET", "/api/stats")[1])
+    stats = json.loads(world.call("GET", "/api/stats", client=world.admin, headers=ADMIN_AUTH)[1])
+    for seen in (public, stats):
+        assert seen["available"] == 6 and seen["capacity"] == 20 and seen["up"] == 3
     assert [n["node"] for n in stats["nodes"]] == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    assert "nodes" not in public and "127.0.0.2" not in json.dumps(public)  # node details: admin only
 
 
 def test_metrics_count_visitors_and_show_each_node(world):
     world.visit()
-    response, body = world.call("GET", "/metrics")
+    assert world.call("GET", "/metrics")[0].code == 404  # not on the public port
+    response, body = world.call("GET", "/metrics", client=world.admin)
     text = body.decode()
     assert response.code == 200 and response.headers.getRawHeaders("content-type")[0].startswith("text/plain")
     assert 'tmpnb_redirector_node_up{node="http://127.0.0.2:8000"} 1.0' in text
@@ -266,3 +284,62 @@ def test_a_nodes_file_reload_keeps_the_state_of_nodes_that_stay_and_a_bad_file_c
     assert load_nodes_file(str(path), world.table)
     assert world.table.get("http://127.0.0.9:8000") is None
     assert world.table.get("http://127.0.0.2:8000") is not None  # an --node is not the file's to remove
+
+
+# -- a node's self-reported public_url goes into Location only when it is sound
+
+
+@pytest.mark.parametrize("reported", [
+    "javascript:alert(1)", "https://user:pw@127.0.0.2/", "https://evil.example/", "ftp://127.0.0.2/",
+    "https://127.0.0.2/?next=https://evil.example", "https://127.0.0.2/#x", "https://127.0.0.2\\@evil.example/",
+    "https://127.0.0.2:99999/", "https://127.0.0.2/\r\nSet-Cookie: x=1", "https://éxample.org/", "//evil.example/",
+    "https://n1.example.org.evil.example/", 42,
+])
+def test_a_node_reporting_a_bad_public_url_gets_no_visitors_and_a_warning(reported, logged):
+    world = World(public_hosts=("n1.example.org", "*.nodes.example.org")).start()
+    world.node("127.0.0.2:8000").public_url = reported
+    world.node("127.0.0.3:8000").available = 1
+    world.node("127.0.0.4:8000").available = 1
+    events = logged
+    world.period()
+    sent = {host_of(world.visit()) for _ in range(2)}  # the room of the two others
+    assert sent == {"127.0.0.3:8000", "127.0.0.4:8000"}
+    assert world.visit() is None  # the third node's room is not offered
+    warnings = [e for e in events if "will not send visitors" in e.get("log_format", "")]
+    assert len(warnings) == 1  # once per change, not once per poll
+    world.period()
+    assert len([e for e in events if "will not send visitors" in e.get("log_format", "")]) == 1
+    nodes = json.loads(world.call("GET", "/api/nodes", client=world.admin, headers=ADMIN_AUTH)[1])["nodes"]
+    assert [n["bad_public_url"] is not None for n in nodes] == [True, False, False]
+
+
+@pytest.mark.parametrize("reported, location", [
+    ("http://127.0.0.2:9000/", "http://127.0.0.2:9000/"),  # the node's own host, another port
+    ("https://n1.example.org", "https://n1.example.org/"),
+    ("https://a.nodes.example.org/prefix/", "https://a.nodes.example.org/prefix/"),
+])
+def test_a_sound_public_url_is_used(reported, location):
+    world = World(public_hosts=("n1.example.org", "*.nodes.example.org")).start()
+    world.node("127.0.0.2:8000").public_url = reported
+    world.node("127.0.0.3:8000").available = 0
+    world.node("127.0.0.4:8000").available = 0
+    world.period()
+    assert world.visit("/") == location
+
+
+def test_a_node_that_fixes_its_public_url_is_back_in_rotation():
+    world = World().start()
+    node = world.node("127.0.0.2:8000")
+    node.public_url = "https://evil.example/"
+    world.node("127.0.0.3:8000").available = 0
+    world.node("127.0.0.4:8000").available = 0
+    world.period()
+    assert world.visit() is None
+    node.public_url = None  # it reports none: the URL the redirector polls is used
+    world.period()
+    assert world.visit() == "http://127.0.0.2:8000/"
+
+
+def test_admin_metrics_need_no_token_and_admin_stats_need_it(world):
+    assert world.call("GET", "/metrics", client=world.admin)[0].code == 200
+    assert world.call("GET", "/api/stats", client=world.admin)[0].code == 403

@@ -110,3 +110,11 @@ def test_the_redirector_loads_nothing_of_the_pool_the_machine_or_docker():
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_public_hosts_are_collected_and_an_empty_one_allows_nothing():
+    options = parse("--node", "http://127.0.0.2:8000", "--public-host", "*.nb.example.org",
+                    "--public-host", "", "--public-host", "N1.Example.org")
+    assert options["public-host"] == ["*.nb.example.org", "n1.example.org"]
+    with pytest.raises(usage.UsageError):
+        parse("--node", "http://127.0.0.2:8000", "--public-host", "https://x.example.org/")

@@ -15,7 +15,7 @@ from twisted.internet.testing import MemoryReactorClock
 from results import failed, pending, succeeded
 from tmpnb.config import ContainerSpec
 from tmpnb.share import make_sharing
-from tmpnb.share.render import DEFAULT_IDLE_STOP, RenderFailed, Renderer
+from tmpnb.share.render import DEFAULT_IDLE_STOP, RenderFailed, Renderer, RenderWorker, worker_environment
 from tmpnb.share.service import ShareSettings
 
 
@@ -185,3 +185,27 @@ def test_twistd_tmpnbs_sharing_starts_no_render_process(tmp_path):
     finally:
         for f, args, kwargs in reactor.triggers.get("after", {}).get("shutdown", []):
             f(*args, **kwargs)
+
+
+def test_the_render_child_knows_none_of_tmpnbs_secrets(monkeypatch):
+    """It parses untrusted notebooks: its environment, read from the running child itself
+    (/proc/<pid>/environ), holds no token of tmpnb's."""
+    from test_share_web import notebook
+
+    for name in ("ADMIN_AUTH_TOKEN", "CONFIGPROXY_AUTH_TOKEN", "API_AUTH_TOKEN", "SOME_OTHER_SECRET"):
+        monkeypatch.setenv(name, "sekrit-" + name)
+    worker = RenderWorker()
+    try:
+        assert b"42" in worker.render(notebook())
+        with open(f"/proc/{worker._child.pid}/environ", "rb") as f:
+            seen = dict(entry.split(b"=", 1) for entry in f.read().split(b"\0") if entry)
+    finally:
+        worker.stop()
+    assert b"sekrit" not in b"".join(seen.values())
+    assert set(seen) <= {b"PATH", b"LANG", b"LC_ALL", b"PYTHONPATH", b"VIRTUAL_ENV"}
+
+
+def test_the_worker_environment_is_an_allow_list():
+    env = worker_environment({"PYTHONPATH": "/src", "ADMIN_AUTH_TOKEN": "x", "HOME": "/root", "LD_PRELOAD": "/evil"})
+    assert env == {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+                   "PYTHONPATH": "/src"}

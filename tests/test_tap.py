@@ -6,6 +6,8 @@ and the pool is never started here (that needs dockerd; see tests/integration/te
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 
 import pytest
@@ -17,6 +19,7 @@ from twisted.python.usage import UsageError
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.sockets import proxy_target
 from tmpnb.endpoints import web_socket_path
+from tmpnb.servertokens import ServerTokens
 from tmpnb.settings import container_spec, pool_config, restarts, web_settings
 from tmpnb.tap import Options, makeService
 
@@ -39,7 +42,7 @@ def test_defaults_match_the_shared_settings():
     assert options["listen"] == "tcp:8000:interface=127.0.0.1"
     assert options["proxy-api-listen"] == "tcp:8001:interface=127.0.0.1"
     assert options["redirect-uri"] == "/tree"
-    assert web_settings(options, {}).use_tokens
+    assert web_settings(options, {}).use_tokens  # always: --no-tokens is refused
 
 
 def test_tmpnb_option_names_fill_the_settings():
@@ -48,14 +51,14 @@ def test_tmpnb_option_names_fill_the_settings():
         "--user-length=16", "--image=my/notebook:1", "--mem-limit=1g", "--cpu-shares=512",
         "--cpu-quota=50000", "--host-network", "--container-ip=127.0.0.2", "--container-port=9000",
         "--host-directories=/data:/home/jovyan/data:ro,/x:/y", "--instance=class1",
-        "--socket-root=/tmp/s", "--no-tokens", "--boot-attempts=2", "--boot-timeout=9",
+        "--socket-root=/tmp/s", "--use-tokens", "--boot-attempts=2", "--boot-timeout=9",
         "--allow-origin=https://a.example", "--frame-ancestors='self' https://j.example",
     )
     spec = container_spec(options)
     assert (spec.image, spec.mem_limit, spec.cpu_shares, spec.cpu_quota) == ("my/notebook:1", "1g", 512, 50000)
     assert (spec.host_network, spec.container_ip, spec.container_port) == (True, "127.0.0.2", 9000)
     assert spec.host_directories == ("/data:/home/jovyan/data:ro", "/x:/y")
-    assert (spec.instance, spec.socket_root, spec.use_tokens) == ("class1", "/tmp/s", False)
+    assert (spec.instance, spec.socket_root) == ("class1", "/tmp/s")
     assert (spec.allow_origin, spec.frame_ancestors) == ("https://a.example", "'self' https://j.example")
     config = pool_config(options)
     assert (config.pool_size, config.capacity, config.user_length) == (5, 50, 16)
@@ -98,6 +101,32 @@ def test_cors_options_and_api_token_reach_the_web_settings():
 def test_nonsense_is_refused_at_parse_time(argv):
     with pytest.raises(UsageError):
         parse(*argv)
+
+
+def test_no_tokens_is_refused_with_a_reason():
+    with pytest.raises(UsageError, match="--no-tokens was removed"):
+        parse("--no-tokens")
+
+
+def test_the_secret_file_is_made_0600_at_start_and_tokens_survive_a_restart(tmp_path):
+    options = parse(f"--socket-root={tmp_path}", "--instance=t1", "--proxy-api-listen=none")
+    makeService(options, reactor=MemoryReactorClock(), environ={})
+    path = tmp_path / "t1.secret"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    chosen = tmp_path / "elsewhere" / "s"
+    makeService(parse(f"--socket-root={tmp_path}", f"--secret-file={chosen}", "--proxy-api-listen=none"),
+                reactor=MemoryReactorClock(), environ={})
+    assert stat.S_IMODE(os.stat(chosen).st_mode) == 0o600
+    assert ServerTokens.from_file(str(path)).token_for("a") != ServerTokens.from_file(str(chosen)).token_for("a")
+
+
+def test_a_secret_file_others_can_read_stops_the_start(tmp_path):
+    path = tmp_path / "t1.secret"
+    path.write_text("z" * 64)
+    path.chmod(0o644)
+    with pytest.raises(SystemExit, match="chmod 600"):
+        makeService(parse(f"--socket-root={tmp_path}", "--instance=t1", "--proxy-api-listen=none"),
+                    reactor=MemoryReactorClock(), environ={})
 
 
 def test_an_external_proxy_needs_its_token(monkeypatch):

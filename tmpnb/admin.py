@@ -20,7 +20,6 @@ without the token; with the token /health also says why a component is not ok.
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
@@ -32,6 +31,7 @@ from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from tmpnb.http.auth import has_token
 from tmpnb.health import Health
 
 log = Logger()
@@ -66,7 +66,7 @@ class AdminResource(Resource):
         self._metrics = metrics  # prometheus_client.twisted.MetricsResource over the service's registry
         self._clock = clock if clock is not None else health.clock
         # An empty token would let "Authorization: token " in: refuse everything instead.
-        self._expected = f"token {token}".encode() if token else None
+        self._expected = token or None
 
     def render(self, request: Request) -> bytes:
         segments = [s for s in request.path.decode("utf-8", "replace").split("/") if s]
@@ -133,10 +133,7 @@ class AdminResource(Resource):
         return NOT_DONE_YET
 
     def _authorized(self, request: Request) -> bool:
-        given = request.getHeader("authorization")
-        if self._expected is None or given is None:
-            return False
-        return hmac.compare_digest(given.encode(), self._expected)
+        return has_token(request, self._expected)
 
     def _health_page(self, request: Request) -> bytes:
         snapshot = self._health.snapshot()

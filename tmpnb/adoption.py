@@ -9,6 +9,7 @@ readiness check) or removed with its route and socket directory. At stop,
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred, gatherResults, maybeDeferred
@@ -36,6 +37,9 @@ class Adopting(Flock, Protocol):
         """One more container fits in the capacity (and, `pooled`, in the pool size)."""
 
     def new_machine(self, container_id: str, token: str, docker_id: str | None = None) -> ContainerInputs: ...
+
+    def token_for(self, container_id: str) -> str:
+        """The token derived for a container id (tmpnb/servertokens.py)."""
 
     def queue_unused(self, container_id: str, docker_id: str) -> None:
         """Pool an earlier run's unused container once a boot slot is free (readiness only)."""
@@ -162,7 +166,10 @@ class Takeover:
         pool = self._pool
         routed = await self._our_routes()
         marked = {} if self._marks is None else self._marks.recorded()
-        usable = [r for r in leftovers if r.running and r.container_id and r.token]
+        # The token is derived from the id; an earlier version's container carries its own
+        # in a label, which is believed for that container only (its server checks it).
+        usable = [replace(r, token=r.token or pool.token_for(r.container_id))
+                  for r in leftovers if r.running and r.container_id]
         statuses = await server_statuses(self._ask_statuses, self.spec, {r.container_id: r.token for r in usable})
         assigned, unused = sort_leftovers(usable, routed, marked, statuses)
         adopted = set()

@@ -11,8 +11,9 @@ DEFAULT_IMAGE = "tmpnb/notebook:latest"
 
 # The server listens on a unix socket in a bind-mounted directory; the container has no network.
 # {base_path} ends with "/"; {sock} is the socket path as seen inside the container.
-# The token is not here: it reaches the server in its environment (TOKEN_VARIABLE), where the
-# process list does not show it. {token} still works in a --command, at that cost.
+# The token is not here: the server reads it from a 0600 file in its socket directory
+# (TOKEN_FILE_VARIABLE names it), where neither the process list nor `docker inspect` shows it.
+# {token} still works in a --command, at that cost.
 DEFAULT_COMMAND = (
     "jupyter notebook --no-browser"
     " --ServerApp.base_url={base_path}"
@@ -22,8 +23,10 @@ DEFAULT_COMMAND = (
     " --ServerApp.tornado_settings={tornado_settings}"
 )
 
-# jupyter_server's IdentityProvider reads its token from this variable.
-TOKEN_VARIABLE = "JUPYTER_TOKEN"
+# jupyter_server's IdentityProvider reads its token from the file this variable names
+# (jupyter_server >= 1.x; JUPYTER_TOKEN, the token itself, would show in `docker inspect`).
+TOKEN_FILE_VARIABLE = "JUPYTER_TOKEN_FILE"
+TOKEN_FILE_NAME = "token"
 
 # Where a container's socket directory is mounted inside it.
 SOCKET_MOUNT = "/run/tmpnb"
@@ -49,7 +52,6 @@ class ContainerSpec:
     host_directories: tuple[str, ...] = ()
     allow_origin: str = ""
     frame_ancestors: str = "'self'"
-    use_tokens: bool = True
     # What keeps a container from hurting its host (tmpnb/confinement.py): the image's root
     # filesystem read-only; home, /tmp and /dev/shm memory with a cap each (Docker sizes,
     # "0": home or /tmp stay on the image's filesystem); the container log capped ("0": dockerd's).

@@ -90,6 +90,7 @@ def _thd_launch(client: Any, request: LaunchRequest, created: float) -> str:
     uid, gid = sockets.parse_user(request.spec.user)
     sockets.make_socket_dir(request.socket_dir, uid, gid)
     try:
+        sockets.write_token_file(request.socket_dir, request.token, uid, gid)
         container = client.containers.create(**create_kwargs(request, created))
     except BaseException:
         sockets.remove_socket_dir(request.socket_dir)

@@ -17,6 +17,9 @@ from tmpnb.confinement import confinement_kwargs
 
 INSTANCE_LABEL = "org.tmpnb.instance"
 ID_LABEL = "org.tmpnb.id"
+# Read only: earlier versions put each server's token in this label, where every `docker
+# inspect` and Docker event showed it. Their containers are still adopted by it; new ones carry
+# no token anywhere in Docker (tmpnb/servertokens.py derives it).
 TOKEN_LABEL = "org.tmpnb.token"
 CREATED_LABEL = "org.tmpnb.created"
 
@@ -103,13 +106,13 @@ def host_directory_binds(entries: Iterable[str]) -> dict[str, dict[str, str]]:
 
 
 def container_labels(request: LaunchRequest, created: float) -> dict[str, str]:
-    labels = dict(request.spec.extra_labels)
+    # Never a token label, whatever --extra labels say: labels are public on the host.
+    labels = {k: v for k, v in request.spec.extra_labels.items() if k != TOKEN_LABEL}
     # Ours last, so extra labels can never claim another instance or id.
     labels.update(
         {
             INSTANCE_LABEL: request.spec.instance,
             ID_LABEL: request.container_id,
-            TOKEN_LABEL: request.token,
             CREATED_LABEL: repr(created),
         }
     )
@@ -128,9 +131,10 @@ def create_kwargs(request: LaunchRequest, created: float) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "image": spec.image,
         "command": server_command(request),
-        # In the environment, not argv: /proc/<pid>/environ is readable by the server's own
-        # user alone, /proc/<pid>/cmdline by everyone on the host.
-        "environment": {config.TOKEN_VARIABLE: request.token},
+        # Only where to read the token: the token itself is in a 0600 file of the socket
+        # directory (tmpnb.sockets.write_token_file), so neither `docker inspect` (which shows
+        # the environment) nor `ps` (argv) shows it.
+        "environment": {config.TOKEN_FILE_VARIABLE: f"{config.SOCKET_MOUNT}/{config.TOKEN_FILE_NAME}"},
         "name": container_name(spec.instance, request.container_id),
         "labels": container_labels(request, created),
         "network_mode": "host" if spec.host_network else "none",

@@ -37,6 +37,8 @@ from twisted.logger import (
 from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.server import Site
 
+from tmpnb.http.strict import StrictHTTPChannel, StrictRequest
+
 # Lines that say nothing an operator acts on: a factory started or stopped (for every
 # client connection), twisted.web's "Starting factory" for each listener included.
 NOISE_FORMATS = ("Starting factory {factory!r}", "Stopping factory {factory!r}")
@@ -80,6 +82,9 @@ class QuietSite(Site):
     listener would otherwise be four lines a minute."""
 
     noisy = False
+    # Header values with control bytes, `..`/NUL/overlong targets: 4xx (tmpnb/http/strict.py).
+    protocol = StrictHTTPChannel
+    requestFactory = StrictRequest
 
     def __init__(self, resource: Any, *args: Any, name: str = "Site", **kwargs: Any) -> None:
         super().__init__(resource, *args, **kwargs)

@@ -27,6 +27,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from tmpnb import ids
+from tmpnb.servertokens import ServerTokens
 from tmpnb.adoption import Takeover, keep_activity_of
 from tmpnb.assignments import AssignmentMarks, MarkedRemovals
 from tmpnb.census import Census
@@ -81,7 +82,7 @@ class Pool(Service):
         config: PoolConfig,
         on_transition: Callable[[TransitionEvent], None] | None = None,
         new_id: Callable[[int], str] = ids.new_container_id,
-        new_token: Callable[[], str] = ids.new_token,
+        token_for: Callable[[str], str] | None = None,
         ask_statuses: AskStatuses | None = None,
         max_booting: int | None = None,
         adopt: bool = False,
@@ -100,7 +101,9 @@ class Pool(Service):
         self.config = config
         self._on_transition = on_transition
         self._new_id = new_id
-        self._new_token = new_token
+        # A server's token is derived from its id (tmpnb/servertokens.py), never stored in
+        # Docker: after a restart the same secret gives the same tokens.
+        self.token_for = ServerTokens.ephemeral().token_for if token_for is None else token_for
         self._ask_statuses = StatusRounds(reactor).ask if ask_statuses is None else ask_statuses
         self._max_booting = config.max_booting if max_booting is None else max_booting
         self._keep_assigned = keep_assigned  # on stop, leave the visitors' containers running
@@ -312,7 +315,7 @@ class Pool(Service):
         container_id = self._new_id(self.config.user_length)
         while container_id in self._machines:
             container_id = self._new_id(self.config.user_length)
-        self.new_machine(container_id, self._new_token())
+        self.new_machine(container_id, self.token_for(container_id))
         self._waiting.append(container_id)
         self._boot_waiting()
 

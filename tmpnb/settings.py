@@ -35,7 +35,6 @@ def container_spec(options: ParsedOptions) -> ContainerSpec:
         host_directories=options["host-directories"],
         allow_origin=options["allow-origin"],
         frame_ancestors=options["frame-ancestors"],
-        use_tokens=not options["no-tokens"],
         read_only_root=not options["writable-root"],
         home_dir=options["home-dir"],
         home_size=options["home-size"],
@@ -85,7 +84,6 @@ def restarts(options: ParsedOptions) -> dict[str, bool]:
 def web_settings(options: ParsedOptions, environ: dict[str, str]) -> WebSettings:
     return WebSettings(
         redirect_uri=options["redirect-uri"],
-        use_tokens=not options["no-tokens"],
         api_token=environ.get(API_TOKEN_VARIABLE) or None,
         container_image=options["image"],
         frame_ancestors=options["frame-ancestors"],

@@ -55,6 +55,19 @@ def make_socket_dir(path: str, uid: int, gid: int) -> None:
     os.chown(path, uid, gid)
 
 
+def write_token_file(directory: str, token: str, uid: int, gid: int) -> None:
+    """The server's token, for it alone: `<directory>/token`, mode 0600, owned by the
+    container user (the server reads it at start through config.TOKEN_FILE_VARIABLE)."""
+    path = os.path.join(directory, config.TOKEN_FILE_NAME)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.fchown(fd, uid, gid)
+        os.write(fd, token.encode("ascii"))
+    finally:
+        os.close(fd)
+
+
 def remove_socket_dir(path: str) -> None:
     """Remove a socket directory and whatever is in it; already gone is fine."""
     try:

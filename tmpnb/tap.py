@@ -47,9 +47,11 @@ from tmpnb.proxy.public import public_proxy
 from tmpnb.proxy.settings import ProxySettings
 from tmpnb.proxyapi import InProcessProxyAPI, make_chp_client
 from tmpnb.readiness import wait_ready
+from tmpnb.servertokens import InsecureSecretFile, ServerTokens, secret_path
 from tmpnb.settings import (client_policy, confinement_problem, container_spec, front_door, pool_config, request_limits,
                             restarts, trusted_proxies, web_settings)
 from tmpnb.share import make_sharing
+from tmpnb.share.purge import share_purge
 from tmpnb.share.service import ShareSettings
 from tmpnb.share.store import StoreDriverMissing, check_driver
 from tmpnb.share.web import sharing_extension
@@ -71,8 +73,8 @@ class Options(usage.Options):
 
     optFlags = [
         ["host-network", None, "Containers share the host's network (their code can reach it); the server still answers on its unix socket."],
-        ["no-tokens", None, "Do not protect notebook servers with a token (--use-tokens is the default)."],
-        ["use-tokens", None, "Protect each notebook server with its own token (default)."],
+        ["no-tokens", None, "Removed: every notebook server has its own token (this option is refused)."],
+        ["use-tokens", None, "Protect each notebook server with its own token (always; accepted for tmpnb's users)."],
         # Restarts: by default visitors keep their containers across a restart.
         ["cleanup-on-start", None, "Remove this instance's leftover containers at start instead of adopting them."],
         ["cleanup-on-stop", None, "Remove the visitors' containers too when stopping (default: leave them for the next start)."],
@@ -111,6 +113,9 @@ class Options(usage.Options):
         ["log-max-size", None, _SPEC.log_max_size, "Largest container log (json-file, one file; 0: dockerd's log driver and options)."],
         ["instance", None, _SPEC.instance, "Name of this tmpnb: labels its containers; one never touches another's."],
         ["socket-root", None, _SPEC.socket_root, "Host directory for the containers' socket directories."],
+        ["secret-file", None, None,
+         "The instance secret the servers' tokens are derived from; made (mode 0600) at first start "
+         "(default: <socket-root>/<instance>.secret)."],
         ["max-dock-workers", None, 4, "Threads for Docker calls.", int],
         ["docker-url", None, "unix:///var/run/docker.sock", "dockerd's API."],
         # The web side
@@ -139,6 +144,9 @@ class Options(usage.Options):
         ["share-max-bytes", None, 10_000_000, "Largest notebook that can be shared, in bytes.", int],
         ["share-expires-days", None, 30.0, "Days a share lives unless its sharer asks for fewer.", float],
         ["shares-per-hour", None, 30, "Shares one notebook server may make in an hour.", int],
+        ["shares-per-hour-total", None, 600,
+         "Shares all servers together may make in an hour (every node sharing a PostgreSQL store).", int],
+        ["share-purge-period", None, 3600.0, "Seconds between purges of expired shares from the store.", float],
         ["share-renders-per-minute", None, 30, "Uncached share renders one client address may ask for in a minute.", int],
         ["public-url", None, None, "The URL visitors reach this node at, told to a tmpnb-redirector in /api/stats."],
         # Each client address's fair share (tmpnb/clients/)
@@ -168,8 +176,11 @@ class Options(usage.Options):
         self["trusted-proxy"].append(cidr)
 
     def postOptions(self) -> None:
-        if self["no-tokens"] and self["use-tokens"]:
-            raise usage.UsageError("--use-tokens and --no-tokens contradict each other")
+        if self["no-tokens"]:
+            # It left visitors on a login page; a server without a token would be anyone's
+            # whose URL leaked (Referer, logs, a shared link). See docs/security.md.
+            raise usage.UsageError("--no-tokens was removed: each notebook server keeps its own token, "
+                                   "and visitors are logged in by the link tmpnb sends them to")
         if self["pool-size"] < 0 or self["capacity"] < 1 or self["pool-size"] > self["capacity"]:
             raise usage.UsageError("need 0 <= --pool-size <= --capacity and --capacity >= 1")
         if not 1 <= self["user-length"] <= 64:
@@ -239,7 +250,8 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     gate = make_gate(reactor, options["capacity"], client_policy(options), trusted_proxies(options),
                      on_refused=lambda reason: metrics.client_refusals.labels(reason=reason).inc())
     takers = record_takers(reactor, options["lifecycle-log"], metrics, gate)
-    pool = _pool(reactor, options, spec, docker, proxy, takers)
+    tokens = _server_tokens(options, spec)
+    pool = _pool(reactor, options, spec, docker, proxy, takers, tokens)
     _named(pool, "pool").setServiceParent(top)
     _watch_pool(reactor, metrics, pool)
 
@@ -250,6 +262,8 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     pool.add_stats("clients", gate.stats)  # refusals by reason, in /api/stats
 
     sharing = _sharing(reactor, options, pool, spec, takers)
+    if sharing is not None:
+        _named(share_purge(reactor, sharing, options["share-purge-period"]), "share-purge").setServiceParent(top)
     extensions = [] if sharing is None else [sharing_extension(sharing)]
     web = QuietSite(make_resource(pool, web_settings(options, environ), line, extensions, gate=gate), reactor=reactor,
                     name="orchestrator")
@@ -280,8 +294,18 @@ def _proxy_api(reactor: Any, options: Options, environ: dict[str, str]) -> tuple
     return InProcessProxyAPI(routes, Slicer(reactor)), routes
 
 
+def _server_tokens(options: Options, spec: ContainerSpec) -> ServerTokens:
+    """The servers' tokens, derived under the instance secret (made at first start)."""
+    path = options["secret-file"] or secret_path(spec.socket_root, spec.instance)
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    try:
+        return ServerTokens.from_file(path)
+    except (InsecureSecretFile, OSError) as e:
+        raise SystemExit(f"tmpnb: cannot use the secret file: {e}") from None
+
+
 def _pool(reactor: Any, options: Options, spec: ContainerSpec, docker: ObservedDocker, proxy: ObservedProxy,
-          takers: RecordTakers) -> Pool:
+          takers: RecordTakers, tokens: ServerTokens) -> Pool:
     # A pooled server has rendered its landing page once: no visitor pays the cold render.
     warm_ready = functools.partial(wait_ready, warm=below_from_redirect_uri(options["redirect-uri"]))
     return Pool(
@@ -291,6 +315,7 @@ def _pool(reactor: Any, options: Options, spec: ContainerSpec, docker: ObservedD
         # safe with the embedded proxy, whose routes die with this process.
         **restarts(options),
         assignment_marks=AssignmentMarks(assigned_dir(spec)),
+        token_for=tokens.token_for,
     )
 
 
@@ -308,8 +333,8 @@ def _sharing(reactor: Any, options: Options, pool: Pool, spec: ContainerSpec, ta
         return None
     settings = ShareSettings(
         max_bytes=options["share-max-bytes"], expires_days=options["share-expires-days"],
-        shares_per_hour=options["shares-per-hour"], renders_per_minute=options["share-renders-per-minute"],
-        read_timeout=options["share-read-timeout"])
+        shares_per_hour=options["shares-per-hour"], shares_per_hour_total=options["shares-per-hour-total"],
+        renders_per_minute=options["share-renders-per-minute"], read_timeout=options["share-read-timeout"])
     return make_sharing(reactor, pool, spec, options["share-store"], settings, records=takers.events)
 
 
@@ -356,7 +381,7 @@ def _embedded_proxy(reactor: Any, options: Options, spec: ContainerSpec, routes:
     if options["proxy-api-listen"] not in ("none", ""):
         # Without a configured token nobody outside needs the API: make it unguessable.
         token = environ.get(PROXY_TOKEN_VARIABLE) or secrets.token_urlsafe(32)
-        api = QuietSite(ProxyAPIResource(routes, token), reactor=reactor, name="proxy-api")
+        api = QuietSite(ProxyAPIResource(routes, token, unix_root=spec.socket_root), reactor=reactor, name="proxy-api")
         api.displayTracebacks = False
         services.append(_named(strports.service(options["proxy-api-listen"], api, reactor=reactor), "proxy-api"))
     log.info("proxy on {listen}, orchestrator on {web}", listen=options["listen"], web=web_listen)

@@ -63,7 +63,7 @@ def federation(launch):
 def wait_all_in_rotation(redirector: Redirector, nodes) -> None:
     for node in nodes:
         node.wait_available(1)
-    wait_until(lambda: all(n["up"] and n["room"] >= 1 for n in redirector.stats()["nodes"]), 60,
+    wait_until(lambda: all(n["up"] and n["room"] >= 1 for n in redirector.node_details()), 60,
                "every node up with room, as the redirector sees them")
 
 

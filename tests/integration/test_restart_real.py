@@ -9,7 +9,10 @@ on the next heartbeat, and routes that point at no container of ours are deleted
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import stat
 import time
 from collections.abc import Iterator
 
@@ -54,6 +57,13 @@ def test_after_a_restart_the_visitor_keeps_their_kernel_at_the_same_url(launch):
     assert server.stop() == -signal.SIGTERM
     # The visitor's container is left running for the next start; the pooled one is gone.
     assert running_ids(launch, server) == {container_id_of(prefix)}
+    # Nothing of the token in Docker (labels, environment, command): the next start derives it
+    # from the instance secret, a 0600 file of tmpnb's own.
+    [container] = launch.instance_containers(server)
+    container.reload()
+    assert token not in json.dumps(container.attrs)
+    secret = os.stat(f"{server.socket_root}/{server.instance}.secret")
+    assert stat.S_IMODE(secret.st_mode) == 0o600
 
     server.start()  # same instance, socket root and ports
     wait_until(lambda: answers(server.base, prefix, token), 30, "the visitor's server through the restarted tmpnb")

@@ -69,8 +69,12 @@ def redirector_stats() -> dict:
 
 
 def every_node_has_room() -> bool:
-    nodes = redirector_stats()["nodes"]
-    return len(nodes) == 3 and all(n["up"] and n["room"] >= 1 for n in nodes)
+    # Node details are on the redirector's admin listener (loopback of its host): ask the
+    # redirector how many are up, and each node its own room.
+    if redirector_stats()["up"] != 3:
+        return False
+    return all(client("get-json", f"http://{h.address}:{NODE_PORT}/api/stats", timeout=30)["available"] >= 1
+               for h in HOSTS)
 
 
 def answers(visitor: dict) -> bool:

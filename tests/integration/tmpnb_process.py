@@ -240,6 +240,10 @@ class Redirector:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def admin_base(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
     def start(self) -> None:
         argv = [
             sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
@@ -262,8 +266,12 @@ class Redirector:
     def stats(self) -> dict:
         return call(self.base, "GET", "/api/stats").json()
 
+    def node_details(self) -> list[dict]:
+        """Each node as the redirector sees it: on its admin listener only."""
+        return call(self.admin_base, "GET", "/api/nodes", headers={"Authorization": f"token {ADMIN_TOKEN}"}).json()["nodes"]
+
     def nodes_by_url(self) -> dict[str, dict]:
-        return {node["url"]: node for node in self.stats()["nodes"]}
+        return {node["url"]: node for node in self.node_details()}
 
     def stop(self, keep_log: bool = False) -> int:
         """SIGTERM by PID; the exit status. The log goes unless `keep_log` (to read it after)."""

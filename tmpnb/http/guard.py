@@ -24,8 +24,9 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.http import HTTPChannel
-from twisted.web.server import Request, Site
+from twisted.web.server import Site
+
+from tmpnb.http.strict import StrictHTTPChannel, StrictRequest
 
 log = Logger()
 
@@ -44,7 +45,7 @@ class RequestLimits:
     idle_timeout: float | None = 60.0
 
 
-class GuardedRequest(Request):
+class GuardedRequest(StrictRequest):
     """A request whose body is counted by its channel as it comes, and kept in memory."""
 
     def gotLength(self, length: int | None) -> None:
@@ -56,8 +57,9 @@ class GuardedRequest(Request):
             self.content.write(data)
 
 
-class GuardedChannel(HTTPChannel):
-    """HTTP/1.1 as twisted.web speaks it, with the deadlines and limit of `RequestLimits`."""
+class GuardedChannel(StrictHTTPChannel):
+    """HTTP/1.1 as twisted.web speaks it, strict about what it takes (tmpnb/http/strict.py), with
+    the deadlines and limit of `RequestLimits`."""
 
     def __init__(self, limits: RequestLimits, clock: IReactorTime) -> None:
         super().__init__()

@@ -7,7 +7,6 @@ by ``Authorization: token <T>``. Status codes, bodies and content types mirror C
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
 from datetime import datetime, timezone
@@ -18,13 +17,13 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from tmpnb.http.auth import has_token
 from tmpnb.proxy.routes import RouteTable, normalize_route_path
+from tmpnb.proxy.targets import is_unix_target, parse_target, socket_under
 
 log = Logger()
 
 _API_PATH = re.compile(rb"^/api/routes(/.*)?$", re.DOTALL)
-# CHP takes the first "token <T>" anywhere in the header.
-_TOKEN = re.compile(r"token\s+(\S+)")
 
 
 class BadRequest(Exception):
@@ -78,11 +77,15 @@ class ProxyAPIResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, routes: RouteTable, token: str | None, host_routing: bool = False) -> None:
+    def __init__(self, routes: RouteTable, token: str | None, host_routing: bool = False,
+                 unix_root: str | None = None) -> None:
+        """`unix_root`: the directory every `http+unix://` target must lie under (None: no
+        unix targets at all through the API)."""
         super().__init__()
         self._routes = routes
         self._token = token
         self._host_routing = host_routing
+        self._unix_root = unix_root
 
     def render(self, request: Request) -> bytes:
         # CHP sends no content type except on JSON answers.
@@ -112,9 +115,7 @@ class ProxyAPIResource(Resource):
     def _authorized(self, request: Request) -> bool:
         if not self._token:
             return True  # as CHP: no token configured, no check
-        header = (request.getHeader(b"authorization") or b"").decode("utf-8", "replace")
-        given = _TOKEN.search(header)
-        return given is not None and hmac.compare_digest(given.group(1), self._token)
+        return has_token(request, self._token, anywhere=True)
 
     def _get(self, request: Request, path: str | None) -> bytes:
         if path and path != "/":
@@ -139,11 +140,26 @@ class ProxyAPIResource(Resource):
             raise BadRequest(f"Body not valid JSON: {error}") from None
         if not isinstance(data, dict) or not isinstance(data.get("target"), str):
             raise BadRequest("Must specify 'target' as string")
+        self._check_unix_target(data["target"])
         if self._host_routing and normalize_route_path(path) != "/":
             data["host"] = normalize_route_path(path).split("/")[1]  # as CHP records it
         self._routes.add(path, data)
         log.info("added route {path} -> {target}", path=path, target=data["target"])
         return _answer(request, 201)
+
+    def _check_unix_target(self, target: str) -> None:
+        """A unix socket target must lie under the socket root: any other socket of the host
+        (dockerd's is root on the host) is refused."""
+        if not is_unix_target(target):
+            return
+        try:
+            socket_path = parse_target(target).socket_path
+        except ValueError as error:
+            raise BadRequest(str(error)) from None
+        if self._unix_root is None or not socket_under(self._unix_root, socket_path):
+            log.warn("refused a route to the unix socket {socket}, outside {root}", socket=socket_path,
+                     root=self._unix_root)
+            raise BadRequest(f"unix socket targets must lie under {self._unix_root or '(no socket root configured)'}")
 
     def _delete(self, request: Request, path: str) -> bytes:
         if not self._routes.remove(path):

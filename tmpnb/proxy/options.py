@@ -9,6 +9,7 @@ never silently ignored. JupyterHub runs the command with ``--ip --port --api-ip 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 from twisted.python import usage
@@ -33,6 +34,17 @@ NO_EFFECT = {
     "client-ssl-request-cert": "a listener's option; targets' certificates are always checked unless --insecure",
     "client-ssl-reject-unauthorized": "a listener's option; targets' certificates are always checked unless --insecure",
 }
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an --api-ip only loopback can reach ('' is every interface; names other than
+    localhost may resolve anywhere)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _millis(value: str) -> float:
@@ -86,6 +98,9 @@ class Options(usage.Options):
         ["api-ip", None, "127.0.0.1", "Inward-facing IP for API requests."],
         ["api-port", None, None, "Inward-facing port for API requests (default: --port + 1).", int],
         ["api-socket", None, None, "UNIX socket for the API to listen on, instead of --api-ip/--api-port."],
+        ["unix-socket-root", None, "/run/tmpnb",
+         "tmpnb-proxy only: http+unix:// targets given through the API must lie under this directory "
+         "(tmpnb's --socket-root); any other socket of the host is refused with 400."],
         ["api-ssl-key", None, None, "SSL key for the API, if any."],
         ["api-ssl-cert", None, None, "SSL certificate for the API, if any."],
         ["api-ssl-ca", None, None, "SSL certificate authority for the API's clients, if any."],
@@ -166,6 +181,12 @@ class Options(usage.Options):
             self["keep-alive-timeout"] = 5.0  # CHP: `keepAliveTimeout || 5000`
         # CHP's only channel for the secret: never a command-line argument, which `ps` shows.
         self["auth-token"] = os.environ.get(TOKEN_VARIABLE) or None
+        if not self["auth-token"] and not self["api-socket"] and not is_loopback(self["api-ip"]):
+            # Whoever reaches an open route API can send any visitor anywhere.
+            where = self["api-ip"] or "every interface"
+            raise usage.UsageError(
+                f"the REST API on {where} would accept anyone: set ${TOKEN_VARIABLE}, "
+                f"or keep --api-ip on loopback (127.0.0.1, ::1) or use --api-socket")
         self["ssl-passphrase"] = os.environ.get(SSL_PASSPHRASE_VARIABLE) or None
         self["api-ssl-passphrase"] = os.environ.get(API_SSL_PASSPHRASE_VARIABLE) or None
 

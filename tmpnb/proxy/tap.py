@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.server import Site
 
+from tmpnb.http.strict import strict
 from tmpnb.proxy.api import ProxyAPIResource
 from tmpnb.proxy.options import NO_EFFECT, TOKEN_VARIABLE, Options
 from tmpnb.proxy.routes import RouteTable
@@ -56,7 +57,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
 
     token = options["auth-token"]
     if not token:
-        log.warn("{variable} is not set: the REST API accepts anyone", variable=TOKEN_VARIABLE)
+        # Options refused this unless the API is on loopback or a unix socket.
+        log.warn("{variable} is not set: the REST API accepts anyone who can reach it", variable=TOKEN_VARIABLE)
     if options.given("log-level") and not options.get("log-level-applied"):
         log.info("--log-level {chosen}: under twistd, twistd's logging decides what is shown", chosen=options["log-level"])
     for name, why in NO_EFFECT.items():
@@ -70,7 +72,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     public_tls = tls.listener_tls(options, "ssl-")
     api_tls = tls.listener_tls(options, "api-ssl-")
     top = MultiService()
-    api_site = Site(ProxyAPIResource(routes, token, host_routing=options["host-routing"]))
+    api_site = strict(Site(ProxyAPIResource(routes, token, host_routing=options["host-routing"],
+                                            unix_root=options["unix-socket-root"])))
     api_site.displayTracebacks = False
     listener(reactor, options["api-ip"], options["api-port"], options["api-socket"], api_site, api_tls).setServiceParent(top)
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
@@ -64,6 +65,20 @@ def parse_target(url: str) -> Target:
     tls = parts.scheme == "https"
     port = parts.port or (443 if tls else 80)
     return Target(url, parts.hostname, port, "", _prefix(parts.path), tls, parts.netloc.rpartition("@")[2].encode("idna"))
+
+
+def is_unix_target(url: str) -> bool:
+    return url.startswith(("http+unix://", "unix+http://"))
+
+
+def socket_under(root: str, socket_path: str) -> bool:
+    """Whether a unix socket path lies strictly below `root`, written plainly: no `..`, `.`
+    or doubled slashes that could walk out of it (a route to /var/run/docker.sock is root on
+    the host)."""
+    root = root.rstrip("/") or "/"
+    if "\0" in socket_path or os.path.normpath(socket_path) != socket_path:
+        return False
+    return socket_path != root and socket_path.startswith(root if root == "/" else root + "/")
 
 
 def _prefix(path: str) -> bytes:

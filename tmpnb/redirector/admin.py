@@ -1,16 +1,19 @@
 """The redirector's admin API, on its own loopback listener (--admin-listen).
 
-    GET    /api/nodes              {"nodes": [...]} as in /api/stats
+    GET    /metrics                Prometheus (no token: read-only, as the node's admin /metrics)
+    GET    /api/stats              the public /api/stats with each node in "nodes"
+    GET    /api/nodes              {"nodes": [...]}: each node's URLs, health, counts, errors
     POST   /api/nodes              body {"url": "http://host:port"}: 201 {"added": url} (200 if known)
     DELETE /api/nodes?url=<url>    {"removed": url}; 404 JSON for a node it does not have
     POST   /api/reload             read --nodes-file again (as SIGHUP does): {"reloaded": bool}
 
-Everything needs `Authorization: token <ADMIN_AUTH_TOKEN>`; 403 otherwise. Every answer is JSON.
+Everything else needs `Authorization: token <ADMIN_AUTH_TOKEN>`; 403 otherwise. Every answer
+but /metrics is JSON. Node details and metrics name the nodes' internal addresses: they stay
+here, off the public port.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +23,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from tmpnb.http import replies
+from tmpnb.http.auth import has_token
+from tmpnb.redirector.metrics import MetricsPage
 from tmpnb.redirector.nodes import normalized_url
 from tmpnb.redirector.web import Redirector
 
@@ -33,11 +38,16 @@ class RedirectorAdmin(Resource):
                  on_added: Callable[[], Any] | None = None) -> None:
         super().__init__()
         self._redirector = redirector
-        self._expected = f"token {token}".encode() if token else None  # no token: nobody gets in
+        self._expected = token or None  # no token: nobody gets in
         self._reload = reload
         self._on_added = on_added  # poll at once, so a new node need not wait a period
+        self._metrics = MetricsPage(redirector.metrics)
 
     def render(self, request: Request) -> bytes:
+        if request.path == b"/metrics":
+            if request.method not in (b"GET", b"HEAD"):
+                return _not_allowed(request, b"GET, HEAD")
+            return self._metrics.render(request)
         if not self._authorized(request):
             return replies.json_reply(request, 403, {"error": "forbidden"})
         method = request.method
@@ -49,6 +59,10 @@ class RedirectorAdmin(Resource):
             if method == b"DELETE":
                 return self._remove(request)
             return _not_allowed(request, b"GET, POST, DELETE")
+        if request.path == b"/api/stats":
+            if method not in (b"GET", b"HEAD"):
+                return _not_allowed(request, b"GET, HEAD")
+            return replies.json_reply(request, 200, self._redirector.stats())
         if request.path == b"/api/reload":
             if method != b"POST":
                 return _not_allowed(request, b"POST")
@@ -58,8 +72,7 @@ class RedirectorAdmin(Resource):
         return replies.json_reply(request, 404, {"error": "not found"})
 
     def _authorized(self, request: Request) -> bool:
-        given = request.getHeader(b"authorization")
-        return self._expected is not None and given is not None and hmac.compare_digest(given, self._expected)
+        return has_token(request, self._expected)
 
     def _add(self, request: Request) -> bytes:
         try:

@@ -10,8 +10,10 @@ from tmpnb.redirector.nodes import Node, room
 
 
 def candidates(nodes: Iterable[Node], headroom: int) -> list[tuple[Node, int]]:
-    """The nodes a visitor may be sent to, with their room: up, not draining, room left."""
-    return [(node, r) for node in nodes if node.up and not node.draining and (r := room(node, headroom)) > 0]
+    """The nodes a visitor may be sent to, with their room: up, not draining, a public_url the
+    redirector accepts (tmpnb/redirector/publicurls.py), room left."""
+    return [(node, r) for node in nodes
+            if node.up and not node.draining and node.bad_public_url is None and (r := room(node, headroom)) > 0]
 
 
 def choose(nodes: Iterable[Node], headroom: int, rng: random.Random, exclude: Iterable[Node] = ()) -> Node | None:

@@ -15,6 +15,8 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from tmpnb.redirector.publicurls import BadPublicURL, PublicURLPolicy
+
 log = Logger()
 
 
@@ -55,6 +57,7 @@ class Node:
     capacity: int = 0
     name: str = ""
     public_url: str | None = None
+    bad_public_url: str | None = None  # what it reported and why it is refused: no visitors go there
     stats: dict[str, Any] = field(default_factory=dict)
     sent: int = 0  # visitors sent to it, ever
     sent_at_poll: int = 0  # `sent` when the poll that last answered was sent
@@ -85,6 +88,7 @@ class Node:
             "room": room(self, headroom),
             "sent": self.sent,
             "error": self.last_error,
+            "bad_public_url": self.bad_public_url,
         }
 
 
@@ -97,8 +101,9 @@ def room(node: Node, headroom: int) -> int:
 class NodeTable:
     """The nodes, by URL; the one place their health and counts change."""
 
-    def __init__(self, thresholds: Thresholds | None = None) -> None:
+    def __init__(self, thresholds: Thresholds | None = None, public_urls: PublicURLPolicy | None = None) -> None:
         self.thresholds = thresholds or Thresholds()
+        self.public_urls = public_urls or PublicURLPolicy()
         self._nodes: dict[str, Node] = {}
 
     def __iter__(self):
@@ -157,13 +162,30 @@ class NodeTable:
         node.capacity = _count(stats.get("capacity"))
         node.draining = bool(stats.get("draining", False))
         node.name = str(stats.get("node") or "")
-        public_url = stats.get("public_url")
-        node.public_url = public_url if isinstance(public_url, str) and public_url else None
+        self._take_public_url(node, stats.get("public_url"))
         node.stats = stats
         node.sent_at_poll = sent_then
         if not node.up and (not node.ever_up or node.successes >= self.thresholds.up_after):
             node.up = node.ever_up = True
             log.info("node {url} is up", url=node.url)
+
+    def _take_public_url(self, node: Node, reported: Any) -> None:
+        """The node's public_url, if the policy allows it; otherwise the node gets no visitors."""
+        node.public_url = None
+        if reported is None or reported == "":
+            node.bad_public_url = None
+            return
+        try:
+            if not isinstance(reported, str):
+                raise BadPublicURL("not a string")
+            node.public_url = self.public_urls.check(node.url, reported)
+            node.bad_public_url = None
+        except BadPublicURL as e:
+            refused = f"{reported!r}: {e}"[:300]
+            if refused != node.bad_public_url:  # once per change, not every poll
+                log.warn("node {url} reported a public_url the redirector will not send visitors to "
+                         "({refused}); it gets none until it reports a good one", url=node.url, refused=refused)
+            node.bad_public_url = refused
 
     def failed(self, node: Node, cause: str) -> None:
         node.successes = 0

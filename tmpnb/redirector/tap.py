@@ -26,6 +26,7 @@ from tmpnb.logs import QuietSite, quiet_connection_pool
 from tmpnb.options import ADMIN_TOKEN_VARIABLE, endpoint_or_port, yes_no
 from tmpnb.redirector.admin import RedirectorAdmin
 from tmpnb.redirector.metrics import Metrics
+from tmpnb.redirector.publicurls import PublicURLPolicy
 from tmpnb.redirector.nodes import NodeTable, Thresholds, normalized_url
 from tmpnb.redirector.nodesfile import load_nodes_file
 from tmpnb.redirector.polling import Poller
@@ -58,6 +59,7 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["node"] = []
+        self["public-host"] = []
 
     def opt_node(self, url: str) -> None:
         """A node's URL (repeatable), e.g. http://10.0.0.1:8000."""
@@ -65,6 +67,16 @@ class Options(usage.Options):
             self["node"].append(normalized_url(url))
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+
+    def opt_public_host(self, host: str) -> None:
+        """A host a node's reported public_url may name besides the node's own (repeatable;
+        `*.nb.example.org` for every subdomain). Other public_urls keep their node out of rotation."""
+        host = host.strip().lower()
+        if not host:
+            return  # an empty value (a stack file's unset variable) allows nothing
+        if "/" in host or ":" in host or "@" in host:
+            raise usage.UsageError(f"--public-host takes a host name (or *.suffix), not {host!r}")
+        self["public-host"].append(host)
 
     def postOptions(self) -> None:
         if not self["node"] and not self["nodes-file"]:
@@ -102,7 +114,8 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
 
     environ = dict(os.environ) if environ is None else environ
     top = MultiService()
-    table = NodeTable(Thresholds(down_after=options["down-after"], up_after=options["up-after"]))
+    table = NodeTable(Thresholds(down_after=options["down-after"], up_after=options["up-after"]),
+                      PublicURLPolicy(tuple(options["public-host"])))
     for url in options["node"]:
         table.add(url, source="option")
     http = _http_client(reactor)

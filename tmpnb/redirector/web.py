@@ -2,9 +2,8 @@
 
     GET  /, /spawn/<path>   302 to a chosen node, path and query kept; No-vacancy page if none
     POST /api/spawn         forwarded to a chosen node: {"url": <absolute>}; 429 JSON if none
-    GET  /api/stats         the nodes summed, and each node
+    GET  /api/stats         the nodes summed (each node, and /metrics: the admin listener only)
     GET  /health            200 while some node is up, else 503
-    GET  /metrics           Prometheus
 
 Every answer under /api/ is JSON, errors included.
 """
@@ -28,7 +27,7 @@ from tmpnb.http.replies import departure
 from tmpnb.http.tree import ApiBranch, Root, RobotsTxt
 from tmpnb.pages import render_page
 from tmpnb.redirector.choosing import candidates, choose
-from tmpnb.redirector.metrics import Metrics, MetricsPage
+from tmpnb.redirector.metrics import Metrics
 from tmpnb.redirector.nodes import Node, NodeTable
 
 log = Logger()
@@ -58,6 +57,13 @@ class Redirector:
         self.table.sent_visitor(node)
         self.metrics.sent.labels(node.url, how).inc()
         return node
+
+    def public_stats(self) -> dict[str, Any]:
+        """What anyone may know: the sums. The nodes' addresses, errors and counts are for the
+        admin listener (GET /api/nodes) alone."""
+        stats = self.stats()
+        del stats["nodes"]
+        return stats
 
     def stats(self) -> dict[str, Any]:
         nodes = list(self.table)
@@ -111,6 +117,9 @@ class SpawnForward(OnlyAllowed):
         body = request.content.read(MAX_BODY + 1)
         if len(body) > MAX_BODY:
             return replies.json_reply(request, 413, {"status": "body too large"})
+        if body.strip() and _json_object(body) is None:
+            # Refused here: no node is chosen (nor counted) for a request none could serve.
+            return replies.json_reply(request, 400, {"status": "the body must be a JSON object"})
         headers = {name: [v] for name in FORWARDED_HEADERS if (v := request.getHeader(name)) is not None}
         if xff := forwarded_for(request):
             headers[b"X-Forwarded-For"] = [xff]  # the node counts the visitor, not us
@@ -185,7 +194,7 @@ class StatsPage(OnlyAllowed):
         self._redirector = redirector
 
     def render_GET(self, request: Request) -> bytes:
-        return replies.json_reply(request, 200, self._redirector.stats())
+        return replies.json_reply(request, 200, self._redirector.public_stats())
 
 
 class HealthPage(OnlyAllowed):
@@ -212,6 +221,5 @@ def make_resource(redirector: Redirector, http: Any, clock: Any, headers: Respon
     api.putChild(b"stats", StatsPage(redirector))
     root.putChild(b"api", api)
     root.putChild(b"health", HealthPage(redirector))
-    root.putChild(b"metrics", MetricsPage(redirector.metrics))
     root.putChild(b"robots.txt", RobotsTxt())
     return root

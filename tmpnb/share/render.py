@@ -74,6 +74,20 @@ def serve(incoming: IO[bytes], outgoing: IO[bytes]) -> None:
         outgoing.flush()
 
 
+# What the child may know of its parent's environment: where to find Python's packages and
+# how to decode text. Nothing else: tmpnb's environment holds the admin, proxy-API and
+# spawn-API tokens, and the child parses untrusted notebooks.
+_PASSED_ON = ("PYTHONPATH", "VIRTUAL_ENV")
+
+
+def worker_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The explicit, minimal environment of a render child."""
+    environ = dict(os.environ) if environ is None else environ
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+    env.update({name: environ[name] for name in _PASSED_ON if name in environ})
+    return env
+
+
 def _limit_memory(limit: int) -> Callable[[], None]:
     def preexec() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -95,7 +109,8 @@ class RenderWorker:
             self.stop()
             self._child = subprocess.Popen(
                 [sys.executable, os.path.abspath(__file__), "--serve"], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, preexec_fn=_limit_memory(self._memory))
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, preexec_fn=_limit_memory(self._memory),
+                env=worker_environment(), close_fds=True)
             self._renders = 0
         return self._child
 

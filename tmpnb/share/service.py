@@ -48,6 +48,7 @@ class ShareSettings:
     expires_days: float = 30.0
     max_expires_days: float = 365.0
     shares_per_hour: int = 30  # per server
+    shares_per_hour_total: int = 600  # all servers of the store together (every node on PostgreSQL)
     renders_per_minute: int = 30  # per client address; only renders the cache cannot answer
     read_timeout: float = 20.0  # seconds to read a notebook from (or write one to) a visitor's server
 
@@ -150,9 +151,14 @@ class Sharing:
         if expected is None or not hmac.compare_digest(expected.encode(), token.encode()):
             raise Forbidden(container_id)
         now = self.clock.seconds()
-        made = await self._run(self._store.count_since, container_id, now - 3600.0)
-        if made >= self.settings.shares_per_hour:
-            raise TooMany(f"{made} shares from this server in the last hour")
+        # Checked and recorded at once, before any await that lets a parallel share in; an
+        # attempt counts whether or not it ends in a share (each one reads the server).
+        over = await self._run(self._store.reserve, secrets.token_hex(12), container_id, now,
+                               self.settings.shares_per_hour, self.settings.shares_per_hour_total)
+        if over == "server":
+            raise TooMany(f"{self.settings.shares_per_hour} shares from this server in the last hour")
+        if over is not None:
+            raise TooMany(f"{self.settings.shares_per_hour_total} shares in the last hour, from all servers")
         raw = await contents.read_file(self._client_for(container_id), base_path(container_id), expected, path,
                                        self.settings.max_bytes, self.clock, self.settings.read_timeout)
         snap = await self._run(snapshot, raw, self.settings.max_bytes, outputs)
@@ -202,6 +208,21 @@ class Sharing:
             self.renderer.forget(share.content_hash)
             self._event(how, share)
         return deleted
+
+    async def purge(self) -> int:
+        """Remove expired shares (and content nothing live needs) now; how many notebooks' bytes went."""
+        dropped = await self._run(self._store.purge, self.clock.seconds())
+        for content_hash in dropped:
+            self.renderer.forget(content_hash)
+        if dropped:
+            log.info("purged the content of {count} expired shares", count=len(dropped))
+        return len(dropped)
+
+    def purge_now(self) -> Deferred[int]:
+        """`purge` for a TimerService: a Deferred that logs its failure and never fails."""
+        d = Deferred.fromCoroutine(self.purge())
+        d.addErrback(lambda f: log.failure("purging expired shares", f))
+        return d
 
     async def from_container(self, container_id: str) -> list[Share]:
         return await self._run(self._store.from_container, container_id, self.clock.seconds())

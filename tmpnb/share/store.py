@@ -15,6 +15,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+HOUR = 3600.0  # the quotas' window
+
 DEFAULT_SQLITE_PATH = "/var/lib/tmpnb/shares.sqlite3"
 
 
@@ -52,6 +54,16 @@ class ShareStore(Protocol):
     def count_since(self, container: str, since: float) -> int:
         """How many shares a server made since `since` (deleted ones count too)."""
 
+    def reserve(self, attempt: str, container: str, now: float, per_server: int, total: int) -> str | None:
+        """Record a share attempt of `container` unless the last hour already holds `per_server`
+        of its attempts or `total` of all; checked and recorded in one transaction that no
+        other reserve (another thread, another node on PostgreSQL) interleaves with. None if
+        recorded, else which limit was reached ("server" or "total")."""
+
+    def purge(self, now: float) -> list[str]:
+        """Remove the shares expired by `now`, the content no remaining live share needs, and
+        quota records older than an hour; the content hashes removed."""
+
     def close(self) -> None: ...
 
 
@@ -81,6 +93,11 @@ class _SQLStore:
             " size INTEGER NOT NULL)",
             "CREATE INDEX IF NOT EXISTS shares_by_container ON shares (container, created)",
             "CREATE INDEX IF NOT EXISTS shares_by_hash ON shares (content_hash)",
+            # One row per share attempt in the last hour: the quotas count these.
+            "CREATE TABLE IF NOT EXISTS share_attempts (id TEXT PRIMARY KEY, container TEXT NOT NULL,"
+            " at DOUBLE PRECISION NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS share_attempts_by_container ON share_attempts (container, at)",
+            "CREATE INDEX IF NOT EXISTS share_attempts_by_time ON share_attempts (at)",
         ]
 
     def _q(self, sql: str) -> str:
@@ -132,6 +149,39 @@ class _SQLStore:
                         (container, since))
             return int(cur.fetchone()[0])
 
+    def _serialize_quota(self, cur: Any) -> None:
+        """Make this transaction the only one reserving until it ends."""
+
+    def reserve(self, attempt: str, container: str, now: float, per_server: int, total: int) -> str | None:
+        since = now - HOUR
+        with self._cursor() as cur:
+            self._serialize_quota(cur)
+            cur.execute(self._q("SELECT COUNT(*), COALESCE(SUM(CASE WHEN container = ? THEN 1 ELSE 0 END), 0)"
+                                " FROM share_attempts WHERE at > ?"), (container, since))
+            everyone, this_server = (int(n) for n in cur.fetchone())
+            if this_server >= per_server:
+                return "server"
+            if everyone >= total:
+                return "total"
+            cur.execute(self._q("INSERT INTO share_attempts (id, container, at) VALUES (?, ?, ?)"),
+                        (attempt, container, now))
+        return None
+
+    def purge(self, now: float) -> list[str]:
+        with self._cursor() as cur:
+            cur.execute(self._q("DELETE FROM share_attempts WHERE at <= ?"), (now - HOUR,))
+            cur.execute(self._q("DELETE FROM shares WHERE expires IS NOT NULL AND expires <= ? RETURNING content_hash"),
+                        (now,))
+            hashes = sorted({row[0] for row in cur.fetchall()})
+            dropped = []
+            for content_hash in hashes:
+                # Bytes another live share still points at stay.
+                cur.execute(self._q("DELETE FROM notebooks WHERE hash = ? AND NOT EXISTS"
+                                    " (SELECT 1 FROM shares WHERE content_hash = ? AND deleted IS NULL)"
+                                    " RETURNING hash"), (content_hash, content_hash))
+                dropped.extend(row[0] for row in cur.fetchall())
+        return dropped
+
 
 class _Transaction:
     def __init__(self, lock: threading.Lock, connection: Any) -> None:
@@ -170,6 +220,10 @@ class SQLiteStore(_SQLStore):
     def _cursor(self) -> _Transaction:
         return _Transaction(self._lock, self._connection)
 
+    def _serialize_quota(self, cur: Any) -> None:
+        # The write lock now, not at the INSERT: another process on the same file waits here.
+        cur.execute("BEGIN IMMEDIATE")
+
     def close(self) -> None:
         with self._lock:
             self._connection.close()
@@ -202,6 +256,10 @@ class PostgresStore(_SQLStore):
             # The server restarted, or a network blip: the next call gets a fresh connection.
             self._connection = self._psycopg.connect(self._url)
         return _Transaction(self._lock, self._connection)
+
+    def _serialize_quota(self, cur: Any) -> None:
+        # Every node's reservations, one at a time (READ COMMITTED alone lets two counts pass).
+        cur.execute("SELECT pg_advisory_xact_lock(7282)")
 
     def close(self) -> None:
         with self._lock:

@@ -26,6 +26,7 @@ from tmpnb.clients import Refusal
 from tmpnb.clients.answers import refused_page
 from tmpnb.faults import cause_of, is_expected, log_fault
 from tmpnb.http import replies
+from tmpnb.http.auth import given_token
 from tmpnb.http.methods import OnlyAllowed
 from tmpnb.http.replies import departure
 from tmpnb.pages import render_document, render_page
@@ -105,9 +106,8 @@ def not_found(request: Request) -> bytes:
 
 
 def _token_of(request: Request) -> str:
-    given = (request.getHeader(b"authorization") or b"").decode("latin-1")
-    scheme, _, token = given.partition(" ")
-    return token.strip() if scheme.lower() == "token" else ""
+    given = given_token(request)
+    return "" if given is None else given.decode("ascii")  # visible ASCII only
 
 
 class ShareAPI(OnlyAllowed):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 
 from twisted.logger import Logger
@@ -16,6 +15,7 @@ from tmpnb.clients.answers import refused_json
 from tmpnb.clients.fetchmeta import API, AUTHORIZED
 from tmpnb.faults import log_fault
 from tmpnb.http import replies
+from tmpnb.http.auth import has_token
 from tmpnb.http.methods import OnlyAllowed
 from tmpnb.http.replies import departure
 from tmpnb.web.handout import HandOut, Spawner
@@ -91,8 +91,7 @@ class SpawnAPI(OnlyAllowed):
     def _authorized(self, request: Request) -> bool:
         if self._api_token is None:
             return True
-        given = request.getHeader(b"Authorization") or b""
-        return hmac.compare_digest(given, b"token " + self._api_token)
+        return has_token(request, self._api_token)
 
     def render_POST(self, request: Request) -> bytes | int:
         if not self._authorized(request):
