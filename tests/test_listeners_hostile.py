@@ -37,6 +37,8 @@ from redirector_fakes import FakeNodes
 from sharefakes import NotebookServers
 from tests.builders import build_line, build_pool
 from tmpnb.admin import AdminResource
+from tmpnb.clients import SharePolicy, make_gate
+from tmpnb.clients.address import TrustedProxies
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.health import Health
 from tmpnb.http.headers import CorsPolicy, ResponseHeaders
@@ -142,7 +144,9 @@ class Listeners:
         store = SQLiteStore(str(tmp_path / "shares.sqlite3"))
         self.sharing = Sharing(self.clock, store, maybeDeferred, self.pool, lambda _: StubTreq(NotebookServers()),
                                Renderer(maybeDeferred, render=lambda *a: b""))
-        web = make_resource(self.pool, WebSettings(api_token=TOKEN), line, [sharing_extension(self.sharing)])
+        # The node's own gate, its default share: a hostile request gets no container either way.
+        gate = make_gate(self.clock, 4, SharePolicy(), TrustedProxies.parse([]))
+        web = make_resource(self.pool, WebSettings(api_token=TOKEN), line, [sharing_extension(self.sharing)], gate=gate)
         self.routes = rig.routes
         self.sites = {
             "orchestrator and share": self._site(web),
