@@ -50,6 +50,8 @@ class ContainerSpec:
     allow_origin: str = ""
     frame_ancestors: str = "'self'"
     use_tokens: bool = True
+    # Subdomain mode (--subdomain-host): the servers' cookies are `__Host-` prefixed.
+    host_locked_cookies: bool = False
     extra_labels: dict[str, str] = field(default_factory=dict)
 
 

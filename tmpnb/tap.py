@@ -35,6 +35,10 @@ from tmpnb.lifecycle import LifecycleRecorder, RecordTaker, RecordTakers, lifecy
 from tmpnb.logs import QuietSite
 from tmpnb.metrics import Metrics
 from tmpnb.observed import ObservedDocker, ObservedProxy, health_checks
+from tmpnb.origins import SubdomainHostError, parse_subdomain_host
+from tmpnb.origins.exposure import warn_if_exposed
+from tmpnb.origins.ids import new_lower_container_id
+from tmpnb.origins.routing import HostRoutes
 from tmpnb.options import ADMIN_TOKEN_VARIABLE, PROXY_TOKEN_VARIABLE, endpoint_or_port, optional_int, yes_no
 from tmpnb.pool import Pool
 from tmpnb.proxy.api import ProxyAPIResource
@@ -43,7 +47,7 @@ from tmpnb.proxy.public import public_proxy
 from tmpnb.proxy.settings import ProxySettings
 from tmpnb.proxyapi import InProcessProxyAPI, make_chp_client
 from tmpnb.readiness import wait_ready
-from tmpnb.settings import container_spec, pool_config, restarts, web_settings
+from tmpnb.settings import container_spec, origins_of, pool_config, restarts, web_settings
 from tmpnb.share import make_sharing
 from tmpnb.share.service import ShareSettings
 from tmpnb.share.store import StoreDriverMissing, check_driver
@@ -125,7 +129,14 @@ class Options(usage.Options):
         ["share-expires-days", None, 30.0, "Days a share lives unless its sharer asks for fewer.", float],
         ["shares-per-hour", None, 30, "Shares one notebook server may make in an hour.", int],
         ["share-renders-per-minute", None, 30, "Uncached share renders one client address may ask for in a minute.", int],
-        ["public-url", None, None, "The URL visitors reach this node at, told to a tmpnb-redirector in /api/stats."],
+        ["public-url", None, None,
+         "The URL visitors reach this node at, told to a tmpnb-redirector in /api/stats "
+         "(default with --subdomain-host: that host)."],
+        # Each visitor its own origin (tmpnb/origins, docs/security.md)
+        ["subdomain-host", None, None,
+         "Serve each visitor's server on a host of its own, https://<id>.HOST/user/<id>/ (e.g. "
+         "https://nb.example.org; needs a wildcard DNS name and certificate; http:// only for "
+         "localhost and *.localhost). Ids become [a-z0-9], longer by the same entropy."],
     ]
 
     def postOptions(self) -> None:
@@ -150,6 +161,10 @@ class Options(usage.Options):
         if self["proxy-api-listen"] is None:
             self["proxy-api-listen"] = default_proxy_api_listen(self["instance"], self["socket-root"])
         self["host-directories"] = tuple(d for d in self["host-directories"].split(",") if d)
+        try:
+            self["origins"] = parse_subdomain_host(self["subdomain-host"])
+        except SubdomainHostError as e:
+            raise usage.UsageError(str(e)) from None
         try:  # one line naming the extra to install, not a traceback at start
             check_driver(self["share-store"])
         except StoreDriverMissing as e:
@@ -172,6 +187,7 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     if reactor is None:
         from twisted.internet import reactor
     environ = dict(os.environ) if environ is None else environ
+    warn_if_exposed(options["listen"], origins_of(options))
     spec = container_spec(options)
     top = MultiService()
     health = Health(reactor)
@@ -209,19 +225,26 @@ def _docker_api(reactor: Any, options: Options, spec: ContainerSpec) -> DockerAP
 
 
 def _proxy_api(reactor: Any, options: Options, environ: dict[str, str]) -> tuple[Any, RouteTable | None]:
-    """The routes' API: an external CHP's (--proxy-api-url), or the embedded proxy's table."""
+    """The routes' API: an external CHP's (--proxy-api-url), or the embedded proxy's table;
+    keyed by host in subdomain mode (that CHP then runs with --host-routing)."""
+    origins = origins_of(options)
+    routes = None
     if options["proxy-api-url"]:
-        return make_chp_client(reactor, options["proxy-api-url"], environ[PROXY_TOKEN_VARIABLE]), None
-    routes = RouteTable(reactor)
-    return InProcessProxyAPI(routes), routes
+        api: Any = make_chp_client(reactor, options["proxy-api-url"], environ[PROXY_TOKEN_VARIABLE])
+    else:
+        routes = RouteTable(reactor)
+        api = InProcessProxyAPI(routes)
+    return (HostRoutes(api, origins) if origins.subdomains else api), routes
 
 
 def _pool(reactor: Any, options: Options, spec: ContainerSpec, docker: ObservedDocker, proxy: ObservedProxy,
           takers: RecordTakers) -> Pool:
     # A pooled server has rendered its landing page once: no visitor pays the cold render.
     warm_ready = functools.partial(wait_ready, warm=below_from_redirect_uri(options["redirect-uri"]))
+    # Subdomain mode: an id is a DNS label, which browsers lower-case.
+    new_id = {"new_id": new_lower_container_id} if origins_of(options).subdomains else {}
     return Pool(
-        reactor, docker, warm_ready, proxy, spec, pool_config(options),
+        reactor, docker, warm_ready, proxy, spec, pool_config(options), **new_id,
         on_transition=LifecycleRecorder(records=takers.transitions),
         # Restarts keep visitors (docs/lifecycle.md, Restarts); the markers make adoption
         # safe with the embedded proxy, whose routes die with this process.
@@ -281,7 +304,8 @@ def _embedded_proxy(reactor: Any, options: Options, spec: ContainerSpec, routes:
     # Each visitor in the waiting line holds a request open at the orchestrator (a long poll):
     # the proxy's bound on connections to one backend must leave room for all of them.
     public = public_proxy(reactor, routes, ProxySettings(default_target=web_target, static_dir=options["static-dir"],
-                          scheme=scheme, max_backend_connections_per_target=32 + options["max-waiting"]))
+                          scheme=scheme, max_backend_connections_per_target=32 + options["max-waiting"],
+                          host_routing=origins_of(options).subdomains))
     public.noisy = False
     if metrics is not None:
         metrics.watch_proxy(public)

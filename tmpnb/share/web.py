@@ -26,6 +26,7 @@ from tmpnb.faults import cause_of, is_expected, log_fault
 from tmpnb.http import replies
 from tmpnb.http.methods import OnlyAllowed
 from tmpnb.http.replies import departure
+from tmpnb.origins import Origins
 from tmpnb.pages import render_document, render_page
 from tmpnb.share.contents import ServerRefused
 from tmpnb.share.limits import RateLimit, client_address
@@ -113,9 +114,12 @@ class ShareAPI(OnlyAllowed):
 
     isLeaf = True
 
-    def __init__(self, sharing: Sharing) -> None:
+    def __init__(self, sharing: Sharing, origins: Origins = Origins()) -> None:
         super().__init__()
         self._sharing = sharing
+        # Subdomain mode: the Share button posts from a visitor's subdomain; its links must
+        # lead to the bare host, so they are absolute.
+        self._origins = origins
 
     def render_POST(self, request: Request) -> int | bytes:
         body = request.content.read(MAX_BODY + 1)
@@ -157,8 +161,8 @@ class ShareAPI(OnlyAllowed):
         share = created.share
         return replies.json_reply(request, 201, {
             "id": share.id,
-            "url": share_url(share.id),
-            "delete_url": delete_url(share.id, created.delete_key),
+            "url": self._origins.orchestrator_url(share_url(share.id)),
+            "delete_url": self._origins.orchestrator_url(delete_url(share.id, created.delete_key)),
             "expires": iso(share.expires),
         })
 
@@ -332,10 +336,10 @@ def shares_lister(sharing: Sharing) -> Callable[[str], Deferred[list[tuple[str, 
 
 
 def mount(root: Resource, api: Resource, sharing: Sharing, handout: HandOut, frame_ancestors: str,
-          retry_after: int) -> None:
+          retry_after: int, origins: Origins = Origins()) -> None:
     """Put sharing's resources into the orchestrator's tree."""
     limit = RateLimit(sharing.clock, sharing.settings.renders_per_minute, 60.0)
-    api.putChild(b"share", ShareAPI(sharing))
+    api.putChild(b"share", ShareAPI(sharing, origins))
     root.putChild(b"share", ShareBranch(sharing, limit, frame_ancestors))
     root.putChild(b"remix", RemixPage(sharing, handout, retry_after))
 
@@ -346,7 +350,7 @@ def sharing_extension(sharing: Sharing) -> TreeExtension:
 
     def extend(tree: Tree) -> None:
         mount(tree.root, tree.api, sharing, tree.handout, tree.settings.frame_ancestors,
-              tree.settings.retry_after)
+              tree.settings.retry_after, tree.settings.origins)
         tree.root.putChild(b"user", GonePage(shares_lister(sharing)))
 
     return extend

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from tmpnb.origins import Origins
 from tmpnb.web.paths import with_token
 
 if TYPE_CHECKING:
@@ -40,10 +41,17 @@ class Place:
     rate: float  # containers readied per second lately
 
 
+def server_url(origins: Origins, assignment: Assignment, below: str, token: str | None) -> str:
+    """The URL that logs a visitor in to their server at `below`: `/user/<id>/<below>?token=…`,
+    on the visitor's own subdomain in subdomain mode (tmpnb/origins)."""
+    return with_token(origins.server_url(assignment.container_id, assignment.path + below), token)
+
+
 class HandOut:
-    def __init__(self, line: WaitingLine, use_tokens: bool) -> None:
+    def __init__(self, line: WaitingLine, use_tokens: bool, origins: Origins = Origins()) -> None:
         self._line = line
         self._use_tokens = use_tokens
+        self._origins = origins
 
     def take(self, below: str, join: bool = True) -> Ticket | None:
         """A ticket for a new visitor going to `below` in their server; None: no vacancy
@@ -61,4 +69,4 @@ class HandOut:
         assignment = ticket.claim()
         log.info("handed {container} to a visitor", container=assignment.container_id)
         token = assignment.token if self._use_tokens else None
-        return with_token(assignment.path + ticket.below, token)
+        return server_url(self._origins, assignment, ticket.below, token)
