@@ -61,17 +61,30 @@ class Reply:
         return json.loads(self.body)
 
 
+def is_localhost_name(host: str | None) -> bool:
+    return host is not None and (host == "localhost" or host.endswith(".localhost"))
+
+
+def resolve_localhost(host: str | None, netloc: str, headers: dict) -> tuple[str | None, dict]:
+    """Browsers resolve `localhost` and `*.localhost` to loopback (RFC 6761), this machine's
+    resolver does not: (address to connect to, headers with the name as Host)."""
+    if not is_localhost_name(host):
+        return host, headers
+    return "127.0.0.1", {"Host": netloc, **headers}
+
+
 def call(base: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
          timeout: float = 30) -> Reply:
     """One HTTP exchange, redirects not followed."""
     parts = urlsplit(base)
+    address, headers = resolve_localhost(parts.hostname, parts.netloc, headers or {})
     if parts.scheme == "https":  # a test's own self-signed certificate: not checked here
-        connection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
+        connection = http.client.HTTPSConnection(address, parts.port, timeout=timeout,
                                                  context=ssl._create_unverified_context())
     else:
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        connection = http.client.HTTPConnection(address, parts.port, timeout=timeout)
     try:
-        connection.request(method, path, body=body, headers=headers or {})
+        connection.request(method, path, body=body, headers=headers)
         response = connection.getresponse()
         return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
     finally:
@@ -304,7 +317,12 @@ def execute(base: str, prefix: str, token: str, kernel_id: str, code: str, timeo
     """Run `code` in the kernel over its websocket (through the proxy); the text/plain result
     (None for a statement without a value)."""
     ws_url = base.replace("http://", "ws://") + f"{prefix}api/kernels/{kernel_id}/channels?token={token}"
-    ws = websocket.create_connection(ws_url, timeout=timeout)
+    parts = urlsplit(ws_url)
+    extra = {}
+    if is_localhost_name(parts.hostname):  # as call(): *.localhost is loopback
+        extra = {"host": parts.netloc, "origin": base}
+        ws_url = ws_url.replace(f"//{parts.netloc}", f"//127.0.0.1:{parts.port}", 1)
+    ws = websocket.create_connection(ws_url, timeout=timeout, **extra)
     try:
         return execute_on(ws, code, timeout)
     finally:
