@@ -73,6 +73,13 @@ class Origins:
             return ""
         return f"{self.scheme}://{self.visitor_host(container_id)}{self._port_suffix}"
 
+    @property
+    def visitor_source(self) -> str:
+        """Every visitor's origin as a CSP source, `https://*.nb.example.org`; "" in path mode."""
+        if self.host is None:
+            return ""
+        return f"{self.scheme}://*.{self.host}{self._port_suffix}"
+
     def server_url(self, container_id: str, path: str) -> str:
         """Where to send a visitor for `path` (`/user/<id>/…`) on their server: the path itself
         in path mode, an absolute URL on the visitor's own subdomain otherwise."""

@@ -54,11 +54,14 @@ def untrusted_csp(frame_ancestors: str) -> bytes:
     ).encode("latin-1")
 
 
-def page_csp(frame_ancestors: str) -> bytes:
-    """For tmpnb's own page around it: no scripts at all, frames and forms to ourselves only."""
+def page_csp(frame_ancestors: str, visitor_source: str = "") -> bytes:
+    """For tmpnb's own page around it: no scripts at all, frames and forms to ourselves only.
+    The Remix form redirects to the new server: in subdomain mode that is on a visitor's host
+    (`visitor_source`, tmpnb.origins.Origins), which form-action must allow too."""
+    forms = " ".join(["'self'", visitor_source]).strip()
     return (
         "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-src 'self'; "
-        f"form-action 'self'; frame-ancestors {frame_ancestors}"
+        f"form-action {forms}; frame-ancestors {frame_ancestors}"
     ).encode("latin-1")
 
 
@@ -172,11 +175,13 @@ class ShareBranch(Resource):
 
     isLeaf = True
 
-    def __init__(self, sharing: Sharing, render_limit: RateLimit, frame_ancestors: str) -> None:
+    def __init__(self, sharing: Sharing, render_limit: RateLimit, frame_ancestors: str,
+                 visitor_source: str = "") -> None:
         super().__init__()
         self._sharing = sharing
         self._render_limit = render_limit
         self._frame_ancestors = frame_ancestors
+        self._visitor_source = visitor_source
 
     def render(self, request: Request) -> int | bytes:
         private(request)
@@ -201,7 +206,7 @@ class ShareBranch(Resource):
         if not self._sharing.live(share):
             return ended_page(request, share)
         if kind == "page":
-            request.setHeader(b"Content-Security-Policy", page_csp(self._frame_ancestors))
+            request.setHeader(b"Content-Security-Policy", page_csp(self._frame_ancestors, self._visitor_source))
             page = render_document("share_view", id=share.id, notebook=share.name,
                                    created=_when(share.created), expires=_when(share.expires))
             return replies.html(request, 200, page)
@@ -340,7 +345,7 @@ def mount(root: Resource, api: Resource, sharing: Sharing, handout: HandOut, fra
     """Put sharing's resources into the orchestrator's tree."""
     limit = RateLimit(sharing.clock, sharing.settings.renders_per_minute, 60.0)
     api.putChild(b"share", ShareAPI(sharing, origins))
-    root.putChild(b"share", ShareBranch(sharing, limit, frame_ancestors))
+    root.putChild(b"share", ShareBranch(sharing, limit, frame_ancestors, origins.visitor_source))
     root.putChild(b"remix", RemixPage(sharing, handout, retry_after))
 
 
