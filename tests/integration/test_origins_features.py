@@ -24,7 +24,7 @@ from embedding_site import THEBE_LIB, Site, article, thebe_page
 from test_browser import ARTIFACTS, browser  # noqa: F401  (the fixture)
 from test_embedding import read_the_embedded_notebook
 from test_share_browser import click_through_dialogs, save_notebook
-from tmpnb_process import Tmpnb, call, free_port
+from tmpnb_process import CHP, Chp, Tmpnb, auth, call, free_port, run_one_plus_one
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -161,3 +161,32 @@ def test_the_waiting_line_serves_a_spike_of_browsers_each_on_its_own_subdomain(b
         raise
     finally:
         context.close()
+
+
+def test_behind_an_external_chp_with_host_routing_each_visitor_gets_its_own_host(launch):
+    """--proxy-api-url with --subdomain-host: tmpnb writes host-keyed routes to a real
+    configurable-http-proxy run with --host-routing; a visitor's server answers on its own host
+    only, and runs code."""
+    if not os.path.exists(CHP):
+        pytest.skip("configurable-http-proxy 5.3 not installed")
+    proxy = Chp(default_target=f"http://127.0.0.1:{free_port()}", extra_args=("--host-routing",))
+    proxy.start()
+    try:
+        bare = f"http://{PARENT}:{proxy.port}"
+        tmpnb = launch("--pool-size=1", "--capacity=2", f"--proxy-api-url={proxy.api}", f"--subdomain-host={bare}",
+                       env={"CONFIGPROXY_AUTH_TOKEN": proxy.token}, port=proxy.default_port)
+        tmpnb.wait_available(1, base=proxy.base, timeout=BOOT_WAIT)
+        landing = call(bare, "GET", "/")
+        match = re.fullmatch(SERVER.replace("PORT", str(proxy.port)) + r"tree\?token=([0-9a-f]+)",
+                             landing.headers.get("location", ""))
+        assert match, landing
+        container_id, token = match.group(1), match.group(2)
+        origin, prefix = f"http://{container_id}.{PARENT}:{proxy.port}", f"/user/{container_id}/"
+        assert f"/{container_id}.{PARENT}{prefix.rstrip('/')}" in proxy.routes()
+        assert run_one_plus_one(origin, prefix, token) == "2"
+        # Not on the bare host, nor on another visitor's host: the orchestrator answers there.
+        assert call(bare, "GET", prefix + "api/status", headers=auth(token)).status == 404
+        assert call(f"http://other.{PARENT}:{proxy.port}", "GET", prefix + "api/status",
+                    headers=auth(token)).status == 302
+    finally:
+        proxy.stop()

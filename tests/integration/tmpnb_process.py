@@ -374,6 +374,7 @@ class Chp:
     api_port: int = field(default_factory=free_port)
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     process: subprocess.Popen | None = None
+    extra_args: tuple[str, ...] = ()  # more of CHP's options (--host-routing)
 
     @property
     def base(self) -> str:
@@ -391,7 +392,7 @@ class Chp:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [CHP, "--ip", "127.0.0.1", "--port", str(self.port), "--api-ip", "127.0.0.1",
-             "--api-port", str(self.api_port), "--default-target", self.default_target],
+             "--api-port", str(self.api_port), "--default-target", self.default_target, *self.extra_args],
             env={**os.environ, "CONFIGPROXY_AUTH_TOKEN": self.token},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
