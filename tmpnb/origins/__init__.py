@@ -102,11 +102,6 @@ class Origins:
         label = name[: -len(suffix)]
         return label if label and "." not in label else None
 
-    def is_bare_host(self, host: str) -> bool:
-        if self.host is None:
-            return True
-        return host.split(":", 1)[0].lower().rstrip(".") == self.host
-
 
 def parse_subdomain_host(url: str | None) -> Origins:
     """`--subdomain-host` as `Origins`; None or "": path mode.
