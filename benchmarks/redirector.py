@@ -30,7 +30,7 @@ import docker
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
-from tmpnb_process import Launcher, Redirector, call, free_port, wait_until  # noqa: E402
+from tmpnb_process import ONE_ADDRESS, Launcher, Redirector, call, free_port, wait_until  # noqa: E402
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -74,7 +74,7 @@ def overhead() -> None:
     client = docker.DockerClient(base_url="unix:///var/run/docker.sock", timeout=60)
     launch = Launcher(client, "bench-redirector", ["--cleanup-on-stop"])
     try:
-        nodes = [launch("--pool-size=3", "--capacity=20", "--cull-timeout=600", host=f"127.0.0.{i + 2}",
+        nodes = [launch("--pool-size=3", "--capacity=20", "--cull-timeout=600", *ONE_ADDRESS, host=f"127.0.0.{i + 2}",
                         name=f"n{i + 1}") for i in range(3)]
         redirector = Redirector([n.base for n in nodes], ["--health-period=1"])
         redirector.start()

@@ -36,7 +36,7 @@ import docker
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
-from tmpnb_process import Launcher, auth, call, visit  # noqa: E402  (the shared helper lives with the integration tests)
+from tmpnb_process import ONE_ADDRESS, Launcher, auth, call, visit  # noqa: E402  (the shared helper lives with the integration tests)
 
 import nbformat  # noqa: E402
 
@@ -105,7 +105,7 @@ def main() -> None:
     client = docker.DockerClient(base_url="unix:///var/run/docker.sock")
     launcher = Launcher(client, "bench-share", ["--cleanup-on-stop"])
     try:
-        server = launcher("--pool-size=2", "--capacity=6", "--shares-per-hour=100000",
+        server = launcher("--pool-size=2", "--capacity=6", "--shares-per-hour=100000", *ONE_ADDRESS,
                           "--share-renders-per-minute=100000", f"--share-store=/tmp/bench-share-{os.getpid()}.sqlite3")
         server.wait_available(2)
         base = server.base

@@ -55,6 +55,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 from tmpnb_process import (  # noqa: E402  (the shared helper lives with the integration tests)
     ALLOW_DOCKERD_RESTART,
     INSTANCE_LABEL,
+    ONE_ADDRESS,
     DockerdStopped,
     Tmpnb,
     TmpnbError,
@@ -110,7 +111,8 @@ def settled(client: docker.DockerClient, server: Tmpnb, pool: int, timeout: floa
 
 
 def new_server(args: list[str], prefix: str) -> Tmpnb:
-    server = Tmpnb(f"bench-soak-{prefix}-{os.urandom(3).hex()}", tempfile.mkdtemp(prefix="tnbS", dir="/tmp"), args)
+    server = Tmpnb(f"bench-soak-{prefix}-{os.urandom(3).hex()}", tempfile.mkdtemp(prefix="tnbS", dir="/tmp"),
+                   [*ONE_ADDRESS, *args])
     server.start()
     return server
 

@@ -51,6 +51,9 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = os.environ.get("TMPNB_TEST_IMAGE", "tmpnb/notebook:latest")
+# Every visitor here comes from 127.0.0.1: one client address may hold the whole capacity and
+# spawn without a limit to speak of (tmpnb/clients/; docs/operations.md).
+ONE_ADDRESS = ("--client-share=1", "--client-spawn-burst=1000000", "--client-spawn-rate=1000000")
 
 
 def free_port() -> int:
@@ -72,7 +75,7 @@ class Server:
             "-n", "--pidfile=", f"--logfile={self.socket_root}/twistd.log", "tmpnb",
             f"--instance={self.instance}", f"--socket-root={self.socket_root}", f"--image={IMAGE}",
             f"--listen=tcp:{self.port}:interface=127.0.0.1",
-            f"--proxy-api-listen=tcp:{free_port()}:interface=127.0.0.1", "--cleanup-on-stop", *args,
+            f"--proxy-api-listen=tcp:{free_port()}:interface=127.0.0.1", "--cleanup-on-stop", *ONE_ADDRESS, *args,
         ]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)

@@ -12,11 +12,13 @@ Anything `Pool(...)` takes can be given as a keyword (`max_booting=2`, `adopt=Tr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
 from twisted.internet.task import Clock
 
 from tests.fakedocker import FakeDocker, FakeServers
+from tmpnb.clients import ClientGate, SharePolicy, make_gate
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.pool import Pool
 from tmpnb.proxy.routes import RouteTable
@@ -82,3 +84,25 @@ def build_line(rig: PoolRig, max_waiting: int, **options: Any) -> WaitingLine:
     line = WaitingLine(rig.clock, rig.pool, max_waiting, **options)
     line.follow(rig.pool)
     return line
+
+
+# One client address may hold the whole capacity and spawn without limit: for the tests that
+# stand for many visitors from one address (StubTreq's 127.0.0.1), which the default share
+# (tmpnb/clients/: a quarter of the capacity) would refuse.
+WHOLE_CAPACITY = SharePolicy(share=1.0, spawns_per_minute=1e9, burst=10**9)
+
+
+def one_address_gate(clock: Any = None, capacity: int = 1000) -> ClientGate:
+    """A client gate that lets one address have everything (WHOLE_CAPACITY); the Sec-Fetch rules
+    and the reload cookie still apply."""
+    return make_gate(Clock() if clock is None else clock, capacity, WHOLE_CAPACITY)
+
+
+def cookieless(stub: Any) -> Any:
+    """`stub` (a treq.testing.StubTreq) keeps no cookie between requests: each request is a new
+    visitor with no browser memory (curl), as the tests of many visitors on one client mean it.
+    treq's client keeps a cookie jar, and the reload cookie (tmpnb/clients/returning.py) would
+    send the "second visitor" back to the first one's server; the jar's policy now refuses all."""
+    client = stub.request.__wrapped__.__self__  # the HTTPClient behind StubTreq's functions
+    client._cookiejar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+    return stub

@@ -18,6 +18,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from treq.testing import StubTreq
 
+from tests.builders import one_address_gate
 from tmpnb.pool import Assignment
 from tmpnb.share.render import Renderer
 from tmpnb.share.service import ShareSettings, Sharing
@@ -135,7 +136,8 @@ class World:
         renderer = Renderer(in_thread_now) if render is None else Renderer(in_thread_now, render=render)
         self.sharing = Sharing(self.clock, self.store, in_thread_now, self.pool,
                                lambda container_id: StubTreq(self.servers), renderer, settings)
-        self.http = StubTreq(make_resource(self.pool, WebSettings(), extensions=[sharing_extension(self.sharing)]))
+        self.http = StubTreq(make_resource(self.pool, WebSettings(), extensions=[sharing_extension(self.sharing)],
+                                           gate=one_address_gate(self.clock)))
 
     def close(self) -> None:
         """End the render processes this world started, by their handles."""

@@ -17,6 +17,7 @@ from tmpnb.config import DEFAULT_IMAGE
 
 from tmpnb.image import build, static
 from tmpnb.image.build import RECIPE_DIR, recipe_files, recipe_hash
+from tmpnb.image.node import ensure_node_image
 
 
 @pytest.fixture
@@ -352,3 +353,23 @@ def test_jupyter_notebook_starts_the_server_directly_and_other_subcommands_still
     assert re.fullmatch(r"7\.\d+\.\d+", version)
     assert paths == "config:"
     assert any(line.split()[:1] == ["python3"] for line in kernelspecs)
+
+
+def test_a_node_image_built_under_another_name_is_tagged_not_built_again():
+    """The swarm test and the Nature benchmark name the node image differently: the same
+    source is built once, then tagged."""
+    class Image:
+        id, tags, tagged = "sha256:feed", ["tmpnb/node:swarm-test"], []
+
+        def tag(self, repository: str, tag: str) -> None:
+            self.tagged.append((repository, tag))
+
+    class Images:
+        def list(self, filters):
+            return [Image()]
+
+    class Client:
+        images = Images()
+
+    assert ensure_node_image(Client(), "tmpnb/node:nature") == "sha256:feed"
+    assert Image.tagged == [("tmpnb/node", "nature")]

@@ -3,6 +3,8 @@ and proxy, on a Clock; read back as Prometheus' text format parsed by prometheus
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred, fail
@@ -193,6 +195,17 @@ def test_the_embedded_proxy_counts_requests_bytes_and_open_websockets():
     assert value(metrics, "tmpnb_proxy_requests_total") == 2
     socket.close()
     assert value(metrics, "tmpnb_proxy_websockets_open") == 0
+    assert value(metrics, "tmpnb_proxy_routes") == 1
+    harness.routes.add("/user/b", {"target": harness.unix_target("b")})
+    assert value(metrics, "tmpnb_proxy_routes") == 2
+
+
+def test_the_process_open_fds_and_memory_are_measured():
+    """A long day's creep (fds, memory) shows on /metrics, per node."""
+    metrics = Metrics(Clock())
+    # Counted by listing /proc/self/fd, as this does: give or take the listings' own fds.
+    assert abs(value(metrics, "process_open_fds") - len(os.listdir("/proc/self/fd"))) <= 2
+    assert value(metrics, "process_resident_memory_bytes") > 10 * 2**20
 
 
 def test_each_service_has_its_own_registry():

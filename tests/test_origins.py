@@ -17,7 +17,7 @@ from twisted.logger import LogLevel
 from twisted.python import usage
 from treq.testing import StubTreq
 
-from tests.builders import build_pool
+from tests.builders import build_pool, one_address_gate
 from tests.results import succeeded
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.dockerrecipe import LaunchRequest, server_command, tornado_settings
@@ -102,7 +102,7 @@ def test_the_container_a_host_names(host, container):
 
 def test_hand_outs_and_the_api_give_the_visitors_own_origin():
     pool = FakePool()
-    treq = StubTreq(make_resource(pool, WebSettings(origins=LOCAL)))
+    treq = StubTreq(make_resource(pool, WebSettings(origins=LOCAL), gate=one_address_gate()))
     response = succeeded(treq.get("http://nb.localhost:8000/", allow_redirects=False))
     assert header(response, "Location") == "http://c00.nb.localhost:8000/user/c00/tree?token=tok00"
     response = succeeded(treq.post("http://nb.localhost:8000/api/spawn", data=b"{}"))
@@ -114,7 +114,7 @@ def test_hand_outs_and_the_api_give_the_visitors_own_origin():
 
 def test_on_a_visitors_host_the_orchestrator_hands_out_nothing_and_sends_gets_to_the_bare_host():
     pool = FakePool()
-    treq = StubTreq(make_resource(pool, WebSettings(origins=LOCAL)))
+    treq = StubTreq(make_resource(pool, WebSettings(origins=LOCAL), gate=one_address_gate()))
     for path in ["/", "/spawn/x.ipynb", "/user/c09/tree?x=1", "/remix/abc"]:
         response = succeeded(treq.get("http://c05.nb.localhost:8000" + path, allow_redirects=False))
         assert response.code == 302
@@ -126,7 +126,7 @@ def test_on_a_visitors_host_the_orchestrator_hands_out_nothing_and_sends_gets_to
 
 def test_the_share_button_may_post_to_its_own_host():
     """The Share button posts to /api/share on its page's origin, a visitor's subdomain."""
-    treq = StubTreq(make_resource(FakePool(), WebSettings(origins=LOCAL), extensions=[_share_api_stub]))
+    treq = StubTreq(make_resource(FakePool(), WebSettings(origins=LOCAL), extensions=[_share_api_stub], gate=one_address_gate()))
     response = succeeded(treq.post("http://c05.nb.localhost:8000/api/share", data=b"{}"))
     assert response.code == 200 and succeeded(response.content()) == b"share api"
 
@@ -145,7 +145,7 @@ def _share_api_stub(tree):
 
 def test_other_hosts_such_as_the_address_a_redirector_polls_are_served_as_before():
     pool = FakePool()
-    treq = StubTreq(make_resource(pool, WebSettings(origins=LOCAL)))
+    treq = StubTreq(make_resource(pool, WebSettings(origins=LOCAL), gate=one_address_gate()))
     response = succeeded(treq.get("http://127.0.0.1:8000/api/stats"))
     assert response.code == 200
 

@@ -13,6 +13,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
 from tests.results import succeeded
+from tmpnb.logs import QuietSite
+from tmpnb.redirector.polling import Poller
 from tmpnb.redirector.tap import Options, makeService
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +52,21 @@ def test_the_service_listens_publicly_and_admin_on_loopback(tmp_path):
     admin = next(f for port, f, _, _ in reactor.tcpServers if port == 8124)
     table = admin.resource._redirector.table
     assert sorted(n.url for n in table) == ["http://127.0.0.2:8000", "http://127.0.0.3:8000", "http://127.0.0.4:8000"]
+
+
+def test_the_redirector_writes_no_line_per_request_or_connection():
+    """An hour of health polls and visitors must not bury what matters in the log: its sites
+    keep no access log and its client connections log no factory start and stop."""
+    reactor = MemoryReactorClock()
+    top = makeService(parse("--node", "http://127.0.0.2:8000", "--listen", "tcp:8123:interface=127.0.0.1",
+                            "--admin-listen", "8124"), reactor=reactor, environ={"ADMIN_AUTH_TOKEN": "t"})
+    for name in ("web", "admin"):
+        top.getServiceNamed(name).privilegedStartService()
+    for _, site, _, _ in reactor.tcpServers:
+        assert isinstance(site, QuietSite) and not site.noisy
+    poller = next(s for s in top if isinstance(s, Poller))
+    pool = poller._http._agent._pool
+    assert not pool._factory.noisy
 
 
 def test_the_nodes_file_is_read_again_on_request_and_a_bad_one_is_refused(tmp_path):

@@ -16,7 +16,7 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 
 from tests.fakedocker import FakeDocker, FakeServers
-from tests.builders import build_line, build_pool
+from tests.builders import build_line, build_pool, cookieless, one_address_gate
 from tests.results import pending, succeeded
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.web import Holds, WebSettings, make_resource
@@ -41,7 +41,8 @@ class World:
         self.line = build_line(rig, max_waiting)
         self.pool.startService()
         self.boot_all()
-        self.treq = StubTreq(make_resource(self.pool, WebSettings(holds=HOLDS), self.line))
+        self.treq = cookieless(StubTreq(make_resource(self.pool, WebSettings(holds=HOLDS), self.line,
+                                                     gate=one_address_gate(self.clock))))
 
     def boot_all(self) -> None:
         """Every server booting gets ready; the line is offered what was pooled."""

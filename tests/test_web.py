@@ -18,6 +18,7 @@ from twisted.web.server import Site
 from treq.testing import StubTreq
 
 import tmpnb
+from tests.builders import cookieless, one_address_gate
 from tests.results import pending, succeeded
 from tmpnb.http.headers import CorsPolicy
 from tmpnb.web import WebSettings, make_resource
@@ -73,7 +74,7 @@ class FakePool:
 
 
 def client(pool: FakePool, **settings) -> StubTreq:
-    return StubTreq(make_resource(pool, WebSettings(**settings)))
+    return cookieless(StubTreq(make_resource(pool, WebSettings(**settings), gate=one_address_gate())))
 
 
 def exchange(treq: StubTreq, answer):
@@ -203,7 +204,7 @@ def raw_exchange(site: Site, request: bytes, hang_up: bool = False) -> bytes:
 
 def test_a_visitor_who_leaves_before_the_route_is_in_gives_the_container_back():
     pool = FakePool(hold=True)
-    site = Site(make_resource(pool, WebSettings()))
+    site = Site(make_resource(pool, WebSettings(), gate=one_address_gate()))
     written = raw_exchange(site, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", hang_up=True)
     pool.finish_route()
     assert written == b""

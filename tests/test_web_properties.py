@@ -16,7 +16,7 @@ from twisted.internet.testing import StringTransport
 from twisted.web.server import Site
 
 from test_web import FakePool
-from tests.builders import build_pool
+from tests.builders import build_pool, one_address_gate
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.web import WebSettings, make_resource
 
@@ -79,7 +79,7 @@ def delivered_url(method: str, code: int, headers: dict[bytes, bytes], body: byt
 @given(st.lists(requests, min_size=1, max_size=12), st.integers(0, 6), st.booleans())
 def test_any_request_gets_a_4xx_at_worst_and_each_container_goes_to_one_client(batch, pooled, with_token):
     pool = FakePool(pooled=pooled)
-    site = Site(make_resource(pool, WebSettings(api_token="t0k" if with_token else None)))
+    site = Site(make_resource(pool, WebSettings(api_token="t0k" if with_token else None), gate=one_address_gate()))
     delivered = []
     for method, path, body in batch:
         code, headers, answer = send(site, method, path, body)
@@ -105,7 +105,7 @@ def test_with_the_real_pool_each_container_goes_to_one_client_with_its_route(bat
     )
     pool, servers, routes = rig.pool, rig.servers, rig.routes
     pool.startService()
-    site = Site(make_resource(pool, WebSettings()))
+    site = Site(make_resource(pool, WebSettings(), gate=one_address_gate()))
     delivered = []
     for (method, path, body), servers_answer in batch:
         if servers_answer:

@@ -52,6 +52,18 @@ class ContainerSpec:
     use_tokens: bool = True
     # Subdomain mode (--subdomain-host): the servers' cookies are `__Host-` prefixed.
     host_locked_cookies: bool = False
+    # What keeps a container from hurting its host (tmpnb/confinement.py): the image's root
+    # filesystem read-only; home, /tmp and /dev/shm memory with a cap each (Docker sizes,
+    # "0": home or /tmp stay on the image's filesystem); the container log capped ("0": dockerd's).
+    read_only_root: bool = True
+    home_dir: str = "/home/jovyan"
+    home_size: str = "128m"
+    tmp_size: str = "64m"
+    shm_size: str = "64m"
+    # Open files per process: the server, its kernels' ZMQ sockets and the visitors' websockets
+    # need a few hundred; 1024 is Linux's usual soft limit (Docker's default is 1048576).
+    nofile: int = 1024
+    log_max_size: str = "1m"
     extra_labels: dict[str, str] = field(default_factory=dict)
 
 

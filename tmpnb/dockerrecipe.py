@@ -14,6 +14,7 @@ from typing import Any
 
 from tmpnb import config
 from tmpnb.origins.cookies import login_cookie_arguments, xsrf_tornado_settings
+from tmpnb.confinement import confinement_kwargs
 
 INSTANCE_LABEL = "org.tmpnb.instance"
 ID_LABEL = "org.tmpnb.id"
@@ -153,6 +154,8 @@ def create_kwargs(request: LaunchRequest, created: float) -> dict[str, Any]:
     }
     if spec.cpu_shares is not None:
         kwargs["cpu_shares"] = spec.cpu_shares
+    # Read-only root, size-capped home and /tmp, open-file limit, capped log.
+    kwargs.update(confinement_kwargs(spec))
     return kwargs
 
 

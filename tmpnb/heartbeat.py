@@ -28,7 +28,16 @@ from twisted.python.failure import Failure
 from tmpnb import sockets
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.faults import log_fault
-from tmpnb.judging import latest_activity, routes_by_container, stray_routes, verdict
+from tmpnb.judging import (
+    Active,
+    changes_anything,
+    latest_activity,
+    routes_by_container,
+    settled_without_status,
+    stray_routes,
+    verdict,
+)
+from tmpnb.slices import Slicer
 from tmpnb.states import ContainerInputs, DockerOps, RouteOps
 from tmpnb.statusround import StatusAnswers, StatusAsk
 
@@ -94,8 +103,12 @@ class Heartbeat:
         ask_statuses: AskStatuses,
         spec: ContainerSpec,
         config: PoolConfig,
+        slicer: Slicer | None = None,
     ) -> None:
         self._clock = clock
+        # Every loop over the containers runs in short stretches (tmpnb/slices.py): at
+        # thousands of containers a sweep in one go would hold every visitor up.
+        self._slicer = Slicer(clock) if slicer is None else slicer
         self._flock = flock
         self._docker = docker
         self._proxy = proxy
@@ -113,16 +126,17 @@ class Heartbeat:
         # What a heartbeat costs the reactor: this thread's CPU time from the sweep's start to
         # its end. The reactor runs on this thread, so it is all reactor time, but it also
         # counts whatever else the reactor did meanwhile (visitors, boots): an upper bound.
-        # Judging is the sweep's longest stretch without yielding to the reactor.
-        began, cpu_began = self._clock.seconds(), time.thread_time()
+        # Judging is done in stretches (tmpnb/slices.py); `yields` counts the turns given back.
+        began, cpu_began, yields = self._clock.seconds(), time.thread_time(), self._slicer.yields
         count, judging = await self._judge_handed_out()
         log.info(
             "heartbeat over {count} handed-out containers took {wall:.3f}s, {cpu_ms:.1f} ms of"
-            " reactor CPU ({judge_ms:.1f} ms judging them in one go)",
+            " reactor CPU ({judge_ms:.1f} ms judging them), yielding to the reactor {yields} times",
             count=count,
             wall=self._clock.seconds() - began,
             cpu_ms=(time.thread_time() - cpu_began) * 1000,
             judge_ms=judging * 1000,
+            yields=self._slicer.yields - yields,
         )
 
     async def _judge_handed_out(self) -> tuple[int, float]:
@@ -140,28 +154,62 @@ class Heartbeat:
             routes = None
         if not flock.running:  # a stop meanwhile: the routes it kept are not strays
             return 0, 0.0
+        # Each pass over every container below starts a stretch of its own (tmpnb/slices.py).
+        await self._slicer.between(len(handed))
         routes_of = routes_by_container(routes or {})
         if routes is not None:
             await self._reconcile_routes(routes, routes_of, handed)
+        if not flock.running:
+            return 0, 0.0
+        await self._slicer.between(len(handed))
         still = set(flock.ids_in(HANDED_OUT))
         handed = [cid for cid in handed if cid in still]
         if not handed:
             return 0, 0.0
+        judging, judged_cpu = time.thread_time(), 0.0
+        now = self._clock.seconds()
+        unsure: list[str] = []  # those whose server's own activity could change the verdict
+
+        def judge_on_what_is_known(container_id: str) -> None:
+            machine = flock.machine(container_id)
+            if machine is None:  # removed meanwhile
+                return
+            seen = machine.describe()
+            known = settled_without_status(seen, routes_of.get(container_id), now, self._config)
+            if known is None:
+                unsure.append(container_id)
+                return
+            if isinstance(known, Active) and known.when > (seen["last_activity"] or 0):
+                flock.saw_activity(container_id, known.when)
+            if changes_anything(seen, known):
+                known.apply(machine)
+
+        # A stop meanwhile culls every machine itself: the rest need no verdict.
+        if not await self._slicer.each(handed, judge_on_what_is_known, go_on=lambda: flock.running):
+            return len(handed), time.thread_time() - judging
+        judged_cpu = time.thread_time() - judging
+        if not unsure:
+            return len(handed), judged_cpu
         statuses = await server_statuses(
-            self._ask_statuses, self._spec, {cid: flock.token(cid) for cid in handed}
+            self._ask_statuses, self._spec, {cid: flock.token(cid) for cid in unsure}, self._slicer
         )
         judging = time.thread_time()
         now = self._clock.seconds()
-        for container_id in handed:
+
+        def judge(container_id: str) -> None:
             machine = flock.machine(container_id)
-            if machine is None:  # removed while we asked
-                continue
+            if machine is None:  # removed while we asked (or while judging yielded)
+                return
             seen = machine.describe()
             activity = latest_activity(seen, routes_of.get(container_id), statuses.get(container_id))
             if activity > (seen["last_activity"] or 0):
                 flock.saw_activity(container_id, activity)
-            verdict(seen["assigned_at"], activity, now, self._config).apply(machine)
-        return len(handed), time.thread_time() - judging
+            judged = verdict(seen["assigned_at"], activity, now, self._config)
+            if changes_anything(seen, judged):
+                judged.apply(machine)
+
+        await self._slicer.each(unsure, judge, go_on=lambda: flock.running)
+        return len(handed), judged_cpu + time.thread_time() - judging
 
     async def _reconcile_routes(
         self, routes: dict[str, dict], routes_of: dict[str, dict], handed: list[str]
@@ -170,11 +218,14 @@ class Heartbeat:
         (an external proxy restarted) gets it back; a route under /user/ that no machine owns
         (ours, or carrying no instance at all: it points nowhere) is deleted. Routes another
         tmpnb instance labelled are never touched."""
-        for container_id in handed:
+        def restore(container_id: str) -> None:
             machine = self._flock.machine(container_id)
             if machine is not None and f"/user/{container_id}" not in routes:
                 log.info("the proxy lost the route of {container}; adding it again", container=container_id)
                 machine.routeLost()
+
+        await self._slicer.each(handed, restore)
+        await self._slicer.between(len(routes))
         owned = {cid for cid in routes_of if self._flock.machine(cid) is not None}
         stray = stray_routes(routes, owned, self._spec.instance)
         for path in stray:
@@ -203,16 +254,26 @@ class Heartbeat:
         flock.docker_answered()
         present = {record.container_id: record for record in records}
         flock.gone(left_behind - present.keys())
-        for container_id in running:
+
+        def check(container_id: str) -> None:
             machine = flock.machine(container_id)
             record = present.get(container_id)
             if machine is None:
-                continue
+                return
             if record is None:
                 machine.exited("vanished")
             elif not record.running:
                 machine.exited(record.status or "exited")
-        orphans = [r for r in records if flock.machine(r.container_id) is None]
+
+        if not await self._slicer.each(running, check, go_on=lambda: flock.running):
+            return
+        orphans: list[Any] = []
+
+        def unowned(record: Any) -> None:
+            if flock.machine(record.container_id) is None:
+                orphans.append(record)
+
+        await self._slicer.each(records, unowned)
         for record in orphans:
             log.warn(
                 "removing container {container} ({docker_id}): no machine owns it",
@@ -229,15 +290,28 @@ class Heartbeat:
                 ],
                 consumeErrors=True,
             ).addErrback(lambda f: log_fault(log, f, "removing orphan containers"))
-        await remove_stray_socket_dirs(self._docker, flock, present.keys())
+        await remove_stray_socket_dirs(self._docker, flock, present.keys(), self._slicer)
 
 
-async def remove_stray_socket_dirs(docker: HeartbeatDocker, flock: Flock, listed: Collection[str]) -> None:
+async def remove_stray_socket_dirs(
+    docker: HeartbeatDocker, flock: Flock, listed: Collection[str], slicer: Slicer | None = None
+) -> None:
     """Remove socket directories that no machine, no container Docker listed and no
     container left behind owns: their container vanished before any pool saw it, or after
     its removal gave up. A directory made after the listing is a new machine's: owned."""
     try:
-        stray = [cid for cid in await docker.socket_dir_ids() if not flock.owns(cid) and cid not in listed]
+        stray: list[str] = []
+
+        def sort(cid: str) -> None:
+            if not flock.owns(cid) and cid not in listed:
+                stray.append(cid)
+
+        ids = await docker.socket_dir_ids()
+        if slicer is None:
+            for cid in ids:
+                sort(cid)
+        else:
+            await slicer.each(ids, sort)
         if stray:
             log.info("removing {count} socket directories of no container: {ids}", count=len(stray), ids=stray)
             await docker.remove_socket_dirs(stray)
@@ -246,20 +320,37 @@ async def remove_stray_socket_dirs(docker: HeartbeatDocker, flock: Flock, listed
 
 
 async def server_statuses(
-    ask_statuses: AskStatuses, spec: ContainerSpec, tokens: dict[str, str]
+    ask_statuses: AskStatuses, spec: ContainerSpec, tokens: dict[str, str], slicer: Slicer | None = None
 ) -> dict[str, dict[str, Any]]:
     """The servers' api/status answers, by container id, all asked in one round (see
-    tmpnb/statusround.py); a server that does not answer in time is missing."""
-    asks = [StatusAsk(cid, sockets.socket_path(spec, cid), f"/user/{cid}/", token) for cid, token in tokens.items()]
+    tmpnb/statusround.py); a server that does not answer in time is missing. With a
+    `slicer`, the asks are made and the answers sorted in stretches."""
+    asks: list[StatusAsk] = []
+    statuses: dict[str, dict[str, Any]] = {}
+
+    def ask(item: tuple[str, str]) -> None:
+        cid, token = item
+        asks.append(StatusAsk(cid, sockets.socket_path(spec, cid), f"/user/{cid}/", token))
+
+    def sort(item: tuple[str, Any]) -> None:
+        container_id, answer = item
+        if isinstance(answer, Exception):
+            log.info("no status from {container}: {cause}", container=container_id, cause=repr(answer))
+        else:
+            statuses[container_id] = answer
+
+    async def each(items: list[Any], act: Callable[[Any], None]) -> None:
+        if slicer is None:
+            for item in items:
+                act(item)
+        else:
+            await slicer.each(items, act)
+
+    await each(list(tokens.items()), ask)
     try:
         answers = await ask_statuses(asks)
     except Exception:
         log_fault(log, Failure(), "asking the servers for their status")
         return {}
-    statuses = {}
-    for container_id, answer in answers.items():
-        if isinstance(answer, Exception):
-            log.info("no status from {container}: {cause}", container=container_id, cause=repr(answer))
-        else:
-            statuses[container_id] = answer
+    await each(list(answers.items()), sort)
     return statuses

@@ -99,6 +99,32 @@ def verdict(assigned_at: float | None, activity: float, now: float, config: Pool
     return Active(activity)
 
 
+def settled_without_status(seen: dict[str, Any], route: dict | None, now: float, config: PoolConfig) -> Verdict | None:
+    """The verdict on a handed-out container that its server's api/status cannot change, or
+    None when it could. The server's activity can only make a container more recently
+    active: one active on what the proxy and earlier heartbeats saw stays active, one too
+    old is culled whatever it did. Only the others need their server asked (at 20,000
+    containers each ask is ≈75 µs of the reactor's CPU: benchmarks/scale.py)."""
+    assigned_at = seen["assigned_at"]
+    if assigned_at is not None and now - assigned_at >= config.cull_max:
+        return verdict(assigned_at, now, now, config)
+    activity = latest_activity(seen, route, None)
+    return Active(activity) if now - activity < config.cull_period else None
+
+
+def changes_anything(seen: dict[str, Any], verdict: Verdict) -> bool:
+    """Whether giving `verdict` to the machine `seen` describes would change it: an active
+    container seen active with no newer activity, or an idle one seen idle, would only loop.
+    The heartbeat skips those inputs (each costs the machine a lookup; at 20,000 containers
+    a sweep gives thousands)."""
+    state = seen["state"]
+    if isinstance(verdict, Active):
+        return state != "assigned" or verdict.when > (seen["last_activity"] or 0)
+    if isinstance(verdict, Idle):
+        return state != "idle"
+    return True
+
+
 def stray_routes(routes: dict[str, dict], owned: Collection[str], instance: str) -> list[str]:
     """Routes under /user/ that lead to no container we own: ours, or carrying no instance
     at all (they point nowhere). Routes another tmpnb instance labelled are never ours."""

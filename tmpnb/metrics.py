@@ -9,6 +9,7 @@ is already seen, with no new bookkeeping in the parts themselves:
 - ``observe_docker_call`` (wired in tmpnb/observed.py's ObservedDocker): latency and timeouts of every
   Docker call, by operation;
 - the waiting line's ``on_turned_away`` (wired in tap.py): visitors turned away, no vacancy;
+- the client gate's ``on_refused`` (wired in tap.py): requests refused a container, by reason;
 - the heartbeat's own log event (its wall time): heartbeat durations;
 - at scrape time: containers by state (the pool's stats), the health of Docker and the
   proxy's API (tmpnb/health.py), and the embedded proxy's own counters (requests, bytes,
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from twisted.internet.defer import Deferred
@@ -53,9 +54,16 @@ class Metrics:
         self.clock = clock
         self.registry = CollectorRegistry()
         r = self.registry
+        # The process's open fds and memory (process_open_fds, process_resident_memory_bytes):
+        # what creeps over a long day shows here first.
+        ProcessCollector(registry=r)
         self.handouts = Counter("tmpnb_handouts", "Containers handed to visitors.", registry=r)
         self.no_vacancy = Counter(
             "tmpnb_no_vacancy", "Visitors who asked for a container when none was ready.", registry=r
+        )
+        self.client_refusals = Counter(
+            "tmpnb_client_refusals", "Requests refused a container, by reason: over the client address's"
+            " share, its spawn rate, or not a navigation/API call (tmpnb/clients/).", ["reason"], registry=r,
         )
         self.boot_duration = Histogram(
             "tmpnb_boot_duration_seconds", "Seconds from a container's boot to its server answering,"
@@ -177,4 +185,5 @@ class _ProxyCollector(Collector):
                                 value=p.websockets)
         yield GaugeMetricFamily("tmpnb_proxy_connections_open", "Visitor connections to the embedded proxy.",
                                 value=p.connections)
+        yield GaugeMetricFamily("tmpnb_proxy_routes", "Routes in the embedded proxy's table.", value=len(p.routes))
 

@@ -32,6 +32,7 @@ from tmpnb.assignments import AssignmentMarks, MarkedRemovals
 from tmpnb.census import Census
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.heartbeat import HANDED_OUT, AskStatuses, Heartbeat, HeartbeatDocker, HeartbeatRoutes
+from tmpnb.slices import Slicer
 from tmpnb.statusround import StatusRounds
 from tmpnb.states import (
     Assignment,
@@ -86,6 +87,7 @@ class Pool(Service):
         adopt: bool = False,
         keep_assigned: bool = False,
         assignment_marks: AssignmentMarks | None = None,
+        slicer: Slicer | None = None,
     ) -> None:
         self._reactor = reactor  # a Clock in tests: readiness is the only user of more
         # With marks, every assignment is recorded on the host and the record goes with the
@@ -125,7 +127,7 @@ class Pool(Service):
         # A node drain (admin POST /api/drain): no hand-outs, no refill; visitors keep theirs.
         self._draining = False
         self._heartbeat = Heartbeat(
-            reactor, self, self._docker, proxy, self._ask_statuses, spec, config
+            reactor, self, self._docker, proxy, self._ask_statuses, spec, config, slicer
         )
         self._heartbeats = LoopingCall(self.sweep)
         self._heartbeats.clock = reactor
@@ -137,6 +139,10 @@ class Pool(Service):
         # waiting line's visitors are booted for (see acquire).
         self._refill_later: IDelayedCall | None = None
         self._postponed_since = 0.0
+        # The hooks every machine's core holds, bound once: `self._transition` makes a new
+        # bound-method object at each use, four per container that the garbage collector
+        # then walks at every full collection (benchmarks/scale.py).
+        self._hooks = (self._ready_check, self._transition, self._removed, self._gave_up)
 
     # -- the service
 
@@ -213,6 +219,10 @@ class Pool(Service):
         whatever the refill does."""
         self._demand = waiting
         self.fill()
+
+    def pooled(self) -> int:
+        """Containers booted and waiting for a visitor now."""
+        return self._census.count("pooled")
 
     def room(self) -> int:
         """How many more visitors can get a container without a cull: those booted or on
@@ -317,11 +327,11 @@ class Pool(Service):
             config=self.config,
             clock=self._reactor,
             docker=self._docker,
-            wait_ready=self._ready_check,
+            wait_ready=self._hooks[0],
             proxy=self._proxy,
-            on_transition=self._transition,
-            on_removed=self._removed,
-            on_gave_up=self._gave_up,
+            on_transition=self._hooks[1],
+            on_removed=self._hooks[2],
+            on_gave_up=self._hooks[3],
         )
         machine = new_machine(core)
         self._machines[container_id] = machine

@@ -18,7 +18,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.web.client import Agent, HTTPConnectionPool, Response
 
 from tmpnb.logs import quiet_connection_pool
-from tmpnb.proxy.routes import RouteTable, normalize_route_path
+from tmpnb.proxy.routes import RouteTable, normalize_route_path, to_millis
+from tmpnb.slices import Slicer
 
 
 class ProxyAPI(Protocol):
@@ -120,10 +121,13 @@ class CHPClient:
 
 
 class InProcessProxyAPI:
-    """The same interface over the embedded proxy's table: every call has already happened."""
+    """The same interface over the embedded proxy's table: every call has already happened,
+    but for a listing given a `slicer`: it is rendered in stretches (tmpnb/slices.py), since
+    rendering 20,000 routes at once holds the reactor ≈0.2 s."""
 
-    def __init__(self, routes: RouteTable) -> None:
+    def __init__(self, routes: RouteTable, slicer: Slicer | None = None) -> None:
         self._routes = routes
+        self._slicer = slicer
 
     def add_route(self, path: str, target: str, **data: Any) -> Deferred[None]:
         self._routes.add(path, {"target": target, **data})
@@ -138,7 +142,24 @@ class InProcessProxyAPI:
 
     def list_routes(self, inactive_since: datetime | None = None) -> Deferred[dict[str, dict]]:
         since = None if inactive_since is None else _as_utc(inactive_since).timestamp()
-        return succeed(self._routes.all(since))
+        if self._slicer is None:
+            return succeed(self._routes.all(since))
+        return Deferred.fromCoroutine(self._list_in_slices(since))
+
+    async def _list_in_slices(self, since: float | None) -> dict[str, dict]:
+        """What `RouteTable.all(since)` answers, rendered a stretch at a time; a route removed
+        meanwhile is left out, one added meanwhile may be."""
+        routes, listed = self._routes, {}
+        cutoff = None if since is None else to_millis(since)
+
+        def render(path: str) -> None:
+            data = routes.get(path)
+            last = routes.last_activity(path)
+            if data is not None and last is not None and (cutoff is None or to_millis(last) < cutoff):
+                listed[path] = data
+
+        await self._slicer.each(routes.paths(), render)
+        return listed
 
 
 def _as_utc(moment: datetime) -> datetime:

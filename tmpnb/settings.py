@@ -8,7 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from tmpnb.clients import SharePolicy
+from tmpnb.clients.address import TrustedProxies
 from tmpnb.config import ContainerSpec, PoolConfig
+from tmpnb.confinement import memory_budget_problem, size_bytes
 from tmpnb.http.headers import CorsPolicy
 from tmpnb.options import API_TOKEN_VARIABLE
 from tmpnb.origins import Origins
@@ -35,7 +38,30 @@ def container_spec(options: ParsedOptions) -> ContainerSpec:
         frame_ancestors=options["frame-ancestors"],
         use_tokens=not options["no-tokens"],
         host_locked_cookies=origins_of(options).subdomains,
+        read_only_root=not options["writable-root"],
+        home_dir=options["home-dir"],
+        home_size=options["home-size"],
+        tmp_size=options["tmp-size"],
+        shm_size=options["shm-size"],
+        nofile=options["nofile"],
+        log_max_size=options["log-max-size"],
     )
+
+
+def confinement_problem(options: ParsedOptions) -> str | None:
+    """What is wrong with the sizes and limits a visitor's container gets, or None."""
+    for name in ("mem-limit", "home-size", "tmp-size", "shm-size", "log-max-size"):
+        try:
+            size_bytes(options[name])
+        except ValueError as e:
+            return f"--{name}: {e}"
+    if options["nofile"] < 64:
+        return "--nofile must be at least 64 (the server and a kernel hold dozens of files)"
+    if not options["home-dir"].startswith("/") or options["home-dir"].rstrip("/") in ("", "/tmp"):
+        return "--home-dir must be an absolute path other than / and /tmp"
+    if not options["writable-root"] and not size_bytes(options["home-size"]):
+        return "--home-size 0 keeps the image's home, which a read-only root makes unwritable: add --writable-root"
+    return memory_budget_problem(container_spec(options))
 
 
 def pool_config(options: ParsedOptions) -> PoolConfig:
@@ -94,3 +120,14 @@ def web_settings(options: ParsedOptions, environ: dict[str, str]) -> WebSettings
             max_age=options["max-age"],
         ),
     )
+
+
+def client_policy(options: ParsedOptions) -> SharePolicy:
+    """How much one client address may hold and how fast it may spawn (tmpnb/clients/)."""
+    return SharePolicy(share=options["client-share"], spawns_per_minute=options["client-spawn-rate"],
+                       burst=options["client-spawn-burst"])
+
+
+def trusted_proxies(options: ParsedOptions) -> TrustedProxies:
+    """Whose X-Forwarded-For names the client: --trusted-proxy, and the orchestrator's own proxy."""
+    return TrustedProxies.parse(options["trusted-proxy"])

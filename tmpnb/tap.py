@@ -27,6 +27,8 @@ from twisted.web.server import Site
 
 from tmpnb.admin import AdminResource
 from tmpnb.assignments import AssignmentMarks, assigned_dir
+from tmpnb.clients import ClientGate, SharePolicy, make_gate
+from tmpnb.collector import freeze_startup_objects
 from tmpnb.config import DEFAULT_COMMAND, DEFAULT_IMAGE, ContainerSpec, PoolConfig
 from tmpnb.dockerapi import DockerAPI, docker_client_factory, make_docker_threadpool
 from tmpnb.endpoints import default_proxy_api_listen, orchestrator_endpoint
@@ -47,11 +49,13 @@ from tmpnb.proxy.public import public_proxy
 from tmpnb.proxy.settings import ProxySettings
 from tmpnb.proxyapi import InProcessProxyAPI, make_chp_client
 from tmpnb.readiness import wait_ready
-from tmpnb.settings import container_spec, origins_of, pool_config, restarts, web_settings
+from tmpnb.settings import (client_policy, confinement_problem, container_spec, origins_of, pool_config, restarts,
+                            trusted_proxies, web_settings)
 from tmpnb.share import make_sharing
 from tmpnb.share.service import ShareSettings
 from tmpnb.share.store import StoreDriverMissing, check_driver
 from tmpnb.share.web import sharing_extension
+from tmpnb.slices import Slicer
 from tmpnb.waitingline import WaitingLine
 from tmpnb.web import make_resource
 from tmpnb.web.paths import below_from_redirect_uri
@@ -60,6 +64,7 @@ log = Logger()
 
 _SPEC = ContainerSpec()
 _POOL = PoolConfig()
+_SHARE = SharePolicy()
 
 
 class Options(usage.Options):
@@ -73,6 +78,7 @@ class Options(usage.Options):
         # Restarts: by default visitors keep their containers across a restart.
         ["cleanup-on-start", None, "Remove this instance's leftover containers at start instead of adopting them."],
         ["cleanup-on-stop", None, "Remove the visitors' containers too when stopping (default: leave them for the next start)."],
+        ["writable-root", None, "Leave the image's root filesystem writable (default: read-only; visitors write only to home, /tmp and /dev/shm)."],
     ]
     optParameters = [
         # The pool
@@ -98,6 +104,13 @@ class Options(usage.Options):
         ["container-ip", None, _SPEC.container_ip, "{ip} in --command (the same for every container)."],
         ["container-port", None, _SPEC.container_port, "{port} in --command (the same for every container).", int],
         ["host-directories", None, "", "Comma-separated host:container[:ro|rw] mounts for every container."],
+        # What a visitor may write: memory, counted in --mem-limit (docs/security.md).
+        ["home-dir", None, _SPEC.home_dir, "The containers' home directory, where --home-size's tmpfs goes."],
+        ["home-size", None, _SPEC.home_size, "Size of the visitor's home, a tmpfs counted in --mem-limit (0: the image's own home, needs --writable-root)."],
+        ["tmp-size", None, _SPEC.tmp_size, "Size of /tmp (and /var/tmp in tmpnb's image), a tmpfs counted in --mem-limit (0: the image's own)."],
+        ["shm-size", None, _SPEC.shm_size, "Size of /dev/shm, counted in --mem-limit."],
+        ["nofile", None, _SPEC.nofile, "Open files per process in a container (ulimit -n).", int],
+        ["log-max-size", None, _SPEC.log_max_size, "Largest container log (json-file, one file; 0: dockerd's log driver and options)."],
         ["instance", None, _SPEC.instance, "Name of this tmpnb: labels its containers; one never touches another's."],
         ["socket-root", None, _SPEC.socket_root, "Host directory for the containers' socket directories."],
         ["max-dock-workers", None, 4, "Threads for Docker calls.", int],
@@ -137,7 +150,21 @@ class Options(usage.Options):
          "Serve each visitor's server on a host of its own, https://<id>.HOST/user/<id>/ (e.g. "
          "https://nb.example.org; needs a wildcard DNS name and certificate; http:// only for "
          "localhost and *.localhost). Ids become [a-z0-9], longer by the same entropy."],
+        # Each client address's fair share (tmpnb/clients/)
+        ["client-share", None, _SHARE.share,
+         "Fraction of --capacity one client address may hold (containers and places in line; at least 1).", float],
+        ["client-spawn-rate", None, _SHARE.spawns_per_minute,
+         "New containers one client address may start a minute, once its burst is spent.", float],
+        ["client-spawn-burst", None, _SHARE.burst, "New containers one client address may start at once.", int],
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["trusted-proxy"] = []
+
+    def opt_trusted_proxy(self, cidr: str) -> None:
+        """A proxy (address or CIDR) whose X-Forwarded-For names the client; repeatable."""
+        self["trusted-proxy"].append(cidr)
 
     def postOptions(self) -> None:
         if self["no-tokens"] and self["use-tokens"]:
@@ -165,21 +192,32 @@ class Options(usage.Options):
             self["origins"] = parse_subdomain_host(self["subdomain-host"])
         except SubdomainHostError as e:
             raise usage.UsageError(str(e)) from None
+        problem = confinement_problem(self)
+        if problem:
+            raise usage.UsageError(problem)
+        try:
+            client_policy(self).check()
+            trusted_proxies(self)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
         try:  # one line naming the extra to install, not a traceback at start
             check_driver(self["share-store"])
         except StoreDriverMissing as e:
             raise usage.UsageError(str(e)) from None
 
 
-def record_takers(reactor: Any, lifecycle_log: str | None, metrics: Metrics) -> RecordTakers:
-    """The metrics take the transitions; --lifecycle-log's file, if any, every record."""
+def record_takers(reactor: Any, lifecycle_log: str | None, metrics: Metrics,
+                  gate: ClientGate | None = None) -> RecordTakers:
+    """The metrics (and the client gate: culled containers leave their accounts) take the
+    transitions; --lifecycle-log's file, if any, every record."""
     files: tuple[RecordTaker, ...] = ()
     if lifecycle_log:
         observer = lifecycle_log_observer(lifecycle_log)
         files = (observer.write,)
         # After shutdown: the pool's last culls happen while the reactor shuts down.
         reactor.addSystemEventTrigger("after", "shutdown", observer.close)
-    return RecordTakers(transitions=(metrics.record, *files), events=files)
+    gates = () if gate is None else (gate.record,)
+    return RecordTakers(transitions=(metrics.record, *gates, *files), events=files)
 
 
 def makeService(options: Options, reactor: Any = None, environ: dict[str, str] | None = None) -> IService:
@@ -196,7 +234,9 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     docker = ObservedDocker(_docker_api(reactor, options, spec), health, metrics)
     proxy_api, routes = _proxy_api(reactor, options, environ)
     proxy = ObservedProxy(proxy_api, health)
-    takers = record_takers(reactor, options["lifecycle-log"], metrics)
+    gate = make_gate(reactor, options["capacity"], client_policy(options), trusted_proxies(options),
+                     on_refused=lambda reason: metrics.client_refusals.labels(reason=reason).inc())
+    takers = record_takers(reactor, options["lifecycle-log"], metrics, gate)
     pool = _pool(reactor, options, spec, docker, proxy, takers)
     _named(pool, "pool").setServiceParent(top)
     _watch_pool(reactor, metrics, pool)
@@ -205,10 +245,11 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     line = WaitingLine(reactor, pool, options["max-waiting"], records=takers.events,
                        on_turned_away=metrics.no_vacancy.inc)
     line.follow(pool)  # the pool publishes its pooled containers and stats; the line takes
+    pool.add_stats("clients", gate.stats)  # refusals by reason, in /api/stats
 
     sharing = _sharing(reactor, options, pool, spec, takers)
     extensions = [] if sharing is None else [sharing_extension(sharing)]
-    web = QuietSite(make_resource(pool, web_settings(options, environ), line, extensions), reactor=reactor,
+    web = QuietSite(make_resource(pool, web_settings(options, environ), line, extensions, gate=gate), reactor=reactor,
                     name="orchestrator")
     web.displayTracebacks = False
     for service in _listeners(reactor, options, spec, routes, web, environ, metrics):
@@ -216,6 +257,8 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     if options["admin-port"]:
         _admin(reactor, options, environ, pool, health, metrics, sharing).setServiceParent(top)
     _named(health_checks(reactor, docker, proxy, health), "health-check").setServiceParent(top)
+    # What exists once everything is built is never garbage: out of every full collection.
+    reactor.callWhenRunning(freeze_startup_objects)
     return top
 
 
@@ -233,7 +276,9 @@ def _proxy_api(reactor: Any, options: Options, environ: dict[str, str]) -> tuple
         api: Any = make_chp_client(reactor, options["proxy-api-url"], environ[PROXY_TOKEN_VARIABLE])
     else:
         routes = RouteTable(reactor)
-        api = InProcessProxyAPI(routes)
+        # Its listing (every heartbeat) renders the routes in stretches: thousands at once would
+        # hold up every visitor (tmpnb/slices.py).
+        api = InProcessProxyAPI(routes, Slicer(reactor))
     return (HostRoutes(api, origins) if origins.subdomains else api), routes
 
 

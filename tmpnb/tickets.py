@@ -22,6 +22,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from tmpnb.states import Assignment
+from tmpnb.transitions import index_transitions
 
 __all__ = ["Ticket", "TicketCore", "TicketInputs", "TicketLine"]
 
@@ -241,6 +242,7 @@ for _state in STATES:
     answers_status(_state)
 
 TicketMachine = builder.build()
+index_transitions(TicketMachine)  # a dict probe per input (tmpnb/transitions.py)
 
 DONE = frozenset({"claimed", "left", "failed"})
 

@@ -55,6 +55,8 @@ class LinePool(Protocol):
 
     def room(self) -> int: ...
 
+    def pooled(self) -> int: ...
+
     def demand(self, waiting: int) -> None: ...
 
     def cull(self, container_id: str, reason: str) -> bool: ...
@@ -92,6 +94,16 @@ class WaitingLine:
         """Subscribe to what `pool` publishes: its pooled containers, and its stats."""
         pool.when_pooled(self.offer)
         pool.add_stats("waiting", self.stats)
+        pool.add_stats("room", self.room)
+
+    def room(self) -> int:
+        """How many more visitors this node would serve now rather than turn away: those a
+        pooled container takes at once (only while nobody is in line: they go to the line
+        first) and those the line still has places for, within what the capacity can still
+        boot. A redirector spreads visitors by it (tmpnb/redirector/nodes.py)."""
+        at_once = self._pool.pooled() if not self._line else 0
+        places = max(0, self.max_waiting - len(self._line))
+        return max(0, min(self._pool.room() - len(self._line), at_once + places))
 
     def waiting(self) -> int:
         """Visitors in line: the pool boots for them beyond its pool size."""

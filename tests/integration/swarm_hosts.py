@@ -260,10 +260,16 @@ def service_containers(host: SwarmHost, service: str) -> list[dict]:
 
 def client(*args: str, timeout: float = 120):
     """Run this file as a visitor inside the client namespace; its JSON answer."""
-    done = sh("nsenter", f"--net=/var/run/netns/{CLIENT_NS}", sys.executable, str(Path(__file__)), *args,
+    return on(CLIENT_NS, *args, timeout=timeout)
+
+
+def on(netns: str, *args: str, timeout: float = 120):
+    """Run this file with `args` inside network namespace `netns` (the client's, or a host's to
+    reach what its node serves on loopback); its JSON answer."""
+    done = sh("nsenter", f"--net=/var/run/netns/{netns}", sys.executable, str(Path(__file__)), *args,
               timeout=timeout, check=False)
     if done.returncode != 0:
-        raise AssertionError(f"client {args}: {done.stderr[-2000:]}")
+        raise AssertionError(f"{netns} {args}: {done.stderr[-2000:]}")
     return json.loads(done.stdout)
 
 
@@ -277,6 +283,10 @@ def _client_main(command: str, *args: str) -> object:
         [url] = args
         parts = urlsplit(url)
         return tp.call(f"{parts.scheme}://{parts.netloc}", "GET", parts.path).json()
+    if command == "get-text":
+        [url] = args
+        parts = urlsplit(url)
+        return tp.call(f"{parts.scheme}://{parts.netloc}", "GET", parts.path).body.decode()
     if command == "visit":  # through the redirector: where it sent us, and our server there
         [redirector] = args
         reply = tp.call(redirector, "GET", "/")

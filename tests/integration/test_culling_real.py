@@ -37,7 +37,7 @@ CULL_MAX = 8.0
 @pytest.fixture(scope="module")
 def server(docker_client, notebook_image) -> Iterator[Tmpnb]:
     launch = Launcher(docker_client, "cull")
-    tmpnb = launch("--pool-size=2", "--capacity=4", f"--cull-period={CULL_PERIOD:g}",
+    tmpnb = launch("--pool-size=2", "--capacity=4", f"--cull-period={CULL_PERIOD:g}", "--client-share=1",
                    f"--cull-timeout={CULL_TIMEOUT:g}", f"--cull-max={CULL_MAX:g}")
     tmpnb.wait_available(2)
     yield tmpnb

@@ -36,7 +36,8 @@ from tmpnb_process import (
 
 pytestmark = pytest.mark.integration
 
-ARGS = ("--pool-size=2", "--capacity=4", "--cull-period=1", "--cull-timeout=120")
+# Every visitor here is 127.0.0.1: one address may hold the whole capacity (tmpnb/clients/).
+ARGS = ("--pool-size=2", "--capacity=4", "--cull-period=1", "--cull-timeout=120", "--client-share=1")
 OUTAGE = 4.0  # seconds dockerd stays down once it has stopped
 RECOVERY = 75.0  # refilling waits out the boot backoff the outage caused
 
@@ -54,7 +55,7 @@ def container_ids(launch: Launcher, server: Tmpnb) -> set[str]:
 
 
 def test_a_killed_container_gives_its_visitor_the_friendly_page_and_frees_its_place(launch, docker_client):
-    server = launch("--pool-size=1", "--capacity=2", "--cull-period=1", "--cull-timeout=120")
+    server = launch("--pool-size=1", "--capacity=2", "--cull-period=1", "--cull-timeout=120", "--client-share=1")
     server.wait_available(1)
     prefix, token, _ = visit(server.base, "/spawn/notebooks/Welcome.ipynb")
     server.wait_available(1)

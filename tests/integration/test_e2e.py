@@ -26,7 +26,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def server(launch) -> Tmpnb:
-    tmpnb = launch("--pool-size=2", "--capacity=8")
+    # Every visitor here is 127.0.0.1: one address may hold the whole capacity (tmpnb/clients/).
+    tmpnb = launch("--pool-size=2", "--capacity=8", "--client-share=1")
     tmpnb.wait_available(2)
     return tmpnb
 
@@ -102,7 +103,7 @@ def test_robots_and_stats(server):
 
 
 def test_when_full_no_vacancy_page_and_429(launch):
-    tmpnb = launch("--pool-size=1", "--capacity=1")
+    tmpnb = launch("--pool-size=1", "--capacity=1", "--client-share=1")  # 503 for the line, not 429 for the share
     tmpnb.wait_available(1)
     visit(tmpnb.base)
     page = call(tmpnb.base, "GET", "/")
@@ -131,7 +132,7 @@ def test_sigterm_with_cleanup_on_stop_removes_every_container(launch, docker_cli
 
 @pytest.mark.chp
 def test_the_same_flow_through_chp(launch, chp):
-    tmpnb = launch("--pool-size=1", "--capacity=2", f"--proxy-api-url={chp.api}",
+    tmpnb = launch("--pool-size=1", "--capacity=2", "--client-share=1", f"--proxy-api-url={chp.api}",
                    env={"CONFIGPROXY_AUTH_TOKEN": chp.token}, port=chp.default_port)
     tmpnb.wait_available(1, base=chp.base)
     prefix, token, landing = visit(chp.base)

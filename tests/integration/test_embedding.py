@@ -72,7 +72,7 @@ def journal(pages) -> Iterator[Site]:
 @pytest.fixture(scope="module")
 def tmpnb(launch, journal, pages) -> Tmpnb:
     """tmpnb over http: the journal may embed it and call its API (nothing else is set)."""
-    server = launch("--pool-size=2", "--capacity=4", f"--frame-ancestors='self' {journal.origin}",
+    server = launch("--pool-size=2", "--capacity=4", f"--frame-ancestors='self' {journal.origin}", "--client-share=1",
                     f"--allow-origin={journal.origin}")
     pages["/article.html"] = article(server.base + WELCOME)
     pages["/live-code.html"] = thebe_page(server.base)
@@ -94,7 +94,7 @@ def tls_journal(certificate, tls_pages) -> Iterator[Site]:
 def tls_tmpnb(launch, tls_journal, tls_pages, certificate) -> Tmpnb:
     """tmpnb over https (`--listen ssl:…`), embedded by an https article."""
     port = free_port()
-    server = launch("--pool-size=1", "--capacity=2", f"--frame-ancestors='self' {tls_journal.origin}",
+    server = launch("--pool-size=1", "--capacity=2", f"--frame-ancestors='self' {tls_journal.origin}", "--client-share=1",
                     f"--listen=ssl:{port}:interface=127.0.0.1:privateKey={certificate.key_path}"
                     f":certKey={certificate.cert_path}", port=port)
     tls_pages["/article.html"] = article(f"https://127.0.0.1:{port}" + WELCOME)

@@ -59,7 +59,7 @@ def click_through_dialogs(page, target, timeout: float = 120) -> None:
 
 
 def test_the_share_button_gives_a_link_that_opens_the_rendered_notebook(launch, browser, socket_root):  # noqa: F811
-    tmpnb = launch("--pool-size=1", "--capacity=2", f"--share-store={os.path.join(socket_root, 's.sqlite3')}")
+    tmpnb = launch("--pool-size=1", "--capacity=2", "--client-share=1", f"--share-store={os.path.join(socket_root, 's.sqlite3')}")
     tmpnb.wait_available(1)
     prefix, token, _ = visit(tmpnb.base)
     save_notebook(tmpnb.base, prefix, token, "chart.ipynb", "show()", [
@@ -95,7 +95,7 @@ def test_the_share_button_gives_a_link_that_opens_the_rendered_notebook(launch, 
 
 
 def test_scripts_and_event_handlers_in_a_shared_notebook_stay_inert(launch, browser, socket_root):  # noqa: F811
-    tmpnb = launch("--pool-size=1", "--capacity=2", f"--share-store={os.path.join(socket_root, 's.sqlite3')}")
+    tmpnb = launch("--pool-size=1", "--capacity=2", "--client-share=1", f"--share-store={os.path.join(socket_root, 's.sqlite3')}")
     tmpnb.wait_available(1)
     prefix, token, _ = visit(tmpnb.base)
     save_notebook(tmpnb.base, prefix, token, "hostile.ipynb", "show()",
@@ -133,7 +133,7 @@ def test_the_share_button_works_inside_a_cross_site_iframe(launch, browser, sock
     no cookie of tmpnb's reaches the iframe, and sharing still works with the page's token."""
     pages: dict[str, str] = {}
     with Site("127.0.0.2", pages) as journal:
-        tmpnb = launch("--pool-size=1", "--capacity=2", f"--share-store={os.path.join(socket_root, 's.sqlite3')}",
+        tmpnb = launch("--pool-size=1", "--capacity=2", "--client-share=1", f"--share-store={os.path.join(socket_root, 's.sqlite3')}",
                        f"--frame-ancestors='self' {journal.origin}")
         tmpnb.wait_available(1)
         prefix, token, _ = visit(tmpnb.base)

@@ -64,7 +64,7 @@ def share_store(request, socket_root) -> Iterator[str]:
 
 
 def test_a_share_outlives_its_server_and_a_restart_and_remixes_into_a_live_notebook(launch, share_store):
-    server = launch("--pool-size=1", "--capacity=3", f"--share-store={share_store}")
+    server = launch("--pool-size=1", "--capacity=3", f"--share-store={share_store}", "--client-share=1")
     server.wait_available(1)
     prefix, token = a_visitor_runs_a_cell_and_saves(server.base)
     old_id = container_id_of(prefix)

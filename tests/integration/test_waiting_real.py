@@ -61,7 +61,8 @@ def as_curl(base: str) -> tuple[list[int], str]:
 
 @pytest.fixture(scope="module")
 def server(launch) -> Tmpnb:
-    tmpnb = launch("--pool-size=1", "--capacity=6")
+    # Six visitors, all from 127.0.0.1: one address may hold the whole capacity (tmpnb/clients/).
+    tmpnb = launch("--pool-size=1", "--capacity=6", "--client-share=1")
     tmpnb.wait_available(1)
     return tmpnb
 
@@ -118,7 +119,7 @@ def test_with_the_capacity_spent_a_seventh_visitor_gets_no_vacancy(server):
 
 def test_a_visitor_who_hangs_up_frees_their_place_in_line(launch):
     # Servers that never get ready (the command only sleeps): whoever waits, waits.
-    tmpnb = launch("--pool-size=0", "--capacity=2", "--max-waiting=1", "--boot-timeout=300",
+    tmpnb = launch("--pool-size=0", "--capacity=2", "--max-waiting=1", "--boot-timeout=300", "--client-share=1",
                    "--command=sleep 600")
     wait_until(lambda: tmpnb.stats()["states"] == {}, 60, "the server answering")
 

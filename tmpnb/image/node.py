@@ -45,10 +45,16 @@ def ensure_node_image(client: DockerClient, name: str = DEFAULT_NODE_IMAGE, *, s
                       root: Path = SOURCE_ROOT) -> str:
     """The id of `name` built from this source, building it (about a minute) if needed."""
     digest = node_recipe_hash(root)
-    for image in client.images.list(filters={"label": f"{NODE_RECIPE_LABEL}={digest}"}):
+    built = client.images.list(filters={"label": f"{NODE_RECIPE_LABEL}={digest}"})
+    for image in built:
         if name in image.tags:
             say(f"{name} is up to date (source {digest[:12]}): {image.id}")
             return image.id
+    if built:  # the same source built under another name (the swarm test's, a benchmark's)
+        repository, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "latest")
+        built[0].tag(repository, tag)
+        say(f"{name} tagged from {built[0].id} (source {digest[:12]})")
+        return built[0].id
     base = ensure_base(client, say=say)
     with tempfile.TemporaryDirectory(prefix="tmpnb-node-") as context:
         for path in source_files(root):

@@ -72,6 +72,7 @@ class Rewriter:
         }
         if not client_ip:
             del values[b"x-forwarded-for"]  # a unix socket listener knows no address
+        _merge_repeated(lines, frozenset(values))
         has_host = False
         for index, (name, value) in enumerate(lines):
             extra = values.pop(name, None)
@@ -116,3 +117,21 @@ class Rewriter:
                     value = scheme + b"://" + netloc + slash + path
             rewritten.append((name, value))
         return rewritten
+
+
+def _merge_repeated(lines: list[tuple[bytes, bytes]], names: frozenset[bytes]) -> None:
+    """Each of `names` sent on several lines becomes one line, its values joined with commas in
+    order (as Node's parser, under configurable-http-proxy, joins X-Forwarded-For). Otherwise the
+    address appended to the first line would not be the rightmost entry: a visitor sending the
+    header twice would choose the client address the backend reads (tmpnb/clients/address.py)."""
+    first: dict[bytes, int] = {}
+    kept: list[tuple[bytes, bytes]] = []
+    for name, value in lines:
+        if name in names and name in first:
+            index = first[name]
+            kept[index] = (name, kept[index][1] + b"," + value)
+            continue
+        if name in names:
+            first[name] = len(kept)
+        kept.append((name, value))
+    lines[:] = kept

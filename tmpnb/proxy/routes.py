@@ -7,7 +7,7 @@ a leading ``/``, no trailing ``/``, ``/`` alone being the root route.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import time
 from urllib.parse import unquote
 
 from twisted.internet.interfaces import IReactorTime
@@ -65,8 +65,12 @@ def to_millis(timestamp: float) -> int:
 def format_activity(timestamp: float) -> str:
     """A time as JavaScript's ``Date.toISOString`` writes it, which is what CHP returns."""
     seconds, millis = divmod(to_millis(timestamp), 1000)
-    moment = datetime.fromtimestamp(seconds, timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis:03d}Z"
+    # gmtime and %-formatting: half the time of datetime's strftime, and every listing of
+    # the routes (each heartbeat) formats every route's (benchmarks/scale.py).
+    t = time.gmtime(seconds)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (
+        t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, millis
+    )
 
 
 class _Route:
@@ -139,6 +143,10 @@ class RouteTable:
             for path, route in self._routes.items()
             if cutoff is None or route.last_activity < cutoff
         }
+
+    def paths(self) -> list[str]:
+        """Every route's path, as a list (a snapshot: the table may change after)."""
+        return list(self._routes)
 
     def last_activity(self, path: str) -> float | None:
         """A route's last activity as a timestamp of the injected clock."""

@@ -1,9 +1,10 @@
 """What the redirector knows of each node: health, drain, room, and its own recent redirects.
 
-Room is the node's last reported `available`, minus those already waiting in its line (if it
-has one), minus a headroom, minus the visitors this
-redirector sent it since the poll that answered was sent: so a burst between two polls spreads
-out on local counts instead of landing on stale numbers.
+Room is what the node last reported it can still serve (its `room`: pooled servers, and the
+places in its waiting line that its capacity can still boot for; a node without that figure
+reports only `available`, minus those already waiting in its line), minus a headroom, minus
+the visitors this redirector sent it since the poll that answered was sent: so a burst
+between two polls spreads out on local counts instead of landing on stale numbers.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Node:
     draining: bool = False
     available: int = 0
     waiting: int = 0  # visitors in the node's waiting line, where it has one: ahead of ours
+    serves: int | None = None  # the node's own `room`: visitors it can still serve, line included
     capacity: int = 0
     name: str = ""
     public_url: str | None = None
@@ -88,7 +90,8 @@ class Node:
 
 def room(node: Node, headroom: int) -> int:
     """Visitors `node` can still take, as far as this redirector knows (never below 0)."""
-    return max(0, node.available - node.waiting - headroom - node.pending)
+    serves = node.serves if node.serves is not None else node.available - node.waiting
+    return max(0, serves - headroom - node.pending)
 
 
 class NodeTable:
@@ -150,6 +153,7 @@ class NodeTable:
         node.last_error = None
         node.available = _count(stats.get("available"))
         node.waiting = _waiting(stats.get("waiting"))
+        node.serves = _count(stats["room"]) if "room" in stats else None
         node.capacity = _count(stats.get("capacity"))
         node.draining = bool(stats.get("draining", False))
         node.name = str(stats.get("node") or "")
@@ -175,6 +179,7 @@ class NodeTable:
     def found_full(self, node: Node) -> None:
         """The node answered a forwarded spawn with 429: nothing left until it says otherwise."""
         node.available = 0
+        node.serves = 0 if node.serves is not None else None
         node.sent_at_poll = node.sent
 
 

@@ -113,6 +113,8 @@ class SpawnForward(OnlyAllowed):
         if len(body) > MAX_BODY:
             return replies.json_reply(request, 413, {"status": "body too large"})
         headers = {name: [v] for name in FORWARDED_HEADERS if (v := request.getHeader(name)) is not None}
+        if xff := forwarded_for(request):
+            headers[b"X-Forwarded-For"] = [xff]  # the node counts the visitor, not us
         left = departure(request)
         d = Deferred.fromCoroutine(self._forward(body, headers))
 
@@ -177,6 +179,13 @@ def visitor_spawn_url(visitor_url: str, url: str) -> str | None:
     if given.scheme != node.scheme or not same_port or not label or "." in label or given.username:
         return None
     return url
+def forwarded_for(request: Request) -> bytes:
+    """X-Forwarded-For as configurable-http-proxy's `xfwd` sends it on: what earlier proxies said
+    (every line, in order), then the address this request came from. A node that lists the
+    redirector in --trusted-proxy counts the visitor (tmpnb/clients/address.py), not the redirector."""
+    earlier = [v.strip() for v in request.requestHeaders.getRawHeaders(b"x-forwarded-for", []) if v.strip()]
+    peer = getattr(request.getClientAddress(), "host", "") or ""
+    return b",".join([*earlier, peer.encode("ascii", "replace")] if peer else earlier)
 
 
 def _json_object(body: bytes) -> dict | None:

@@ -22,6 +22,8 @@ from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from tmpnb.clients import Refusal
+from tmpnb.clients.answers import refused_page
 from tmpnb.faults import cause_of, is_expected, log_fault
 from tmpnb.http import replies
 from tmpnb.http.methods import OnlyAllowed
@@ -302,7 +304,9 @@ class RemixPage(OnlyAllowed):
         if content is None:
             return ended_page(request, share)
         # A pooled container, through the same line /spawn uses; a remix does not queue in it.
-        ticket = self._handout.take("notebooks/" + quote(share.name, safe=""), join=False)
+        ticket = self._handout.take(request, "notebooks/" + quote(share.name, safe=""), join=False)
+        if isinstance(ticket, Refusal):  # not a navigation, or over the client's share
+            return refused_page(request, ticket)
         if ticket is None:
             return replies.no_vacancy(request, self._retry_after)
         left = departure(request)

@@ -14,6 +14,7 @@ from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 from twisted.web.util import Redirect
 
+from tmpnb.clients import ClientGate
 from tmpnb.config import DEFAULT_IMAGE
 from tmpnb.http.headers import CorsPolicy, ResponseHeaders
 from tmpnb.http.tree import ApiBranch, Root, RobotsTxt
@@ -62,9 +63,11 @@ TreeExtension = Callable[[Tree], None]
 
 
 def make_resource(pool: Spawner, settings: WebSettings, line: WaitingLine | None = None,
-                  extensions: Sequence[TreeExtension] = ()) -> Resource:
+                  extensions: Sequence[TreeExtension] = (), *, gate: ClientGate) -> Resource:
     """The orchestrator's resource tree over `pool` (tmpnb.pool.Pool or its twin), handing
-    containers out through `line` (tmpnb.tap wires one to the pool).
+    containers out through `line` (tmpnb.tap wires one to the pool), to the clients `gate`
+    lets through (tmpnb.clients.make_gate: each address's share and spawn rate, navigations
+    and API calls only, the same server again on a reload).
 
     `extensions`: each called once with the finished `Tree`, to add its own branches (share and
     remix: tmpnb.share.web.sharing_extension); tmpnb/tap.py chooses them.
@@ -73,7 +76,7 @@ def make_resource(pool: Spawner, settings: WebSettings, line: WaitingLine | None
         # Nobody waits in a line of 0: its clock only times requests whose route is being added.
         line = WaitingLine(Clock(), pool, max_waiting=0)  # type: ignore[arg-type]
     default_below = below_from_redirect_uri(settings.redirect_uri)
-    handout = HandOut(line, settings.use_tokens, settings.origins)
+    handout = HandOut(line, settings.use_tokens, gate, settings.origins)
     root = Root(ResponseHeaders(settings.cors, settings.frame_ancestors))
 
     if settings.api_token is None:

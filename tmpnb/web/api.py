@@ -11,6 +11,9 @@ from twisted.web.error import UnsupportedMethod
 from twisted.web.server import NOT_DONE_YET, Request
 
 import tmpnb
+from tmpnb.clients import Refusal
+from tmpnb.clients.answers import refused_json
+from tmpnb.clients.fetchmeta import API, AUTHORIZED
 from tmpnb.faults import log_fault
 from tmpnb.http import replies
 from tmpnb.http.methods import OnlyAllowed
@@ -103,7 +106,11 @@ class SpawnAPI(OnlyAllowed):
             wait = requested_wait(body)
         except BadRequest as e:
             return replies.json_reply(request, 400, {"status": "bad request", "reason": str(e)})
-        ticket = self._handout.take(below, join=wait > 0)  # not willing to wait: "full", as ever
+        # The token's holder spawns for its own users: trusted with the whole capacity.
+        kind = API if self._api_token is None else AUTHORIZED
+        ticket = self._handout.take(request, below, join=wait > 0, kind=kind)  # not willing to wait: "full"
+        if isinstance(ticket, Refusal):  # not an API call, or over the client's share
+            return refused_json(request, ticket)
         if ticket is None:
             request.setHeader(b"Retry-After", str(self._retry_after).encode("ascii"))
             return replies.json_reply(request, 429, {"status": "full"})

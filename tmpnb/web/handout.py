@@ -1,7 +1,11 @@
 """Handing containers to requests, shared by the pages, the JSON API and remix: the web's one
 seam to the waiting line (tmpnb/waitingline.py), which serves at once when a container is
 pooled. A page takes a ticket here once per visitor, then acts on the ticket itself
-(`wait`, `away`, `leave`) and comes back for its URL."""
+(`wait`, `away`, `leave`) and comes back for its URL.
+
+Every take asks the client gate first (tmpnb/clients/): only a navigation or an API call, from
+an address within its share and its spawn rate, gets a ticket; a visitor who already holds a
+live server is sent back to it (`returning`)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,10 @@ from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.web.iweb import IRequest
 
+from tmpnb.clients import ClientGate, Refusal
+from tmpnb.clients.fetchmeta import PAGE
 from tmpnb.origins import Origins
 from tmpnb.web.paths import with_token
 
@@ -48,15 +55,33 @@ def server_url(origins: Origins, assignment: Assignment, below: str, token: str 
 
 
 class HandOut:
-    def __init__(self, line: WaitingLine, use_tokens: bool, origins: Origins = Origins()) -> None:
+    def __init__(self, line: WaitingLine, use_tokens: bool, gate: ClientGate, origins: Origins = Origins()) -> None:
         self._line = line
         self._use_tokens = use_tokens
+        self.gate = gate
         self._origins = origins
 
-    def take(self, below: str, join: bool = True) -> Ticket | None:
-        """A ticket for a new visitor going to `below` in their server; None: no vacancy
-        (or, `join` false, they would have to wait)."""
-        return self._line.take(below, join)
+    def take(self, request: IRequest, below: str, join: bool = True, kind: str = PAGE) -> Ticket | Refusal | None:
+        """A ticket for the visitor of `request` (a `PAGE`, an `API` call, or an `AUTHORIZED` one:
+        API_AUTH_TOKEN's holder, not counted; tmpnb.clients.fetchmeta)
+        going to `below` in their server; a Refusal if the gate says no; None: no vacancy (or,
+        `join` false, they would have to wait)."""
+        address, refusal = self.gate.check(request, kind)
+        if refusal is not None:
+            return refusal
+        ticket = self._line.take(below, join)
+        if ticket is not None and address is not None:
+            self.gate.took(address, ticket)
+        return ticket
+
+    def returning(self, request: IRequest, below: str) -> str | None:
+        """The URL of the live server this visitor was handed before (the reload cookie), at
+        `below`; without the token: their browser is logged in there already."""
+        assignment = self.gate.returning(request)
+        if assignment is None:
+            return None
+        log.info("sent a visitor back to {container}", container=assignment.container_id)
+        return server_url(self._origins, assignment, below, None)
 
     def find(self, ticket_id: str) -> Ticket | None:
         return self._line.find(ticket_id)
@@ -64,9 +89,11 @@ class HandOut:
     def place(self, ticket: Ticket) -> Place:
         return Place(self._line.position(ticket), self._line.estimate(ticket), self._line.boot_rate())
 
-    def url(self, ticket: Ticket) -> str:
-        """The URL that logs the ticket's visitor in to their container, which is theirs now."""
+    def url(self, ticket: Ticket, request: IRequest | None = None) -> str:
+        """The URL that logs the ticket's visitor in to their container, which is theirs now.
+        With `request` (a page's), the visitor also gets the cookie a reload comes back with."""
         assignment = ticket.claim()
+        self.gate.claimed(ticket, assignment, request)
         log.info("handed {container} to a visitor", container=assignment.container_id)
         token = assignment.token if self._use_tokens else None
         return server_url(self._origins, assignment, ticket.below, token)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from twisted.web.server import Request
 
+from tmpnb.clients import Refusal
+from tmpnb.clients.answers import refused_page
 from tmpnb.http import replies
 from tmpnb.http.methods import OnlyAllowed
 from tmpnb.pages import render_page
@@ -20,7 +22,8 @@ def _without_old_user(segments: list[bytes]) -> list[bytes]:
 
 
 class SpawnPage(OnlyAllowed):
-    """302 to /user/<id>/<path>?token=…, the waiting line's page, or the No-vacancy page.
+    """302 to /user/<id>/<path>?token=…, the waiting line's page, or the No-vacancy page;
+    a visitor whose server lives is sent back to it; a refused client gets 429/403.
 
     `from_path`: take the notebook path from the URL (/spawn/<path>); the front
     page (/) always sends the visitor to --redirect-uri.
@@ -45,7 +48,13 @@ class SpawnPage(OnlyAllowed):
             except BadPath:
                 shown = request.path.decode("utf-8", "replace")
                 return replies.html(request, 400, render_page("badpath", "Bad path", path=shown))
-        ticket = self._handout.take(below)
+        # A reload by a visitor whose server lives: the same server, nothing spawned.
+        again = self._handout.returning(request, below)
+        if again is not None:
+            return replies.redirect(request, again)
+        ticket = self._handout.take(request, below)
+        if isinstance(ticket, Refusal):  # not a navigation, or over the client's share
+            return refused_page(request, ticket)
         if ticket is None:
             return replies.no_vacancy(request, self._retry_after)
         # Served at once when a container is pooled; otherwise the visitor waits in line.

@@ -87,7 +87,7 @@ def serve_ticket(
         if left:
             return
         if assignment is not None and ticket.state == "ready":
-            replies.finish(request, left, replies.redirect(request, handout.url(ticket)))
+            replies.finish(request, left, replies.redirect(request, handout.url(ticket, request)))
         elif ticket.done:  # another request on the same ticket took or dropped it
             replies.finish(request, left, expired_page(request))
         else:
