@@ -55,7 +55,8 @@ def share_dir() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def tmpnb(launch, journal, pages, share_dir) -> Tmpnb:
     port = free_port()
-    server = launch("--pool-size=1", "--capacity=8", f"--subdomain-host=http://{PARENT}:{port}",
+    # Every visitor here comes from 127.0.0.1: the per-client share must not turn them away.
+    server = launch("--pool-size=1", "--capacity=8", "--client-share=1", f"--subdomain-host=http://{PARENT}:{port}",
                     f"--frame-ancestors='self' {journal.origin}", f"--allow-origin={journal.origin}",
                     f"--share-store={os.path.join(share_dir, 'shares.sqlite3')}", port=port)
     server.bare = f"http://{PARENT}:{port}"
@@ -139,9 +140,10 @@ def test_share_gives_a_link_on_the_bare_host_and_a_remix_lands_on_a_new_subdomai
 def test_the_waiting_line_serves_a_spike_of_browsers_each_on_its_own_subdomain(browser, tmpnb):  # noqa: F811
     tmpnb.wait_available(1, timeout=BOOT_WAIT)
     spike = 3  # the pool holds one: two wait in line
-    context = browser.new_context()
+    # A browser each: in one, the reload cookie would send the second tab back to the first's server.
+    contexts = [browser.new_context() for _ in range(spike)]
     try:
-        visitors = [context.new_page() for _ in range(spike)]
+        visitors = [context.new_page() for context in contexts]
         started = time.monotonic()
         for page in visitors:
             page.evaluate(f"() => {{ location.href = {tmpnb.bare + '/'!r}; }}")
@@ -156,11 +158,12 @@ def test_the_waiting_line_serves_a_spike_of_browsers_each_on_its_own_subdomain(b
         print(f"{spike} browsers served in {time.monotonic() - started:.1f}s")
     except Exception:
         ARTIFACTS.mkdir(exist_ok=True)
-        for i, open_page in enumerate(context.pages):
+        for i, open_page in enumerate(visitors):
             open_page.screenshot(path=str(ARTIFACTS / f"origins-spike-failure-{i}.png"))
         raise
     finally:
-        context.close()
+        for context in contexts:
+            context.close()
 
 
 def test_behind_an_external_chp_with_host_routing_each_visitor_gets_its_own_host(launch):
