@@ -65,10 +65,10 @@ def free_port() -> int:
 class Server:
     """`twistd -n tmpnb` in a subprocess, on loopback, with its own instance."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, port: int | None = None) -> None:
         self.instance = "bench-visitors-" + secrets.token_hex(3)
         self.socket_root = tempfile.mkdtemp(prefix="tnbB", dir="/tmp")
-        self.port = free_port()
+        self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         argv = [
             sys.executable, "-c", "from twisted.scripts.twistd import run; run()",

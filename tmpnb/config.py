@@ -52,6 +52,8 @@ class ContainerSpec:
     host_directories: tuple[str, ...] = ()
     allow_origin: str = ""
     frame_ancestors: str = "'self'"
+    # Subdomain mode (--subdomain-host): the servers' cookies are `__Host-` prefixed.
+    host_locked_cookies: bool = False
     # What keeps a container from hurting its host (tmpnb/confinement.py): the image's root
     # filesystem read-only; home, /tmp and /dev/shm memory with a cap each (Docker sizes,
     # "0": home or /tmp stay on the image's filesystem); the container log capped ("0": dockerd's).

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tmpnb import config
+from tmpnb.origins.cookies import login_cookie_arguments, xsrf_tornado_settings
 from tmpnb.confinement import confinement_kwargs
 
 INSTANCE_LABEL = "org.tmpnb.instance"
@@ -50,7 +51,7 @@ class ContainerRecord:
     labels: dict[str, str]
 
 
-def tornado_settings(frame_ancestors: str) -> str:
+def tornado_settings(frame_ancestors: str, host_locked_cookies: bool = False) -> str:
     """The Python literal for --ServerApp.tornado_settings: lets the notebook sit in iframes
     of `frame_ancestors` (e.g. a journal's page) and nowhere else, and work there.
 
@@ -60,10 +61,14 @@ def tornado_settings(frame_ancestors: str) -> str:
     token …` (which also exempts them from the XSRF check), and `appendToken` makes it add
     `?token=` to its websockets too, which it otherwise does only for a server on another
     host. The token stays inside the iframe's own origin: the embedding page cannot read it.
+
+    `host_locked_cookies` (subdomain mode): the XSRF cookie is `__Host-` prefixed
+    (tmpnb/origins/cookies.py), so a sibling subdomain cannot toss one in.
     """
     settings = {
         "headers": {"Content-Security-Policy": f"frame-ancestors {frame_ancestors}"},
         "page_config_data": {"appendToken": "true"},
+        **xsrf_tornado_settings(host_locked_cookies),
     }
     literal = repr(settings)
     assert ast.literal_eval(literal) == settings  # traitlets parses it back this way
@@ -84,10 +89,11 @@ def server_command(request: LaunchRequest) -> list[str]:
         "port": spec.container_port,
         "ip": spec.container_ip,
         "allow_origin": spec.allow_origin,
-        "tornado_settings": tornado_settings(spec.frame_ancestors),
+        "tornado_settings": tornado_settings(spec.frame_ancestors, spec.host_locked_cookies),
     }
     quoted = {name: shlex.quote(str(value)) for name, value in values.items()}
-    return shlex.split(spec.command.format(**quoted))
+    # Subdomain mode: the login cookie host-locked too (tmpnb/origins/cookies.py).
+    return shlex.split(spec.command.format(**quoted)) + login_cookie_arguments(spec.host_locked_cookies)
 
 
 def host_directory_binds(entries: Iterable[str]) -> dict[str, dict[str, str]]:

@@ -15,6 +15,8 @@ from tmpnb.confinement import memory_budget_problem, size_bytes
 from tmpnb.http.guard import RequestLimits
 from tmpnb.http.headers import CorsPolicy
 from tmpnb.options import API_TOKEN_VARIABLE
+from tmpnb.origins import Origins
+from tmpnb.origins.ids import subdomain_id_length
 from tmpnb.web import WebSettings
 
 ParsedOptions = Mapping[str, Any]  # tmpnb.tap.Options after parseOptions
@@ -35,6 +37,7 @@ def container_spec(options: ParsedOptions) -> ContainerSpec:
         host_directories=options["host-directories"],
         allow_origin=options["allow-origin"],
         frame_ancestors=options["frame-ancestors"],
+        host_locked_cookies=origins_of(options).subdomains,
         read_only_root=not options["writable-root"],
         home_dir=options["home-dir"],
         home_size=options["home-size"],
@@ -65,7 +68,7 @@ def pool_config(options: ParsedOptions) -> PoolConfig:
     return PoolConfig(
         pool_size=options["pool-size"],
         capacity=options["capacity"],
-        user_length=options["user-length"],
+        user_length=id_length(options),
         boot_attempts=options["boot-attempts"],
         boot_timeout=options["boot-timeout"],
         max_booting=options["max-booting"],
@@ -74,6 +77,23 @@ def pool_config(options: ParsedOptions) -> PoolConfig:
         cull_max=options["cull-max"],
         refill_delay=options["refill-delay"],
     )
+
+
+def origins_of(options: ParsedOptions) -> Origins:
+    """--subdomain-host, parsed by tmpnb.tap.Options (path mode without it)."""
+    return options.get("origins") or Origins()
+
+
+def id_length(options: ParsedOptions) -> int:
+    """--user-length, lengthened in subdomain mode where ids are [a-z0-9] only (same entropy)."""
+    if origins_of(options).subdomains:
+        return subdomain_id_length(options["user-length"])
+    return options["user-length"]
+
+
+def public_url(options: ParsedOptions) -> str | None:
+    """--public-url; in subdomain mode its bare host by default (a redirector sends visitors there)."""
+    return options["public-url"] or origins_of(options).bare_origin or None
 
 
 def restarts(options: ParsedOptions) -> dict[str, bool]:
@@ -88,7 +108,8 @@ def web_settings(options: ParsedOptions, environ: dict[str, str]) -> WebSettings
         container_image=options["image"],
         frame_ancestors=options["frame-ancestors"],
         node=options["instance"],
-        public_url=options["public-url"],
+        public_url=public_url(options),
+        origins=origins_of(options),
         cors=CorsPolicy(
             allow_origin=options["allow-origin"],
             allow_credentials=options["allow-credentials"],

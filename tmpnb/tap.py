@@ -39,6 +39,10 @@ from tmpnb.logs import QuietSite
 from tmpnb.metrics import Metrics
 from tmpnb.observed import ObservedDocker, ObservedProxy, health_checks
 from tmpnb.openfiles import OpenFileLimit
+from tmpnb.origins import SubdomainHostError, parse_subdomain_host
+from tmpnb.origins.exposure import warn_if_exposed
+from tmpnb.origins.ids import new_lower_container_id
+from tmpnb.origins.routing import HostRoutes
 from tmpnb.options import ADMIN_TOKEN_VARIABLE, PROXY_TOKEN_VARIABLE, endpoint_or_port, optional_int, yes_no
 from tmpnb.pool import Pool
 from tmpnb.proxy.api import ProxyAPIResource
@@ -48,8 +52,8 @@ from tmpnb.proxy.settings import ProxySettings
 from tmpnb.proxyapi import InProcessProxyAPI, make_chp_client
 from tmpnb.readiness import wait_ready
 from tmpnb.servertokens import InsecureSecretFile, ServerTokens, secret_path
-from tmpnb.settings import (client_policy, confinement_problem, container_spec, front_door, pool_config, request_limits,
-                            restarts, trusted_proxies, web_settings)
+from tmpnb.settings import (client_policy, confinement_problem, container_spec, front_door, origins_of, pool_config,
+                            request_limits, restarts, trusted_proxies, web_settings)
 from tmpnb.share import make_sharing
 from tmpnb.share.purge import share_purge
 from tmpnb.share.service import ShareSettings
@@ -148,7 +152,14 @@ class Options(usage.Options):
          "Shares all servers together may make in an hour (every node sharing a PostgreSQL store).", int],
         ["share-purge-period", None, 3600.0, "Seconds between purges of expired shares from the store.", float],
         ["share-renders-per-minute", None, 30, "Uncached share renders one client address may ask for in a minute.", int],
-        ["public-url", None, None, "The URL visitors reach this node at, told to a tmpnb-redirector in /api/stats."],
+        ["public-url", None, None,
+         "The URL visitors reach this node at, told to a tmpnb-redirector in /api/stats "
+         "(default with --subdomain-host: that host)."],
+        # Each visitor its own origin (tmpnb/origins, docs/security.md)
+        ["subdomain-host", None, None,
+         "Serve each visitor's server on a host of its own, https://<id>.HOST/user/<id>/ (e.g. "
+         "https://nb.example.org; needs a wildcard DNS name and certificate; http:// only for "
+         "localhost and *.localhost). Ids become [a-z0-9], longer by the same entropy."],
         # Each client address's fair share (tmpnb/clients/)
         ["client-share", None, _SHARE.share,
          "Fraction of --capacity one client address may hold (containers and places in line; at least 1).", float],
@@ -205,6 +216,10 @@ class Options(usage.Options):
         if self["proxy-api-listen"] is None:
             self["proxy-api-listen"] = default_proxy_api_listen(self["instance"], self["socket-root"])
         self["host-directories"] = tuple(d for d in self["host-directories"].split(",") if d)
+        try:
+            self["origins"] = parse_subdomain_host(self["subdomain-host"])
+        except SubdomainHostError as e:
+            raise usage.UsageError(str(e)) from None
         problem = confinement_problem(self)
         if problem:
             raise usage.UsageError(problem)
@@ -238,6 +253,7 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     if reactor is None:
         from twisted.internet import reactor
     environ = dict(os.environ) if environ is None else environ
+    warn_if_exposed(options["listen"], origins_of(options))
     spec = container_spec(options)
     top = MultiService()
     _named(OpenFileLimit(), "open-files").setServiceParent(top)  # first: before any listener
@@ -285,13 +301,18 @@ def _docker_api(reactor: Any, options: Options, spec: ContainerSpec) -> DockerAP
 
 
 def _proxy_api(reactor: Any, options: Options, environ: dict[str, str]) -> tuple[Any, RouteTable | None]:
-    """The routes' API: an external CHP's (--proxy-api-url), or the embedded proxy's table."""
+    """The routes' API: an external CHP's (--proxy-api-url), or the embedded proxy's table;
+    keyed by host in subdomain mode (that CHP then runs with --host-routing)."""
+    origins = origins_of(options)
+    routes = None
     if options["proxy-api-url"]:
-        return make_chp_client(reactor, options["proxy-api-url"], environ[PROXY_TOKEN_VARIABLE]), None
-    routes = RouteTable(reactor)
-    # Its listing (every heartbeat) renders the routes in stretches: thousands at once would
-    # hold up every visitor (tmpnb/slices.py).
-    return InProcessProxyAPI(routes, Slicer(reactor)), routes
+        api: Any = make_chp_client(reactor, options["proxy-api-url"], environ[PROXY_TOKEN_VARIABLE])
+    else:
+        routes = RouteTable(reactor)
+        # Its listing (every heartbeat) renders the routes in stretches: thousands at once would
+        # hold up every visitor (tmpnb/slices.py).
+        api = InProcessProxyAPI(routes, Slicer(reactor))
+    return (HostRoutes(api, origins) if origins.subdomains else api), routes
 
 
 def _server_tokens(options: Options, spec: ContainerSpec) -> ServerTokens:
@@ -308,8 +329,10 @@ def _pool(reactor: Any, options: Options, spec: ContainerSpec, docker: ObservedD
           takers: RecordTakers, tokens: ServerTokens) -> Pool:
     # A pooled server has rendered its landing page once: no visitor pays the cold render.
     warm_ready = functools.partial(wait_ready, warm=below_from_redirect_uri(options["redirect-uri"]))
+    # Subdomain mode: an id is a DNS label, which browsers lower-case.
+    new_id = {"new_id": new_lower_container_id} if origins_of(options).subdomains else {}
     return Pool(
-        reactor, docker, warm_ready, proxy, spec, pool_config(options),
+        reactor, docker, warm_ready, proxy, spec, pool_config(options), **new_id,
         on_transition=LifecycleRecorder(records=takers.transitions),
         # Restarts keep visitors (docs/lifecycle.md, Restarts); the markers make adoption
         # safe with the embedded proxy, whose routes die with this process.
@@ -372,7 +395,7 @@ def _embedded_proxy(reactor: Any, options: Options, spec: ContainerSpec, routes:
     # the proxy's bound on connections to one backend must leave room for all of them.
     public = public_proxy(reactor, routes, ProxySettings(default_target=web_target, static_dir=options["static-dir"],
                           scheme=scheme, max_backend_connections_per_target=32 + options["max-waiting"],
-                          **front_door(options)))
+                          host_routing=origins_of(options).subdomains, **front_door(options)))
     public.noisy = False
     if metrics is not None:
         metrics.watch_proxy(public)

@@ -138,7 +138,6 @@ def article(notebook_url: str) -> str:
 def thebe_page(tmpnb_origin: str) -> str:
     """A static page with one executable cell: it asks tmpnb for a server (POST /api/spawn,
     a JSON body, from another site) and connects thebe to it with the token it was given."""
-    ws_origin = "ws" + tmpnb_origin.removeprefix("http")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Live code</title>
 <link rel="stylesheet" href="/thebe/thebe.css">
@@ -151,14 +150,16 @@ window.connected = (async () => {{
   const reply = await fetch("{tmpnb_origin}/api/spawn", {{
     method: "POST", headers: {{"Content-Type": "application/json"}}, body: JSON.stringify({{}})}});
   if (!reply.ok) throw new Error("spawn: " + reply.status);
+  // A path on tmpnb's origin, or (--subdomain-host) an absolute URL on the visitor's own host.
   const url = new URL((await reply.json()).url, "{tmpnb_origin}");
   const token = url.searchParams.get("token");
   const path = url.pathname;  // /user/<id>/
   await thebe.bootstrap({{
     useBinder: false, useJupyterLite: false, requestKernel: true,
     mountActivateWidget: false, mountStatusWidget: false,
-    serverSettings: {{baseUrl: "{tmpnb_origin}" + path, wsUrl: "{ws_origin}" + path, token}},
+    serverSettings: {{baseUrl: url.origin + path, wsUrl: url.origin.replace(/^http/, "ws") + path, token}},
   }});
+  window.serverOrigin = url.origin;
   return path;
 }})();
 </script>

@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -165,8 +166,10 @@ def read_the_embedded_notebook(browser, article_url: str, tmpnb_origin: str, sch
     context = browser.new_context(viewport={"width": 1300, "height": 900})
     page = context.new_page()
     refused, sockets = [], []
+    tmpnb_host = urlsplit(tmpnb_origin).hostname
+    # tmpnb's answers: from its origin or (--subdomain-host) a visitor's subdomain of it.
     page.on("response", lambda r: refused.append(f"{r.status} {r.url}")
-            if r.url.startswith(tmpnb_origin) and r.status >= 400 else None)
+            if (urlsplit(r.url).hostname or "").endswith(tmpnb_host) and r.status >= 400 else None)
     kernel_ready = []
 
     def on_websocket(ws) -> None:
@@ -223,9 +226,10 @@ def read_the_embedded_notebook(browser, article_url: str, tmpnb_origin: str, sch
         # (The UI took the token out of its address bar; the test reads it off the websocket.)
         kernel_sockets = [url for url in sockets if "/channels" in url]
         prefix, token = re.search(r"(/user/[A-Za-z0-9]+/).*[?&]token=([^&]+)", kernel_sockets[0]).groups()
+        server_origin = "http" + re.match(r"ws(s?://[^/]+)", kernel_sockets[0]).group(1)
 
         def saved() -> bool:
-            reply = call(tmpnb_origin, "GET", prefix + "api/contents/Welcome.ipynb",
+            reply = call(server_origin, "GET", prefix + "api/contents/Welcome.ipynb",
                          headers={"Authorization": f"token {token}"})
             if reply.status != 200:
                 print("contents API:", reply.status, reply.body[:200])

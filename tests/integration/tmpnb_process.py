@@ -64,17 +64,30 @@ class Reply:
         return json.loads(self.body)
 
 
+def is_localhost_name(host: str | None) -> bool:
+    return host is not None and (host == "localhost" or host.endswith(".localhost"))
+
+
+def resolve_localhost(host: str | None, netloc: str, headers: dict) -> tuple[str | None, dict]:
+    """Browsers resolve `localhost` and `*.localhost` to loopback (RFC 6761), this machine's
+    resolver does not: (address to connect to, headers with the name as Host)."""
+    if not is_localhost_name(host):
+        return host, headers
+    return "127.0.0.1", {"Host": netloc, **headers}
+
+
 def call(base: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
          timeout: float = 30) -> Reply:
     """One HTTP exchange, redirects not followed."""
     parts = urlsplit(base)
+    address, headers = resolve_localhost(parts.hostname, parts.netloc, headers or {})
     if parts.scheme == "https":  # a test's own self-signed certificate: not checked here
-        connection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
+        connection = http.client.HTTPSConnection(address, parts.port, timeout=timeout,
                                                  context=ssl._create_unverified_context())
     else:
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        connection = http.client.HTTPConnection(address, parts.port, timeout=timeout)
     try:
-        connection.request(method, path, body=body, headers=headers or {})
+        connection.request(method, path, body=body, headers=headers)
         response = connection.getresponse()
         return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
     finally:
@@ -315,7 +328,12 @@ def execute(base: str, prefix: str, token: str, kernel_id: str, code: str, timeo
     """Run `code` in the kernel over its websocket (through the proxy); the text/plain result
     (None for a statement without a value)."""
     ws_url = base.replace("http://", "ws://") + f"{prefix}api/kernels/{kernel_id}/channels?token={token}"
-    ws = websocket.create_connection(ws_url, timeout=timeout)
+    parts = urlsplit(ws_url)
+    extra = {}
+    if is_localhost_name(parts.hostname):  # as call(): *.localhost is loopback
+        extra = {"host": parts.netloc, "origin": base}
+        ws_url = ws_url.replace(f"//{parts.netloc}", f"//127.0.0.1:{parts.port}", 1)
+    ws = websocket.create_connection(ws_url, timeout=timeout, **extra)
     try:
         return execute_on(ws, code, timeout)
     finally:
@@ -367,6 +385,7 @@ class Chp:
     api_port: int = field(default_factory=free_port)
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     process: subprocess.Popen | None = None
+    extra_args: tuple[str, ...] = ()  # more of CHP's options (--host-routing)
 
     @property
     def base(self) -> str:
@@ -384,7 +403,7 @@ class Chp:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [CHP, "--ip", "127.0.0.1", "--port", str(self.port), "--api-ip", "127.0.0.1",
-             "--api-port", str(self.api_port), "--default-target", self.default_target],
+             "--api-port", str(self.api_port), "--default-target", self.default_target, *self.extra_args],
             env={**os.environ, "CONFIGPROXY_AUTH_TOKEN": self.token},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )

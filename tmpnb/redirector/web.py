@@ -11,6 +11,7 @@ Every answer under /api/ is JSON, errors included.
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit
 import random
 from typing import Any
 
@@ -160,15 +161,33 @@ class SpawnForward(OnlyAllowed):
             if response.code == 429:
                 self._redirector.table.found_full(node)
                 continue
-            if response.code == 200 and document is not None and isinstance(document.get("url"), str) \
-                    and document["url"].startswith("/"):
-                return 200, {**document, "url": node.visitor_url + document["url"]}
+            if response.code == 200 and document is not None and isinstance(document.get("url"), str):
+                url = visitor_spawn_url(node.visitor_url, document["url"])
+                if url is None:
+                    return 502, {"status": "bad gateway", "node": node.url}
+                return 200, {**document, "url": url}
             if document is None:  # a node that answers non-JSON: a proxy page, say
                 return 502, {"status": "bad gateway", "node": node.url}
             return response.code, document  # the node's own verdict (400, 401, 413, 503)
         return 429, {"status": "full"}
 
 
+def visitor_spawn_url(visitor_url: str, url: str) -> str | None:
+    """A node's /api/spawn "url" as the visitor's absolute URL: a path (path mode) on the node's
+    public URL, or (--subdomain-host) an absolute URL on a subdomain of that URL's host, same
+    scheme and port; None for anything else, which no visitor is sent to."""
+    if url.startswith("/") and not url.startswith("//"):
+        return visitor_url + url
+    try:
+        given, node = urlsplit(url), urlsplit(visitor_url)
+        same_port = given.port == node.port
+    except ValueError:
+        return None
+    host, node_host = given.hostname or "", node.hostname or ""
+    label = host[: -len(node_host) - 1] if node_host and host.endswith("." + node_host) else ""
+    if given.scheme != node.scheme or not same_port or not label or "." in label or given.username:
+        return None
+    return url
 def forwarded_for(request: Request) -> bytes:
     """X-Forwarded-For as configurable-http-proxy's `xfwd` sends it on: what earlier proxies said
     (every line, in order), then the address this request came from. A node that lists the

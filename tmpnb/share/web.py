@@ -29,6 +29,7 @@ from tmpnb.http import replies
 from tmpnb.http.auth import given_token
 from tmpnb.http.methods import OnlyAllowed
 from tmpnb.http.replies import departure
+from tmpnb.origins import Origins
 from tmpnb.pages import render_document, render_page
 from tmpnb.share.contents import ServerRefused
 from tmpnb.share.limits import RateLimit, client_address
@@ -56,11 +57,14 @@ def untrusted_csp(frame_ancestors: str) -> bytes:
     ).encode("latin-1")
 
 
-def page_csp(frame_ancestors: str) -> bytes:
-    """For tmpnb's own page around it: no scripts at all, frames and forms to ourselves only."""
+def page_csp(frame_ancestors: str, visitor_source: str = "") -> bytes:
+    """For tmpnb's own page around it: no scripts at all, frames and forms to ourselves only.
+    The Remix form redirects to the new server: in subdomain mode that is on a visitor's host
+    (`visitor_source`, tmpnb.origins.Origins), which form-action must allow too."""
+    forms = " ".join(["'self'", visitor_source]).strip()
     return (
         "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-src 'self'; "
-        f"form-action 'self'; frame-ancestors {frame_ancestors}"
+        f"form-action {forms}; frame-ancestors {frame_ancestors}"
     ).encode("latin-1")
 
 
@@ -115,9 +119,12 @@ class ShareAPI(OnlyAllowed):
 
     isLeaf = True
 
-    def __init__(self, sharing: Sharing) -> None:
+    def __init__(self, sharing: Sharing, origins: Origins = Origins()) -> None:
         super().__init__()
         self._sharing = sharing
+        # Subdomain mode: the Share button posts from a visitor's subdomain; its links must
+        # lead to the bare host, so they are absolute.
+        self._origins = origins
 
     def render_POST(self, request: Request) -> int | bytes:
         body = request.content.read(MAX_BODY + 1)
@@ -159,8 +166,8 @@ class ShareAPI(OnlyAllowed):
         share = created.share
         return replies.json_reply(request, 201, {
             "id": share.id,
-            "url": share_url(share.id),
-            "delete_url": delete_url(share.id, created.delete_key),
+            "url": self._origins.orchestrator_url(share_url(share.id)),
+            "delete_url": self._origins.orchestrator_url(delete_url(share.id, created.delete_key)),
             "expires": iso(share.expires),
         })
 
@@ -170,11 +177,13 @@ class ShareBranch(Resource):
 
     isLeaf = True
 
-    def __init__(self, sharing: Sharing, render_limit: RateLimit, frame_ancestors: str) -> None:
+    def __init__(self, sharing: Sharing, render_limit: RateLimit, frame_ancestors: str,
+                 visitor_source: str = "") -> None:
         super().__init__()
         self._sharing = sharing
         self._render_limit = render_limit
         self._frame_ancestors = frame_ancestors
+        self._visitor_source = visitor_source
 
     def render(self, request: Request) -> int | bytes:
         private(request)
@@ -199,7 +208,7 @@ class ShareBranch(Resource):
         if not self._sharing.live(share):
             return ended_page(request, share)
         if kind == "page":
-            request.setHeader(b"Content-Security-Policy", page_csp(self._frame_ancestors))
+            request.setHeader(b"Content-Security-Policy", page_csp(self._frame_ancestors, self._visitor_source))
             page = render_document("share_view", id=share.id, notebook=share.name,
                                    created=_when(share.created), expires=_when(share.expires))
             return replies.html(request, 200, page)
@@ -336,11 +345,11 @@ def shares_lister(sharing: Sharing) -> Callable[[str], Deferred[list[tuple[str, 
 
 
 def mount(root: Resource, api: Resource, sharing: Sharing, handout: HandOut, frame_ancestors: str,
-          retry_after: int) -> None:
+          retry_after: int, origins: Origins = Origins()) -> None:
     """Put sharing's resources into the orchestrator's tree."""
     limit = RateLimit(sharing.clock, sharing.settings.renders_per_minute, 60.0)
-    api.putChild(b"share", ShareAPI(sharing))
-    root.putChild(b"share", ShareBranch(sharing, limit, frame_ancestors))
+    api.putChild(b"share", ShareAPI(sharing, origins))
+    root.putChild(b"share", ShareBranch(sharing, limit, frame_ancestors, origins.visitor_source))
     root.putChild(b"remix", RemixPage(sharing, handout, retry_after))
 
 
@@ -350,7 +359,7 @@ def sharing_extension(sharing: Sharing) -> TreeExtension:
 
     def extend(tree: Tree) -> None:
         mount(tree.root, tree.api, sharing, tree.handout, tree.settings.frame_ancestors,
-              tree.settings.retry_after)
+              tree.settings.retry_after, tree.settings.origins)
         tree.root.putChild(b"user", GonePage(shares_lister(sharing)))
 
     return extend

@@ -18,6 +18,8 @@ from tmpnb.clients import ClientGate
 from tmpnb.config import DEFAULT_IMAGE
 from tmpnb.http.headers import CorsPolicy, ResponseHeaders
 from tmpnb.http.tree import ApiBranch, Root, RobotsTxt
+from tmpnb.origins import Origins
+from tmpnb.origins.gate import BareHostGate
 from tmpnb.web.api import SpawnAPI, StatsAPI
 from tmpnb.web.gone import GonePage
 from tmpnb.web.handout import HandOut, Spawner
@@ -43,6 +45,8 @@ class WebSettings:
     # Many hosts: this node's name (--instance) and the URL visitors reach it at (--public-url).
     node: str = ""
     public_url: str | None = None
+    # --subdomain-host: each visitor's server on a host of its own (tmpnb/origins).
+    origins: Origins = field(default_factory=Origins)
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,7 @@ def make_resource(pool: Spawner, settings: WebSettings, line: WaitingLine | None
         # Nobody waits in a line of 0: its clock only times requests whose route is being added.
         line = WaitingLine(Clock(), pool, max_waiting=0)  # type: ignore[arg-type]
     default_below = below_from_redirect_uri(settings.redirect_uri)
-    handout = HandOut(line, settings.use_tokens, gate)
+    handout = HandOut(line, settings.use_tokens, gate, settings.origins)
     root = Root(ResponseHeaders(settings.cors, settings.frame_ancestors))
 
     if settings.api_token is None:
@@ -91,4 +95,6 @@ def make_resource(pool: Spawner, settings: WebSettings, line: WaitingLine | None
     tree = Tree(root, api, handout, settings)
     for extend in extensions:
         extend(tree)
+    if settings.origins.subdomains:
+        return BareHostGate(root, settings.origins)
     return root

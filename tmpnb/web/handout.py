@@ -18,6 +18,7 @@ from twisted.web.iweb import IRequest
 
 from tmpnb.clients import ClientGate, Refusal
 from tmpnb.clients.fetchmeta import PAGE
+from tmpnb.origins import Origins
 from tmpnb.web.paths import with_token
 
 if TYPE_CHECKING:
@@ -47,11 +48,18 @@ class Place:
     rate: float  # containers readied per second lately
 
 
+def server_url(origins: Origins, assignment: Assignment, below: str, token: str | None) -> str:
+    """The URL that logs a visitor in to their server at `below`: `/user/<id>/<below>?token=…`,
+    on the visitor's own subdomain in subdomain mode (tmpnb/origins)."""
+    return with_token(origins.server_url(assignment.container_id, assignment.path + below), token)
+
+
 class HandOut:
-    def __init__(self, line: WaitingLine, use_tokens: bool, gate: ClientGate) -> None:
+    def __init__(self, line: WaitingLine, use_tokens: bool, gate: ClientGate, origins: Origins = Origins()) -> None:
         self._line = line
         self._use_tokens = use_tokens
         self.gate = gate
+        self._origins = origins
 
     def take(self, request: IRequest, below: str, join: bool = True, kind: str = PAGE) -> Ticket | Refusal | None:
         """A ticket for the visitor of `request` (a `PAGE`, an `API` call, or an `AUTHORIZED` one:
@@ -73,7 +81,7 @@ class HandOut:
         if assignment is None:
             return None
         log.info("sent a visitor back to {container}", container=assignment.container_id)
-        return assignment.path + below
+        return server_url(self._origins, assignment, below, None)
 
     def find(self, ticket_id: str) -> Ticket | None:
         return self._line.find(ticket_id)
@@ -88,4 +96,4 @@ class HandOut:
         self.gate.claimed(ticket, assignment, request)
         log.info("handed {container} to a visitor", container=assignment.container_id)
         token = assignment.token if self._use_tokens else None
-        return with_token(assignment.path + ticket.below, token)
+        return server_url(self._origins, assignment, ticket.below, token)
