@@ -22,12 +22,14 @@ from tests.builders import build_line, build_pool, cookieless
 from tests.fakedocker import FakeDocker, FakeServers
 from tests.results import succeeded
 from tmpnb.clients import SharePolicy, make_gate
+from tmpnb.clients.returning import ServerCookies
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.proxy.httphead import parse_request_head
 from tmpnb.proxy.rewrite import Rewriter
 from tmpnb.proxy.settings import ProxySettings
 from tmpnb.proxy.targets import parse_target
 from tmpnb.redirector.web import forwarded_for
+from tmpnb.servertokens import ServerTokens
 from tmpnb.web import WebSettings, make_resource
 
 BASE = "http://tmpnb.test"
@@ -40,7 +42,7 @@ class World:
     hop, so X-Forwarded-For says which client each request comes from."""
 
     def __init__(self, pool_size: int = 8, capacity: int = 8, policy: SharePolicy = SharePolicy(),
-                 keep_cookies: bool = False) -> None:
+                 keep_cookies: bool = False, host_locked: bool = False, secret: bytes | None = None) -> None:
         self.root = tempfile.mkdtemp(prefix="tnb-clients-")
         spec = ContainerSpec(instance="test-clients", socket_root=self.root)
         self.clock = Clock()
@@ -48,7 +50,7 @@ class World:
         self.docker = FakeDocker(self.clock, spec)
         self.servers = FakeServers(self.docker)
         self.events: list = []
-        self.gate = make_gate(self.clock, capacity, policy)
+        self.gate = make_gate(self.clock, capacity, policy, secret=secret, host_locked=host_locked)
         rig = build_pool(PoolConfig(pool_size=pool_size, capacity=capacity), clock=self.clock, spec=spec,
                          docker=self.docker, servers=self.servers,
                          on_transition=lambda e: self.gate.record({"container": e.container, "from": e.from_state,
@@ -214,6 +216,36 @@ def test_a_reload_with_the_cookie_gets_the_same_server_without_a_token(browser):
         assert again.code == 302
         assert location(again) == f"/user/{container}/{below}"  # no token: their browser is logged in
     assert browser.assigned() == 1
+
+
+def test_in_subdomain_mode_the_reload_cookie_is_host_locked_even_over_http():
+    """Sibling visitor hosts (a.nb.localhost) could toss a plain cookie for the bare host and
+    send a victim's reload into the attacker's server: `__Host-` cookies cannot be tossed, and
+    only that name is read."""
+    w = World(host_locked=True)  # no cookie jar: each request sends only the cookies given here
+    try:
+        first, _ = w.send("GET", "/", headers=NAVIGATE)
+        cookie = first.headers.getRawHeaders("Set-Cookie")[0]
+        assert cookie.startswith("__Host-tmpnb-server=") and "Secure" in cookie and "Domain" not in cookie
+        container, value = location(first).split("/")[2], cookie.split(";")[0].split("=", 1)[1]
+        tossed, _ = w.send("GET", "/", headers={**NAVIGATE, "Cookie": [f"tmpnb-server={value}"]})
+        assert container not in location(tossed)  # a plain cookie of that name: a new server
+        locked, _ = w.send("GET", "/", headers={**NAVIGATE, "Cookie": [f"__Host-tmpnb-server={value}"]})
+        assert location(locked) == f"/user/{container}/tree"
+    finally:
+        w.pool.stopService()
+        shutil.rmtree(w.root, ignore_errors=True)
+
+
+def test_a_reload_cookie_signed_under_the_instance_secret_outlives_a_restart(tmp_path):
+    """The cookie's key is derived from the instance secret (as the servers' tokens are): a
+    process started again reads the cookies the earlier one set."""
+    secret_file = str(tmp_path / "instance.secret")
+    key = ServerTokens.from_file(secret_file).key_for("reload cookies")
+    assert ServerTokens.from_file(secret_file).key_for("reload cookies") == key
+    assert key != ServerTokens.from_file(secret_file).key_for("something else")
+    before, after = ServerCookies(key), ServerCookies(ServerTokens.from_file(secret_file).key_for("reload cookies"))
+    assert after.container(before.value("abc123")) == "abc123"
 
 
 def test_a_reload_after_the_server_ended_gets_a_new_one(browser):

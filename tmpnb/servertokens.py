@@ -84,6 +84,11 @@ class ServerTokens:
     def from_file(cls, path: str) -> ServerTokens:
         return cls(load_or_create_secret(path))
 
+    def key_for(self, purpose: str) -> bytes:
+        """A key of its own for another secret of the instance (e.g. the reload cookies'
+        signatures): derived, so it survives restarts as the tokens do, and tells nothing of them."""
+        return hmac.new(self._secret, b"tmpnb key: " + purpose.encode("utf-8"), hashlib.sha256).digest()
+
     def token_for(self, container_id: str) -> str:
         """The token of the server of `container_id` (hex, TOKEN_HEX_CHARS long)."""
         digest = hmac.new(self._secret, _PURPOSE + container_id.encode("utf-8"), hashlib.sha256)

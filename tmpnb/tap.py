@@ -263,10 +263,12 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     docker = ObservedDocker(_docker_api(reactor, options, spec), health, metrics)
     proxy_api, routes = _proxy_api(reactor, options, environ)
     proxy = ObservedProxy(proxy_api, health)
+    tokens = _server_tokens(options, spec)
+    # Reload cookies signed under the instance secret: they outlive a restart, as adoption does.
     gate = make_gate(reactor, options["capacity"], client_policy(options), trusted_proxies(options),
+                     secret=tokens.key_for("reload cookies"), host_locked=origins_of(options).subdomains,
                      on_refused=lambda reason: metrics.client_refusals.labels(reason=reason).inc())
     takers = record_takers(reactor, options["lifecycle-log"], metrics, gate)
-    tokens = _server_tokens(options, spec)
     pool = _pool(reactor, options, spec, docker, proxy, takers, tokens)
     _named(pool, "pool").setServiceParent(top)
     _watch_pool(reactor, metrics, pool)

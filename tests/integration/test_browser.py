@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tmpnb_process import ONE_ADDRESS
+
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,7 +56,7 @@ def wait_for_idle_kernel(page, prefix: str, timeout: float = 120) -> None:
 
 
 def test_a_visitor_runs_a_cell_in_a_fresh_notebook(launch, browser):
-    tmpnb = launch("--pool-size=1", "--capacity=2")
+    tmpnb = launch(*ONE_ADDRESS, "--pool-size=1", "--capacity=2")
     tmpnb.wait_available(1)
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 800})

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import pytest
 import websocket
 
-from tmpnb_process import Tmpnb, auth, call, container_id_of, execute, run_one_plus_one, start_kernel, visit
+from tmpnb_process import ONE_ADDRESS, Tmpnb, auth, call, container_id_of, execute, run_one_plus_one, start_kernel, visit
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +77,7 @@ def server(launch, shared_data) -> Tmpnb:
     # The defaults a public service runs with: 512m memory, home 128m, /tmp 64m, /dev/shm 64m,
     # 1024 open files, a 1m log.
     # A long boot timeout: this machine's load (other suites) has held boots past the 30 s default.
-    tmpnb = launch("--pool-size=2", "--capacity=4", "--boot-timeout=120",
+    tmpnb = launch(*ONE_ADDRESS, "--pool-size=2", "--capacity=4", "--boot-timeout=120",
                    f"--host-directories={shared_data}:/home/jovyan/data")
     tmpnb.wait_available(2, timeout=300)
     return tmpnb

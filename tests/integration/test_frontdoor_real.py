@@ -19,7 +19,7 @@ import time
 import pytest
 
 from slow_clients import BODY_PREFIX, HEAD_PREFIX, SlowClients, open_files, raise_open_file_limit
-from tmpnb_process import Tmpnb, call, visit, wait_until
+from tmpnb_process import ONE_ADDRESS, Tmpnb, call, visit, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ BOOT_WAIT = 400
 @pytest.fixture(scope="module")
 def server(launch) -> Tmpnb:
     raise_open_file_limit(4 * SLOW + 1024)
-    tmpnb = launch("--pool-size=2", "--capacity=4", *DEADLINES, *BOOTS)
+    tmpnb = launch(*ONE_ADDRESS, "--pool-size=2", "--capacity=4", *DEADLINES, *BOOTS)
     tmpnb.wait_available(2, timeout=BOOT_WAIT)
     return tmpnb
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tmpnb_process import Launcher
+from tmpnb_process import ONE_ADDRESS, Launcher
 
 pytestmark = pytest.mark.integration
 
@@ -16,7 +16,7 @@ IDLE = 20.0  # seconds the full pool sits waiting for visitors
 
 
 def test_a_pool_of_three_booting_and_idling_writes_fewer_than_30_lines(launch: Launcher):
-    server = launch("--pool-size=3")
+    server = launch(*ONE_ADDRESS, "--pool-size=3")
     server.wait_available(3)
     time.sleep(IDLE)  # what is measured is what gets written meanwhile, not how fast
     lines = server.log().splitlines()
@@ -28,7 +28,7 @@ def test_a_pool_of_three_booting_and_idling_writes_fewer_than_30_lines(launch: L
 
 
 def test_with_the_json_logger_every_line_is_a_json_event(launch: Launcher):
-    server = launch("--pool-size=1", twistd_args=["--logger=tmpnb.logs.json_observer"])
+    server = launch(*ONE_ADDRESS, "--pool-size=1", twistd_args=["--logger=tmpnb.logs.json_observer"])
     server.wait_available(1)
     server.stop()
     lines = server.log().splitlines()

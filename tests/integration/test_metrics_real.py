@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tmpnb_process import Launcher, Tmpnb, TmpnbError, call, container_id_of, visit, wait_until
+from tmpnb_process import ONE_ADDRESS, Launcher, Tmpnb, TmpnbError, call, container_id_of, visit, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +18,7 @@ CULL_TIMEOUT = 3.0
 
 @pytest.fixture(scope="module")
 def server(launch: Launcher) -> Iterator[Tmpnb]:
-    tmpnb = launch("--pool-size=1", "--capacity=3", f"--cull-period={CULL_PERIOD:g}",
+    tmpnb = launch(*ONE_ADDRESS, "--pool-size=1", "--capacity=3", f"--cull-period={CULL_PERIOD:g}",
                    f"--cull-timeout={CULL_TIMEOUT:g}")
     tmpnb.wait_available(1)
     yield tmpnb

@@ -46,13 +46,19 @@ class Refusal:
 
 class ClientGate:
     def __init__(self, shares: ClientShares, trusted: TrustedProxies, cookies: ServerCookies,
-                 on_refused: Callable[[str], None] | None = None) -> None:
+                 on_refused: Callable[[str], None] | None = None, host_locked: bool = False) -> None:
         self.shares = shares
+        # Subdomain mode: sibling hosts could toss a plain cookie, so it is `__Host-` even
+        # over http on *.localhost (browsers take the prefix there).
+        self._host_locked = host_locked
         self.trusted = trusted
         self._cookies = cookies
         self._on_refused = on_refused
         self.counts: Counter[str] = Counter()
         self._hinted = False  # the --trusted-proxy hint is logged once
+
+    def _secure(self, request: IRequest) -> bool:
+        return self._host_locked or over_https(request, self.trusted)
 
     def address(self, request: IRequest) -> str:
         return client_address(request, self.trusted)
@@ -79,11 +85,11 @@ class ClientGate:
         page), the visitor gets the cookie that brings them back to it on a reload."""
         self.shares.claimed(ticket, assignment)
         if request is not None:
-            self._cookies.set(request, assignment.container_id, over_https(request, self.trusted))
+            self._cookies.set(request, assignment.container_id, self._secure(request))
 
     def returning(self, request: IRequest) -> Assignment | None:
         """The live container this request's cookie names, handed out earlier by this process."""
-        container_id = self._cookies.read(request, over_https(request, self.trusted))
+        container_id = self._cookies.read(request, self._secure(request))
         return None if container_id is None else self.shares.holding(container_id)
 
     def record(self, record: dict[str, Any]) -> None:
@@ -120,8 +126,10 @@ def _looks_like_a_proxy(address: str) -> bool:
 
 def make_gate(clock: IReactorTime, capacity: int, policy: SharePolicy = SharePolicy(),
               trusted: TrustedProxies = TrustedProxies(), secret: bytes | None = None,
-              on_refused: Callable[[str], None] | None = None, retry_after: float = 5.0) -> ClientGate:
+              on_refused: Callable[[str], None] | None = None, retry_after: float = 5.0,
+              host_locked: bool = False) -> ClientGate:
     """A gate for a node of `capacity` containers. Without `secret` the reload cookies are signed
-    with a fresh one: they stop working when the process restarts (a reload then spawns)."""
+    with a fresh one: they stop working when the process restarts (a reload then spawns).
+    `host_locked`: the reload cookie is `__Host-` whatever the scheme (subdomain mode)."""
     shares = ClientShares(clock, capacity, policy, retry_after)
-    return ClientGate(shares, trusted, ServerCookies(secret or secrets.token_bytes(32)), on_refused)
+    return ClientGate(shares, trusted, ServerCookies(secret or secrets.token_bytes(32)), on_refused, host_locked)
