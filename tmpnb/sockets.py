@@ -11,9 +11,17 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
 from tmpnb import config
+
+log = Logger()
 
 # Linux's sun_path is 108 bytes, and some tools count the terminating NUL; stay well under.
 MAX_SOCKET_PATH = 100
@@ -66,6 +74,38 @@ def write_token_file(directory: str, token: str, uid: int, gid: int) -> None:
         os.write(fd, token.encode("ascii"))
     finally:
         os.close(fd)
+
+
+def seal_socket_dir(path: str) -> None:
+    """Make a socket directory root's once its server listens (0755, its files root's too;
+    the socket itself stays the server's). It is the one host directory mounted writable in
+    the container: unsealed, a visitor could fill the filesystem under --socket-root (every
+    other visitor's next server needs room there), or replace the socket the proxy connects
+    to with one of their own or with a symlink to a host socket."""
+    for name in os.listdir(path):
+        entry = os.path.join(path, name)
+        if not stat.S_ISSOCK(os.lstat(entry).st_mode):
+            os.lchown(entry, 0, 0)
+    os.chown(path, 0, 0)
+    os.chmod(path, 0o755)
+
+
+def sealed_when_ready(wait_ready: Callable[..., Deferred]) -> Callable[..., Deferred]:
+    """`wait_ready` (tmpnb/readiness.py, called as `wait_ready(reactor, socket_path, …)`) that
+    seals the server's socket directory the moment the server first answers, before any
+    visitor has it. A directory that cannot be sealed (tmpnb not running as root) is a warning."""
+
+    def ready(reactor: Any, socket_path: str, *args: Any, **kwargs: Any) -> Deferred:
+        def seal(status: Any) -> Any:
+            try:
+                seal_socket_dir(os.path.dirname(socket_path))
+            except OSError as e:
+                log.warn("socket directory of {path} not sealed: {error}", path=socket_path, error=e)
+            return status
+
+        return wait_ready(reactor, socket_path, *args, **kwargs).addCallback(seal)
+
+    return ready
 
 
 def remove_socket_dir(path: str) -> None:

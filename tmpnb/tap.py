@@ -60,6 +60,7 @@ from tmpnb.share.service import ShareSettings
 from tmpnb.share.store import StoreDriverMissing, check_driver
 from tmpnb.share.web import sharing_extension
 from tmpnb.slices import Slicer
+from tmpnb.sockets import sealed_when_ready
 from tmpnb.waitingline import WaitingLine
 from tmpnb.web import make_resource
 from tmpnb.web.paths import below_from_redirect_uri
@@ -83,6 +84,8 @@ class Options(usage.Options):
         ["cleanup-on-start", None, "Remove this instance's leftover containers at start instead of adopting them."],
         ["cleanup-on-stop", None, "Remove the visitors' containers too when stopping (default: leave them for the next start)."],
         ["writable-root", None, "Leave the image's root filesystem writable (default: read-only; visitors write only to home, /tmp and /dev/shm)."],
+        ["writable-socket-dirs", None, "Leave each server's socket directory writable by its visitor after boot (default: sealed,"
+         " root's; a visitor could fill it or replace their server's socket). For tests of what a visitor's own server may do."],
     ]
     optParameters = [
         # The pool
@@ -331,6 +334,8 @@ def _pool(reactor: Any, options: Options, spec: ContainerSpec, docker: ObservedD
           takers: RecordTakers, tokens: ServerTokens) -> Pool:
     # A pooled server has rendered its landing page once: no visitor pays the cold render.
     warm_ready = functools.partial(wait_ready, warm=below_from_redirect_uri(options["redirect-uri"]))
+    if not options["writable-socket-dirs"]:
+        warm_ready = sealed_when_ready(warm_ready)
     # Subdomain mode: an id is a DNS label, which browsers lower-case.
     new_id = {"new_id": new_lower_container_id} if origins_of(options).subdomains else {}
     return Pool(

@@ -158,6 +158,21 @@ def test_the_full_disk_stayed_in_the_containers_memory_not_on_the_hosts_disk(doc
     assert usage >= 128 * MiB  # the full home, at least, is counted in the container's memory
 
 
+def test_the_socket_directory_is_sealed_the_one_host_directory_takes_nothing(server, hostile):
+    """/run/tmpnb is a host directory: sealed at boot, the visitor can neither fill it nor
+    replace the socket the proxy connects to, nor point it at a host socket."""
+    assert kernel_json(server, hostile, "_fill('/run/tmpnb/fill')") == {"written": 0, "error": "EACCES"}
+    tries = ("import os as _os\n_e = []\n"
+             "for _f in (lambda: _os.unlink('/run/tmpnb/jupyter.sock'),"
+             " lambda: _os.symlink('/var/run/docker.sock', '/run/tmpnb/x'),"
+             " lambda: open('/run/tmpnb/token', 'a')):\n"
+             "    try:\n        _f(); _e.append(0)\n    except OSError as _x:\n        _e.append(_x.errno)")
+    prefix, token, kernel = hostile
+    assert execute(server.base, prefix, token, kernel, tries) is None
+    assert kernel_json(server, hostile, "_e") == [13, 13, 13]  # EACCES, each
+    assert call(server.base, "GET", prefix + "api/status", headers=auth(token)).status == 200
+
+
 @pytest.mark.parametrize("path", ["/x", "/usr/x", "/etc/x", "/opt/notebook/x", "/run/lock/x", "/home/x"])
 def test_the_root_filesystem_is_read_only(server, hostile, path):
     # /run/lock is writable by everyone in the image: only the read-only mount refuses it.

@@ -203,7 +203,11 @@ def two_visitors(tmpnb: Tmpnb, bare: str) -> tuple[Visitor, Visitor]:
 
 def test_in_path_mode_a_visitors_page_reads_and_writes_another_visitors_server(launch, browser):  # noqa: F811
     """The attack, shown to work where every server shares one origin."""
-    tmpnb = launch("--pool-size=2", "--capacity=3", "--allow-origin=*", "--cull-period=300", *ONE_ADDRESS)
+    # --writable-socket-dirs: the attacker replaces their own server through its socket
+    # directory, which tmpnb otherwise seals at boot; the origins must hold even if a visitor's
+    # server is theirs by some other way (their own code runs beside it, as their uid).
+    tmpnb = launch("--pool-size=2", "--capacity=3", "--allow-origin=*", "--cull-period=300", *ONE_ADDRESS,
+                   "--writable-socket-dirs")
     attacker, victim = two_visitors(tmpnb, tmpnb.base)
     assert attacker.origin == victim.origin == tmpnb.base
     before = files_of(victim)
@@ -227,7 +231,7 @@ def test_with_subdomains_a_visitors_page_gets_nothing_of_another_visitors_server
     port = free_port()
     bare = f"http://{PARENT}:{port}"
     tmpnb = launch("--pool-size=2", "--capacity=3", "--allow-origin=*", "--cull-period=300", *ONE_ADDRESS,
-                   f"--subdomain-host={bare}", port=port)
+                   "--writable-socket-dirs", f"--subdomain-host={bare}", port=port)  # as above
     attacker, victim = two_visitors(tmpnb, bare)
     for visitor in (attacker, victim):
         assert visitor.origin == f"http://{visitor.container_id}.{PARENT}:{port}"
