@@ -13,6 +13,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
 from tests.results import succeeded
+from tmpnb.http.guard import GuardedChannel
 from tmpnb.logs import QuietSite
 from tmpnb.redirector.polling import Poller
 from tmpnb.redirector.tap import Options, makeService
@@ -64,6 +65,9 @@ def test_the_redirector_writes_no_line_per_request_or_connection():
         top.getServiceNamed(name).privilegedStartService()
     for _, site, _, _ in reactor.tcpServers:
         assert isinstance(site, QuietSite) and not site.noisy
+    public = next(site for port, site, _, _ in reactor.tcpServers if port == 8123)
+    # Strangers reach the public site: a node's deadlines and body limit guard it.
+    assert isinstance(public.buildProtocol(None), GuardedChannel)
     poller = next(s for s in top if isinstance(s, Poller))
     pool = poller._http._agent._pool
     assert not pool._factory.noisy

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
 
+from tmpnb.http.guard import RequestLimits, guard_site
 from tmpnb.http.headers import CorsPolicy, ResponseHeaders
 from tmpnb.logs import QuietSite, quiet_connection_pool
 from tmpnb.options import ADMIN_TOKEN_VARIABLE, endpoint_or_port, yes_no
@@ -174,7 +175,8 @@ def _public_site(reactor: Any, options: Options, redirector: Redirector, http: A
                                    options["spawn-timeout"], options["retry-after"]), reactor=reactor,
                      name="redirector")
     site.displayTracebacks = False
-    return site
+    # Strangers' requests: a node's front-door deadlines and body limit (tmpnb/http/guard.py).
+    return guard_site(site, RequestLimits(), reactor)
 
 
 def _named(service: IService, name: str) -> IService:
