@@ -8,6 +8,7 @@ descriptors it started with.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import time
@@ -62,6 +63,8 @@ def websocket_refusal(ws_url: str) -> int | None:
 async def test_a_real_notebook_server_behind_the_proxy(docker_client, container_spec):
     from twisted.internet import reactor
 
+    # A home that holds the big file: the default (128m, a tmpfs in the memory limit) is its size.
+    container_spec = dataclasses.replace(container_spec, home_size="256m")
     container_id = secrets.token_hex(6)
     token = secrets.token_hex(16)
     base = f"/user/{container_id}/"
