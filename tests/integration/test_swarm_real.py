@@ -19,6 +19,7 @@ import pytest
 
 import swarm_hosts
 from swarm_hosts import HOSTS, client, wait_for
+from tmpnb_process import ONE_ADDRESS
 
 pytestmark = [pytest.mark.integration, pytest.mark.swarm]
 
@@ -56,6 +57,10 @@ def swarm(notebook_image):
             "TMPNB_HEALTH_PERIOD": "1",
             "TMPNB_POOL_SIZE": "1",
             "TMPNB_CAPACITY": "3",
+            # The visitors all come from the client namespace's one address: the nodes give it
+            # their whole capacity. Without a waiting line a node's room is its pooled server,
+            # so three visitors at once land on the three hosts, one each.
+            "TMPNB_NODE_ARGS": " ".join(("--max-waiting=0", *ONE_ADDRESS)),
             "ADMIN_AUTH_TOKEN": secrets.token_hex(8),
         })
         yield host_links
