@@ -35,7 +35,10 @@ pytestmark = pytest.mark.integration
 
 HEALTH_PERIOD = 3.0  # generous: exclusion takes about 2 periods (benchmarks/RESULTS.md)
 # Every visitor here is 127.0.0.1: one address may hold a node's whole capacity (tmpnb/clients/).
-NODE_ARGS = ["--pool-size=1", "--capacity=4", "--cull-period=2", "--cull-timeout=600", "--client-share=1"]
+# No waiting line: a node's room is then its pooled server (tmpnb/waitingline.py `room`), so
+# three visitors at once land on three nodes, one each, as the spread below expects.
+NODE_ARGS = ["--pool-size=1", "--capacity=4", "--cull-period=2", "--cull-timeout=600", "--client-share=1",
+             "--max-waiting=0"]
 
 
 @pytest.fixture(scope="module")
