@@ -37,6 +37,7 @@ from twisted.logger import (
 from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.server import Site
 
+from tmpnb.http.keepalive import RecentFirstPool
 from tmpnb.http.strict import StrictHTTPChannel, StrictRequest
 
 # Lines that say nothing an operator acts on: a factory started or stopped (for every
@@ -104,8 +105,9 @@ class _QuietHTTP11ClientFactory(_HTTP11ClientFactory):
 
 
 def quiet_connection_pool(reactor: Any, persistent: bool) -> HTTPConnectionPool:
-    """An HTTPConnectionPool (for treq/Agent) whose connections log nothing when made."""
-    pool = HTTPConnectionPool(reactor, persistent=persistent)
+    """An HTTPConnectionPool (for treq/Agent) whose connections log nothing when made, and
+    whose kept connections are reused newest first (tmpnb/http/keepalive.py)."""
+    pool = RecentFirstPool(reactor, persistent=persistent)
     # _factory is the pool's documented hook for its connections' factory (private name,
     # stable since Twisted 12.1): setting `noisy` on Twisted's own class would affect everyone.
     pool._factory = _QuietHTTP11ClientFactory

@@ -165,6 +165,9 @@ def _http_client(reactor: Any) -> Any:
     # Quiet: a factory per connection logged start and stop (28 of 62 lines of a 25 s run).
     pool = quiet_connection_pool(reactor, persistent=True)
     pool.maxPersistentPerHost = 4
+    # A burst of spawns opens up to four per node; once it is over, the polls keep one warm
+    # and the rest close after this long idle (Twisted's default, 240 s, keeps them for long).
+    pool.cachedConnectionTimeout = 15.0
     return HTTPClient(Agent(reactor, pool=pool))
 
 
