@@ -26,11 +26,11 @@ from typing import Union
 from twisted.internet.address import UNIXAddress
 from twisted.web.iweb import IRequest
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+from tmpnb.http.clientkey import IPAddress, address_key, parse_ip
+
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 LOCAL = "local"  # a peer without an address (a unix socket) and no header naming anyone
-IPV6_PREFIX = 64  # the part of an IPv6 address one client is counted by
 
 
 @dataclass(frozen=True)
@@ -48,30 +48,6 @@ class TrustedProxies:
 
     def trusts(self, ip: IPAddress) -> bool:
         return any(ip in network for network in self.networks)
-
-
-def parse_ip(text: str) -> IPAddress | None:
-    """An address as proxies write it ("192.0.2.1", "192.0.2.1:5555", "[2001:db8::1]:5555",
-    "::ffff:192.0.2.1"); None for anything else."""
-    text = text.strip()
-    if text.startswith("["):
-        text = text[1:].partition("]")[0]
-    elif text.count(":") == 1:  # IPv4 with a port
-        text = text.partition(":")[0]
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
-def address_key(ip: IPAddress) -> str:
-    """What one client is counted by: the IPv4 address, or the IPv6 address's /64."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        return str(ipaddress.IPv6Network(f"{ip}/{IPV6_PREFIX}", strict=False))
-    return str(ip)
 
 
 def forwarded_for(request: IRequest) -> list[str]:

@@ -6,5 +6,7 @@ Docker, so the redirector can use them without loading any of that.
 - `replies`: finishing a request with a page or a JSON document; `departure`, `finish`.
 - `headers`: `CorsPolicy`, `ResponseHeaders` (stamped on every answer).
 - `methods`: `OnlyAllowed` (405, never 501).
+- `clientkey`: who a client is (IPv4 address or IPv6 /64) for every per-client count.
+- `keepalive`: `RecentFirstPool`, kept client connections reused newest first.
 - `tree`: `Root`, `ApiBranch`, `Preflight`, `NotFoundPage`, `RobotsTxt`.
 """

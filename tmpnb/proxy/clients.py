@@ -10,8 +10,11 @@ never shed: the deadlines in timeouts.py bound the ones that only pretend to be 
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Protocol
+
+from tmpnb.http.clientkey import client_key
+
+__all__ = ["ClientConnection", "ClientConnections", "client_key"]
 
 
 class ClientConnection(Protocol):
@@ -23,23 +26,6 @@ class ClientConnection(Protocol):
 
     def shed(self) -> None:
         """Close, to make room for a newer connection of the same client."""
-
-
-def client_key(host: str) -> str:
-    """The client a peer address belongs to: the address itself for IPv4, its /64 for IPv6,
-    "" when there is no address (a unix socket listener), which no cap applies to."""
-    if not host:
-        return ""
-    try:
-        address = ipaddress.ip_address(host.partition("%")[0])
-    except ValueError:
-        return host
-    if address.version == 6:
-        mapped = address.ipv4_mapped
-        if mapped is not None:
-            return str(mapped)
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address)
 
 
 class ClientConnections:
