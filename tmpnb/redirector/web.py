@@ -202,8 +202,9 @@ class SpawnForward(OnlyAllowed):
             if response.code == 429:
                 self._redirector.table.found_full(node, flavor)
                 continue
-            if response.code == 404 and flavor is not None and document is not None:
-                # It no longer serves the flavor (restarted with others since its last poll).
+            if response.code == 404 and flavor is not None and isinstance((document or {}).get("flavors"), list):
+                # It no longer serves the flavor (restarted with others since its last poll): its
+                # unknown-flavor answer lists what it serves (docs/many-hosts.md, the seam).
                 self._redirector.table.stopped_serving(node, flavor)
                 continue
             if response.code == 200 and document is not None and isinstance(document.get("url"), str):
