@@ -377,3 +377,21 @@ def test_through_the_front_door_a_visitor_gets_a_node_of_the_flavor_or_404_or_no
         assert code == 429  # known (or nobody up to say): No vacancy
     else:
         assert code == 404
+
+
+def test_a_node_404_that_lists_no_flavors_is_its_own_verdict_passed_on(fed):
+    """Only an unknown-flavor answer (it lists the node's flavors) means "no longer serves it"."""
+    def spawn_disabled(request, body):
+        request.setResponseCode(404)
+        return b'{"status": "not found"}'
+
+    fed.node(N2)._spawn_flavor = spawn_disabled
+    assert spawn(fed, {"flavor": "python"}) == (404, {"status": "not found"})
+    assert "python" in fed.table.get(f"http://{N2}").flavors
+
+
+def test_a_node_reporting_an_enormous_count_is_capped_not_a_crash(fed):
+    fed.node(N4).available = 10**400  # an older node: its available is its room
+    fed.period()
+    assert room(fed.table.get(f"http://{N4}"), 0) == 1_000_000
+    assert host_of(fed.visit("/")) in (N2, N3, N4)
