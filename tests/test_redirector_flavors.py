@@ -11,12 +11,13 @@ from collections import Counter
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from tests.test_redirector import ADMIN_AUTH, World, host_of
 from tmpnb.redirector.choosing import choose, flavors_served
 from tmpnb.redirector.flavors import MAX_FLAVORS, read_flavors
 from tmpnb.redirector.metrics import MAX_FLAVOR_LABELS, OTHER_FLAVORS, Metrics
-from tmpnb.redirector.nodes import Node, NodeTable, flavor_room, room
+from tmpnb.redirector.nodes import NodeTable, Thresholds, flavor_room, room
 
 N2, N3, N4 = "127.0.0.2:8000", "127.0.0.3:8000", "127.0.0.4:8000"
 
@@ -395,3 +396,69 @@ def test_a_node_reporting_an_enormous_count_is_capped_not_a_crash(fed):
     fed.period()
     assert room(fed.table.get(f"http://{N4}"), 0) == 1_000_000
     assert host_of(fed.visit("/")) in (N2, N3, N4)
+
+
+# -- the table as a state machine, with flavors: polls answer (with any flavors) or fail, nodes
+# drain, visitors of any flavor arrive in bursts; whatever happens, no visitor goes to a node that
+# is down, draining or not serving their flavor, and no flavor of a node gets more visitors
+# between two answers than the room it reported for it.
+
+URLS = [f"http://10.0.0.{i}:8000" for i in range(1, 5)]
+HEADROOM = 1
+
+
+class FlavoredFederation(RuleBasedStateMachine):
+    @initialize(seed=st.integers(0, 2**32))
+    def start(self, seed: int) -> None:
+        self.table = NodeTable(Thresholds(down_after=2, up_after=2))
+        for url in URLS:
+            self.table.add(url)
+        self.rng = random.Random(seed)
+        self.reported: dict[tuple[str, str], int] = {}  # (node, flavor): the room it last reported
+        self.since_answer: Counter = Counter()  # (node, flavor): visitors sent since that answer
+        self.wrong: list[str] = []
+
+    @rule(url=st.sampled_from(URLS), flavors=st.one_of(st.none(), flavor_reports), draining=st.booleans(),
+          default=st.one_of(st.none(), st.sampled_from(NAMES)))
+    def poll_answers(self, url: str, flavors: dict | None, draining: bool, default: str | None) -> None:
+        node = self.table.get(url)
+        stats = {"available": 6, "draining": draining, "default_flavor": default}
+        if flavors is not None:
+            stats["flavors"] = {name: flavor(r) for name, r in flavors.items()}
+        self.table.answered(node, stats, self.table.polling(node))
+        for key in [k for k in self.reported if k[0] == url]:
+            del self.reported[key]
+            self.since_answer.pop(key, None)
+        for name, r in (flavors or {}).items():
+            self.reported[(url, name)] = r
+
+    @rule(url=st.sampled_from(URLS))
+    def poll_fails(self, url: str) -> None:
+        self.table.failed(self.table.get(url), "refused")
+
+    @rule(asked=st.one_of(st.none(), st.sampled_from(NAMES)), visitors=st.integers(1, 6))
+    def burst(self, asked: str | None, visitors: int) -> None:
+        for _ in range(visitors):
+            node = choose(self.table, HEADROOM, self.rng, flavor=asked)
+            if node is None:
+                return
+            if not node.up or node.draining or (asked is not None and asked not in (node.flavors or {})):
+                self.wrong.append(f"{asked} sent to {node.url}: up={node.up}, draining={node.draining}, "
+                                  f"flavors={node.flavors}")
+            self.table.sent_visitor(node, asked)
+            taken = node.flavor_taken(asked)
+            if taken is not None:
+                self.since_answer[(node.url, taken)] += 1
+
+    @invariant()
+    def never_a_down_draining_or_other_flavor_node(self) -> None:
+        assert self.wrong == []
+
+    @invariant()
+    def never_more_of_a_flavor_than_its_reported_room_between_answers(self) -> None:
+        for key, sent in self.since_answer.items():
+            assert sent <= max(0, self.reported.get(key, 0) - HEADROOM), key
+
+
+TestFlavoredFederation = FlavoredFederation.TestCase
+TestFlavoredFederation.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
