@@ -462,3 +462,21 @@ class FlavoredFederation(RuleBasedStateMachine):
 
 TestFlavoredFederation = FlavoredFederation.TestCase
 TestFlavoredFederation.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+
+
+def test_visitors_of_a_flavor_sent_while_a_poll_was_out_are_still_pending_after_its_answer():
+    table = NodeTable()
+    node = table.add("http://10.0.0.1:8000")
+    table.answered(node, {"available": 9, "room": 9, "flavors": {"a": flavor(5), "b": flavor(4)},
+                          "default_flavor": "b"}, table.polling(node))
+    table.sent_visitor(node, "a")
+    sent_then = table.polling(node)  # the poll leaves after the first visitor ...
+    table.sent_visitor(node, "a")  # ... and two more are sent before it answers
+    table.sent_visitor(node, None)  # (no flavor: the default, b)
+    table.answered(node, {"available": 8, "room": 8, "flavors": {"a": flavor(4), "b": flavor(4)},
+                          "default_flavor": "b"}, sent_then)
+    assert (node.pending_flavor("a"), node.pending_flavor("b")) == (1, 1)
+    assert (flavor_room(node, "a", 0), flavor_room(node, "b", 0), flavor_room(node, None, 0)) == (3, 3, 3)
+    assert flavor_room(node, "c", 0) == 0 and room(node, 0) == 6
+    table.found_full(node, "a")  # a forwarded spawn of a answered 429: a is full, b is not
+    assert (flavor_room(node, "a", 0), flavor_room(node, "b", 0)) == (0, 3)
