@@ -2,6 +2,8 @@
 
     GET  /, /spawn/<path>   302 to a chosen node, path and query kept; No-vacancy page if none
     POST /api/spawn         forwarded to a chosen node: {"url": <absolute>}; 429 JSON if none
+    ?flavor=NAME, or {"flavor": "NAME"} in the API body: only nodes that report that flavor,
+                            by its room; 404 with the flavors served when no node serves it
     GET  /api/stats         the nodes summed (each node, and /metrics: the admin listener only)
     GET  /health            200 while some node is up, else 503
 
@@ -11,6 +13,7 @@ Every answer under /api/ is JSON, errors included.
 from __future__ import annotations
 
 import json
+from html import escape
 from urllib.parse import urlsplit
 import random
 from typing import Any
@@ -27,7 +30,8 @@ from tmpnb.http.methods import OnlyAllowed
 from tmpnb.http.replies import departure
 from tmpnb.http.tree import ApiBranch, Root, RobotsTxt
 from tmpnb.pages import render_page
-from tmpnb.redirector.choosing import candidates, choose
+from tmpnb.redirector.choosing import candidates, choose, flavors_served
+from tmpnb.redirector.flavors import flavor_name
 from tmpnb.redirector.metrics import Metrics
 from tmpnb.redirector.nodes import Node, NodeTable
 
@@ -49,15 +53,35 @@ class Redirector:
         self._rng = rng
         self.metrics = metrics
 
-    def take(self, how: str, exclude: tuple[Node, ...] = ()) -> Node | None:
-        """Choose a node for one visitor and count them against its room at once."""
-        node = choose(self.table, self.headroom, self._rng, exclude)
+    def take(self, how: str, exclude: tuple[Node, ...] = (), flavor: str | None = None) -> Node | None:
+        """Choose a node for one visitor asking for `flavor` (None: none) and count them
+        against its room at once."""
+        node = choose(self.table, self.headroom, self._rng, exclude, flavor)
         if node is None:
             self.metrics.full.labels(how).inc()
+            if flavor is not None:
+                self.metrics.flavor_full.labels(self.metrics.flavor_label(flavor), how).inc()
             return None
-        self.table.sent_visitor(node)
+        self.table.sent_visitor(node, flavor)
         self.metrics.sent.labels(node.url, how).inc()
+        if flavor is not None:
+            self.metrics.flavor_sent.labels(node.url, self.metrics.flavor_label(flavor), how).inc()
         return node
+
+    def flavors(self) -> list[str]:
+        """The flavors a visitor may ask for: those the nodes that are up serve."""
+        return flavors_served(self.table)
+
+    def unknown(self, flavor: str | None) -> bool:
+        """Whether no node serves `flavor` while some node is up (with none up, it is not
+        known whether the flavor exists: that is No vacancy)."""
+        if flavor is None:
+            return False
+        nodes = list(self.table)
+        return any(n.up for n in nodes) and flavor not in flavors_served(nodes)
+
+    def refused_flavor(self, how: str) -> None:
+        self.metrics.unknown_flavor.labels(how).inc()
 
     def public_stats(self) -> dict[str, Any]:
         """What anyone may know: the sums. The nodes' addresses, errors and counts are for the
@@ -75,6 +99,10 @@ class Redirector:
             "room": sum(r for _, r in candidates(nodes, self.headroom)),
             "up": sum(n.up for n in nodes),
             "version": tmpnb.__version__,
+            "flavors": {name: {"room": sum(r for _, r in candidates(nodes, self.headroom, name)),
+                               "available": sum(n.flavors[name].available for n in serving
+                                                if n.flavors is not None and name in n.flavors)}
+                        for name in flavors_served(nodes)},
             "nodes": [n.describe(self.headroom) for n in nodes],
         }
 
@@ -90,9 +118,16 @@ class RedirectPage(OnlyAllowed):
         self._retry_after = retry_after
 
     def render_GET(self, request: Request) -> bytes:
-        node = self._redirector.take("redirect")
+        asked = request.args.get(b"flavor")
+        flavor = None if asked is None else _flavor_of_query(asked)
+        if asked is not None and (flavor is None or self._redirector.unknown(flavor)):
+            self._redirector.refused_flavor("redirect")
+            return unknown_flavor_page(request, flavor, self._redirector.flavors())
+        node = self._redirector.take("redirect", flavor=flavor)
         if node is None:
             return replies.no_vacancy(request, self._retry_after)
+        # The whole target as the visitor sent it (tmpnb/http/strict.py let it in): the node
+        # reads the same ?flavor= and path.
         url = node.visitor_url + request.uri.decode("ascii", "replace")
         request.redirect(url.encode("ascii", "replace"))
         return replies.html(request, 302, render_page("redirect", "Your notebook is on its way", url=url))
@@ -118,14 +153,20 @@ class SpawnForward(OnlyAllowed):
         body = request.content.read(MAX_BODY + 1)
         if len(body) > MAX_BODY:
             return replies.json_reply(request, 413, {"status": "body too large"})
-        if body.strip() and _json_object(body) is None:
+        document = _json_object(body) if body.strip() else {}
+        if document is None:
             # Refused here: no node is chosen (nor counted) for a request none could serve.
             return replies.json_reply(request, 400, {"status": "the body must be a JSON object"})
+        asked = document.get("flavor")  # absent or null: the node's default flavor
+        flavor = flavor_name(asked)
+        if asked is not None and (flavor is None or self._redirector.unknown(flavor)):
+            self._redirector.refused_flavor("api")
+            return unknown_flavor_json(request, flavor, self._redirector.flavors())
         headers = {name: [v] for name in FORWARDED_HEADERS if (v := request.getHeader(name)) is not None}
         if xff := forwarded_for(request):
             headers[b"X-Forwarded-For"] = [xff]  # the node counts the visitor, not us
         left = departure(request)
-        d = Deferred.fromCoroutine(self._forward(body, headers))
+        d = Deferred.fromCoroutine(self._forward(body, headers, flavor))
 
         def answer(result: tuple[int, dict]) -> None:
             code, document = result
@@ -140,10 +181,10 @@ class SpawnForward(OnlyAllowed):
         d.addCallback(answer).addErrback(failed).addErrback(lambda f: log.failure("answering an API spawn", f))
         return NOT_DONE_YET
 
-    async def _forward(self, body: bytes, headers: dict) -> tuple[int, dict]:
+    async def _forward(self, body: bytes, headers: dict, flavor: str | None) -> tuple[int, dict]:
         tried: list[Node] = []
         for _ in range(SPAWN_ATTEMPTS):
-            node = self._redirector.take("api", tuple(tried))
+            node = self._redirector.take("api", tuple(tried), flavor)
             if node is None:
                 break
             tried.append(node)
@@ -159,7 +200,12 @@ class SpawnForward(OnlyAllowed):
                 continue
             document = _json_object(answer)
             if response.code == 429:
-                self._redirector.table.found_full(node)
+                self._redirector.table.found_full(node, flavor)
+                continue
+            if response.code == 404 and flavor is not None and isinstance((document or {}).get("flavors"), list):
+                # It no longer serves the flavor (restarted with others since its last poll): its
+                # unknown-flavor answer lists what it serves (docs/many-hosts.md, the seam).
+                self._redirector.table.stopped_serving(node, flavor)
                 continue
             if response.code == 200 and document is not None and isinstance(document.get("url"), str):
                 url = visitor_spawn_url(node.visitor_url, document["url"])
@@ -169,6 +215,8 @@ class SpawnForward(OnlyAllowed):
             if document is None:  # a node that answers non-JSON: a proxy page, say
                 return 502, {"status": "bad gateway", "node": node.url}
             return response.code, document  # the node's own verdict (400, 401, 413, 503)
+        if self._redirector.unknown(flavor):  # every node tried had stopped serving it
+            return 404, unknown_flavor_document(flavor, self._redirector.flavors())
         return 429, {"status": "full"}
 
 
@@ -195,6 +243,33 @@ def forwarded_for(request: Request) -> bytes:
     earlier = [v.strip() for v in request.requestHeaders.getRawHeaders(b"x-forwarded-for", []) if v.strip()]
     peer = getattr(request.getClientAddress(), "host", "") or ""
     return b",".join([*earlier, peer.encode("ascii", "replace")] if peer else earlier)
+
+
+def _flavor_of_query(values: list[bytes]) -> str | None:
+    """The one well-formed flavor name of `?flavor=`; None for anything else (several values
+    included: the node might read another one than the redirector chose by)."""
+    if len(values) != 1:
+        return None
+    return flavor_name(values[0].decode("ascii", "replace"))
+
+
+def unknown_flavor_document(flavor: str | None, flavors: list[str]) -> dict:
+    # Only a well-formed name is repeated: the answer never carries what a visitor made up.
+    error = f"no node serves flavor {flavor}" if flavor else "a flavor is a name of [a-z0-9-]{1,32}"
+    return {"error": error, "flavors": flavors}
+
+
+def unknown_flavor_json(request: Request, flavor: str | None, flavors: list[str]) -> bytes:
+    return replies.json_reply(request, 404, unknown_flavor_document(flavor, flavors))
+
+
+def unknown_flavor_page(request: Request, flavor: str | None, flavors: list[str]) -> bytes:
+    """404: the flavors a visitor may choose, each a link (names are [a-z0-9-]: nothing to quote)."""
+    items = "".join(f'<li><a href="/?flavor={escape(name)}">{escape(name)}</a></li>' for name in flavors)
+    choices = f"<ul>{items}</ul>" if items else "<p>No flavor is served right now.</p>"
+    asked = f"<code>{escape(flavor)}</code>" if flavor else "by that name"
+    page = render_page("redirector_flavors", "No such flavor", markup={"asked": asked, "choices": choices})
+    return replies.html(request, 404, page)
 
 
 def _json_object(body: bytes) -> dict | None:
