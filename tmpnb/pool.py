@@ -223,10 +223,16 @@ class Pool(Service):
     def acquire(self, flavor: str | None = None) -> Deferred[Assignment] | None:
         """A pooled container of `flavor` (None: the default one) for one visitor, or None when
         none is ready ("full")."""
-        census = self._flavor_census[self.flavors.default if flavor is None else flavor]
-        oldest = census.oldest("pooled")
+        name = self.flavors.default if flavor is None else flavor
+        oldest = self._flavor_census[name].oldest("pooled")
         if not self.running or self._draining or oldest is None:
             return None
+        if self._flavor_demand[name]:
+            # It goes to the first of the flavor's line, who needs no boot of their own any
+            # more: the fill below must not boot (or cull another flavor's spare) for them.
+            self._flavor_demand[name] -= 1
+            self._flavor_joined[name] = self._flavor_joined[name][1:]
+            self._demand -= 1
         assignment = self._machines[oldest].assign()
         self._postpone_refill()
         self.fill()
