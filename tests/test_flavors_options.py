@@ -82,6 +82,10 @@ def test_two_flavors_of_one_name_and_an_unknown_default_are_refused():
 # -- the node's options -----------------------------------------------------------------
 
 
+def test_an_image_that_is_one_of_the_flavors_says_nothing_more_and_is_accepted():
+    assert parse("--flavor", "py=a", "--flavor", "r=b", "--image", "b")["flavors"].names() == ["py", "r"]
+
+
 def test_without_flavor_the_node_has_one_flavor_named_default_of_image_and_pool_size():
     options = parse("--image", "mine:1", "--pool-size", "2")
     flavors = options["flavors"]
@@ -103,7 +107,7 @@ def test_flavors_in_order_the_first_is_the_default_unless_told():
 
 
 @pytest.mark.parametrize("argv", [
-    ["--flavor", "py=a", "--image", "b"],                     # which image is the node's?
+    ["--flavor", "py=a", "--image", "b"],                     # b: none of the flavors' images
     ["--flavor", "py=a", "--pool-size", "1"],                 # whose pool size?
     ["--flavor", "py=a", "--static-dir", "/srv/s"],           # whose static files?
     ["--flavor", "py=a", "--default-flavor", "r"],            # no such flavor

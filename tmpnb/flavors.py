@@ -138,8 +138,9 @@ class Flavors:
 def flavors_from_options(options: Mapping[str, Any], defaults: Iterable[str] = ()) -> Flavors:
     """The node's flavors from `--flavor`, `--default-flavor`, `--image`, `--pool-size` and
     `--static-dir`. Raises FlavorError for a mix that could mean two things: `--flavor` with an
-    `--image` or `--static-dir` that would serve nothing, or a `--pool-size` that would not be
-    any flavor's. `defaults`: the options still at their default value."""
+    `--image` that is none of the flavors' (an `--image` naming one of them says nothing more),
+    a `--static-dir` (whose image's?), or a `--pool-size` (whose?). `defaults`: the options
+    still at their default value."""
     specs = list(options.get("flavor") or [])
     default = options.get("default-flavor")
     if not specs:
@@ -147,10 +148,12 @@ def flavors_from_options(options: Mapping[str, Any], defaults: Iterable[str] = (
             raise FlavorError(f"--default-flavor {default!r} without --flavor: the only flavor is {DEFAULT_FLAVOR!r}")
         return Flavors.single(options["image"], options["pool-size"], options.get("static-dir"))
     unset = set(defaults)
-    for name in ("image", "static-dir"):
-        if name not in unset and options.get(name):
-            raise FlavorError(f"--{name} with --flavor: give each flavor its own (--flavor NAME=IMAGE,static-dir=DIR)")
+    if "static-dir" not in unset and options.get("static-dir"):
+        raise FlavorError("--static-dir with --flavor: give each flavor its own (--flavor NAME=IMAGE,static-dir=DIR)")
     if "pool-size" not in unset:
         raise FlavorError("--pool-size with --flavor: give each flavor its own (--flavor NAME=IMAGE,pool-size=N)")
     flavors = [parse_flavor(spec, options["pool-size"]) for spec in specs]
+    if "image" not in unset and options.get("image") not in {f.image for f in flavors}:
+        raise FlavorError(f"--image {options.get('image')} with --flavor: it is none of the flavors' images;"
+                          " name each flavor's image in its --flavor NAME=IMAGE")
     return Flavors(tuple(flavors), default or flavors[0].name)
