@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
-from twisted.internet.testing import EventLoggingObserver
 
 from tests.flavorrig import FlavorNode
 from tests.builders import build_pool
@@ -163,7 +163,6 @@ def test_room_per_flavor_counts_the_shared_capacity_and_the_other_flavors_spares
 
 def test_adoption_puts_each_container_back_in_its_flavors_pool_and_removes_unknown_flavors(tmp_path):
     spec = ContainerSpec(instance="test-flavors-adopt", socket_root=str(tmp_path))
-    from twisted.internet.task import Clock
     clock = Clock()
     docker = FakeDocker(clock, spec)
     servers = FakeServers(docker)
@@ -177,33 +176,27 @@ def test_adoption_puts_each_container_back_in_its_flavors_pool_and_removes_unkno
     kept = {c.container_id: c.labels[FLAVOR_LABEL] for c in docker.containers.values()}
     assert sorted(kept.values()) == ["alpha", "beta", "gamma"]
     # The process dies (its containers stay), and comes back without gamma.
-    observer = EventLoggingObserver.createWithCleanup(_Cleanup(), globalLogPublisher)
-    second = build_pool(PoolConfig(pool_size=0, capacity=6), clock=clock, spec=spec, docker=docker, servers=servers,
-                        flavors=two(), adopt=True, token_for=lambda cid: "tok-" + cid).pool
-    second.startService()
-    while servers.waiting():
-        for cid in servers.waiting():
-            servers.answer(cid)
-    clock.advance(0)
+    observed: list[dict] = []
+    globalLogPublisher.addObserver(observed.append)
+    try:
+        second = build_pool(PoolConfig(pool_size=0, capacity=6), clock=clock, spec=spec, docker=docker,
+                            servers=servers, flavors=two(), adopt=True, token_for=lambda cid: "tok-" + cid).pool
+        second.startService()
+        while servers.waiting():
+            for cid in servers.waiting():
+                servers.answer(cid)
+        clock.advance(0)
+    finally:
+        globalLogPublisher.removeObserver(observed.append)
     gamma = next(cid for cid, f in kept.items() if f == "gamma")
     assert gamma not in {c.container_id for c in docker.containers.values()}  # removed
     for flavor in ("alpha", "beta"):
         cid = next(c for c, f in kept.items() if f == flavor)
         assert second.flavor_stats(flavor)["states"] == {"pooled": 1}
         assert second._flavor_of[cid] == flavor
-    warned = [e for e in observer if e.get("log_level") == LogLevel.warn and e.get("container") == gamma]
+    warned = [e for e in observed if e.get("log_level") == LogLevel.warn and e.get("container") == gamma]
     assert warned and warned[0]["flavor"] == "gamma"
     second.stopService()
-
-
-class _Cleanup:
-    """EventLoggingObserver.createWithCleanup's test case, for a plain pytest function."""
-
-    def __init__(self) -> None:
-        self.cleanups: list = []
-
-    def addCleanup(self, f, *args) -> None:  # noqa: N802 - trial's name
-        self.cleanups.append((f, args))
 
 
 def test_a_node_without_flavors_labels_nothing_and_has_one_flavor_default(tmp_path):

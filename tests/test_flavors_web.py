@@ -33,7 +33,6 @@ class Web:
     def __init__(self, root: Path, keep_cookies: bool = False, policy: SharePolicy = WHOLE_CAPACITY,
                  capacity: int = 6) -> None:
         self.records: list[dict] = []
-        self.metrics_clock = None
         self.node = FlavorNode(root, FLAVORS, capacity, on_transition=LifecycleRecorder(records=[self.record]))
         self.metrics = Metrics(self.node.clock)
         self.metrics.watch_pool(self.node.pool)

@@ -412,9 +412,10 @@ def _embedded_proxy(reactor: Any, options: Options, spec: ContainerSpec, routes:
 
     # Behind `ssl:` the servers are told their visitors came over https (X-Forwarded-Proto).
     scheme = "https" if options["listen"].startswith("ssl:") else "http"
+    # Each flavor's servers get their image's static files (--flavor …,static-dir=DIR).
+    flavor_static = tuple(flavors_of(options).static_dirs().items()) if options.get("flavor") else ()
     # Each visitor in the waiting line holds a request open at the orchestrator (a long poll):
     # the proxy's bound on connections to one backend must leave room for all of them.
-    flavor_static = tuple(flavors_of(options).static_dirs().items()) if options.get("flavor") else ()
     public = public_proxy(reactor, routes, ProxySettings(default_target=web_target, static_dir=options["static-dir"],
                           flavor_static_dirs=flavor_static,
                           scheme=scheme, max_backend_connections_per_target=32 + options["max-waiting"],
