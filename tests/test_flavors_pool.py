@@ -208,3 +208,23 @@ def test_a_node_without_flavors_labels_nothing_and_has_one_flavor_default(tmp_pa
     assert rig.pool.flavors.names() == ["default"]
     assert rig.pool.flavor_stats("default")["available"] == 1
     rig.pool.stopService()
+
+
+def test_a_flavor_may_have_its_own_readiness_check_the_one_that_warms_its_landing_page(tmp_path):
+    checked: list[tuple[str, str]] = []
+    clock = Clock()
+    spec = ContainerSpec(instance="t-flavor-ready", socket_root=str(tmp_path))
+    servers = FakeServers(FakeDocker(clock, spec))
+
+    def beta_ready(reactor, socket_path, base_path, token, timeout, interval):
+        checked.append(("beta", base_path))
+        return servers.wait_ready(reactor, socket_path, base_path, token, timeout, interval)
+
+    rig = build_pool(PoolConfig(pool_size=0, capacity=4), clock=clock, spec=spec, docker=servers.docker,
+                     servers=servers, flavors=two(), flavor_wait_ready={"beta": beta_ready})
+    rig.pool.startService()
+    rig.answer_all()
+    beta = [cid for cid, f in rig.pool._flavor_of.items() if f == "beta"]
+    assert checked == [("beta", f"/user/{beta[0]}/")]  # alpha's went through the node's own check
+    assert rig.pool.pooled("alpha") == 1 and rig.pool.pooled("beta") == 1
+    rig.pool.stopService()

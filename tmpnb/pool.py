@@ -25,7 +25,7 @@ flavor `default` and works as it always did.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -100,6 +100,7 @@ class Pool(Service):
         assignment_marks: AssignmentMarks | None = None,
         slicer: Slicer | None = None,
         flavors: Flavors | None = None,
+        flavor_wait_ready: Mapping[str, WaitReady] | None = None,
     ) -> None:
         self._reactor = reactor
         # Without flavors: the one flavor `default`, of spec.image and config.pool_size.
@@ -111,6 +112,8 @@ class Pool(Service):
         self._marks = assignment_marks
         self._docker: PoolDocker = docker if assignment_marks is None else MarkedRemovals(docker, assignment_marks)
         self._wait_ready = wait_ready
+        # A flavor's own readiness check (tap.py: one that warms its landing page), else wait_ready.
+        self._flavor_wait_ready = dict(flavor_wait_ready or {})
         self._proxy = proxy
         self.spec = spec
         self.config = config
@@ -508,7 +511,11 @@ class Pool(Service):
                 self._machines[container_id].launched(docker_id)
 
     def _ready_check(self, socket_path: str, base_path: str, token: str) -> Deferred[dict]:
-        return self._wait_ready(
+        wait_ready = self._wait_ready
+        if self._flavor_wait_ready:  # base_path is "/user/<id>/"
+            flavor = self._flavor_of.get(base_path.rstrip("/").rsplit("/", 1)[-1], "")
+            wait_ready = self._flavor_wait_ready.get(flavor, wait_ready)
+        return wait_ready(
             self._reactor,
             socket_path,
             base_path,

@@ -347,8 +347,11 @@ def _pool(reactor: Any, options: Options, spec: ContainerSpec, docker: ObservedD
           takers: RecordTakers, tokens: ServerTokens) -> Pool:
     # A pooled server has rendered its landing page once: no visitor pays the cold render.
     warm_ready = functools.partial(wait_ready, warm=below_from_redirect_uri(options["redirect-uri"]))
+    # A flavor with a landing page warms that page instead.
+    landing_ready = {f.name: functools.partial(wait_ready, warm=f.landing) for f in flavors_of(options) if f.landing}
     if not options["writable-socket-dirs"]:
         warm_ready = sealed_when_ready(warm_ready)
+        landing_ready = {name: sealed_when_ready(ready) for name, ready in landing_ready.items()}
     # Subdomain mode: an id is a DNS label, which browsers lower-case.
     new_id = {"new_id": new_lower_container_id} if origins_of(options).subdomains else {}
     return Pool(
@@ -360,6 +363,7 @@ def _pool(reactor: Any, options: Options, spec: ContainerSpec, docker: ObservedD
         assignment_marks=AssignmentMarks(assigned_dir(spec)),
         token_for=tokens.token_for,
         flavors=flavors_of(options),
+        flavor_wait_ready=landing_ready,
     )
 
 

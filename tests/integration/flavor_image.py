@@ -13,6 +13,9 @@ import tarfile
 
 SKELETON = "/opt/notebook/share/tmpnb/home"
 MARKER_NAME = "flavor-marker.txt"
+# A static file only this image has, served under /user/<id>/static/lab/ (docs/image.md).
+STATIC_NAME = "flavor-static.txt"
+LAB_STATIC = "/opt/notebook/share/jupyter/lab/static"
 LABEL = "org.tmpnb.test-flavor"
 
 # The notebook's one cell reads the marker from the visitor's home: only this image has it.
@@ -31,9 +34,11 @@ def _context(base: str, marker: str) -> io.BytesIO:
         f"FROM {base}\n"
         f"COPY --chown=1000:1000 {MARKER_NAME} {SKELETON}/{MARKER_NAME}\n"
         f"COPY --chown=1000:1000 index.ipynb {SKELETON}/index.ipynb\n"
+        f"COPY {STATIC_NAME} {LAB_STATIC}/{STATIC_NAME}\n"
         f"LABEL {LABEL}={marker}\n"
     )
-    files = {"Dockerfile": dockerfile, MARKER_NAME: marker + "\n", "index.ipynb": json.dumps(INDEX)}
+    files = {"Dockerfile": dockerfile, MARKER_NAME: marker + "\n", "index.ipynb": json.dumps(INDEX),
+             STATIC_NAME: f"{marker} static, from its container\n"}
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name, text in files.items():

@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from flavor_image import MARKER_NAME, build_marked_image, remove_image
+from flavor_image import MARKER_NAME, STATIC_NAME, build_marked_image, remove_image
+from tmpnb.image.static import extract_static
 from tmpnb_process import ONE_ADDRESS, call, container_id_of, execute, start_kernel, visit, wait_until
 
 pytestmark = pytest.mark.integration
@@ -50,15 +51,18 @@ def spawn(tmpnb, flavor: str | None, wait: float = 0):
 def test_two_flavors_each_visitor_gets_theirs_pools_refill_apart_and_share_the_capacity(
         launch, docker_client, notebook_image, beta_image):
     tmpnb = launch(*ONE_ADDRESS, f"--flavor=alpha={notebook_image},pool-size=1",
-                   f"--flavor=beta={beta_image},pool-size=1", "--capacity=4", "--refill-delay=0")
+                   f"--flavor=beta={beta_image},pool-size=1,landing=notebooks/index.ipynb", "--capacity=4",
+                   "--refill-delay=0")
     wait_pooled(tmpnb, 1, 1)
     stats = tmpnb.stats()
     assert stats["default_flavor"] == "alpha"
     assert {name: f["image"] for name, f in stats["flavors"].items()} == {"alpha": notebook_image, "beta": beta_image}
 
     # Each visitor gets the image they asked for, seen from inside their kernel.
-    beta_prefix, beta_token, _ = visit(tmpnb.base, "/?flavor=beta")
-    alpha_prefix, alpha_token, _ = visit(tmpnb.base, "/")
+    beta_prefix, beta_token, landed = visit(tmpnb.base, "/?flavor=beta")
+    assert landed.startswith(beta_prefix + "notebooks/index.ipynb?token=")  # beta's landing page
+    alpha_prefix, alpha_token, landed = visit(tmpnb.base, "/")
+    assert landed.startswith(alpha_prefix + "tree?token=")  # the node's --redirect-uri
     assert in_kernel(tmpnb, beta_prefix, beta_token, HAS_MARKER) == "True"
     assert in_kernel(tmpnb, beta_prefix, beta_token, f"open('{MARKER_NAME}').read().strip()") == "'beta'"
     assert in_kernel(tmpnb, alpha_prefix, alpha_token, HAS_MARKER) == "False"
@@ -93,3 +97,25 @@ def test_two_flavors_each_visitor_gets_theirs_pools_refill_apart_and_share_the_c
     assert missing.status == 404 and b"alpha, beta" in missing.body
     api = spawn(tmpnb, "gamma")
     assert api.status == 404 and api.json()["flavors"] == ["alpha", "beta"]
+
+
+def test_each_flavors_servers_get_the_static_files_of_its_own_image(launch, docker_client, notebook_image, beta_image,
+                                                                     tmp_path):
+    """Each image's static files extracted (tmpnb.image extract-static), then marked in the
+    extracted copy only: what a visitor of each flavor gets is its own image's copy, served by
+    the proxy, never the other's."""
+    dirs = {}
+    for flavor, image in (("alpha", notebook_image), ("beta", beta_image)):
+        dest = tmp_path / flavor
+        manifest = extract_static(docker_client, dest, image)
+        lab = dest / manifest["static/lab/"]
+        assert (lab / STATIC_NAME).exists() == (flavor == "beta")  # only beta's image has it
+        (lab / STATIC_NAME).write_text(f"{flavor} static, served centrally\n")
+        dirs[flavor] = dest
+    tmpnb = launch(*ONE_ADDRESS, f"--flavor=alpha={notebook_image},pool-size=1,static-dir={dirs['alpha']}",
+                   f"--flavor=beta={beta_image},pool-size=1,static-dir={dirs['beta']}", "--capacity=3")
+    wait_pooled(tmpnb, 1, 1)
+    for flavor in ("alpha", "beta"):
+        prefix, _, _ = visit(tmpnb.base, f"/?flavor={flavor}")
+        reply = call(tmpnb.base, "GET", f"{prefix}static/lab/{STATIC_NAME}")
+        assert reply.status == 200 and reply.body == f"{flavor} static, served centrally\n".encode()
