@@ -39,6 +39,7 @@ from twisted.internet.task import Clock
 from tmpnb import sockets
 from tmpnb.config import ContainerSpec
 from tmpnb.statusround import TIMEOUT, StatusAnswers, StatusAsk
+from tmpnb.dockerrecipe import FLAVOR_LABEL
 from tmpnb.dockerapi import (
     CREATED_LABEL,
     ID_LABEL,
@@ -63,7 +64,8 @@ class FakeContainer:
     labels: dict[str, str]
     socket_dir: str
     running: bool = True
-    server_token: str = ""  # what its server checks (the real one reads its socket dir's token file)
+    server_token: str = ""
+    image: str = ""  # what its server checks (the real one reads its socket dir's token file)
 
     @property
     def container_id(self) -> str:
@@ -286,9 +288,10 @@ class FakeDocker:
             INSTANCE_LABEL: request.spec.instance,
             ID_LABEL: request.container_id,
             CREATED_LABEL: repr(self.clock.seconds()),
+            **({FLAVOR_LABEL: request.spec.flavor} if request.spec.flavor != "default" else {}),
         }
         self.containers[docker_id] = FakeContainer(docker_id, name, labels, request.socket_dir,
-                                                   server_token=request.token)
+                                                   server_token=request.token, image=request.spec.image)
         self.socket_dirs.add(request.socket_dir)
         self._emit(request.container_id, "start", request.spec.instance)
         return docker_id

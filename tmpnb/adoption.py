@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from tmpnb.assignments import AssignmentMarks
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.dockerapi import container_name
+from tmpnb.dockerrecipe import FLAVOR_LABEL
 from tmpnb.faults import log_fault
 from tmpnb.heartbeat import AskStatuses, Flock, HeartbeatDocker, HeartbeatRoutes, remove_stray_socket_dirs, server_statuses
 from tmpnb.judging import latest_activity, routes_by_container, sort_leftovers
@@ -33,10 +34,14 @@ log = Logger()
 class Adopting(Flock, Protocol):
     """What a takeover needs of the pool (tmpnb.pool.Pool)."""
 
-    def room_for(self, pooled: bool) -> bool:
-        """One more container fits in the capacity (and, `pooled`, in the pool size)."""
+    def room_for(self, pooled: bool, flavor: str | None = None) -> bool:
+        """One more container fits in the capacity (and, `pooled`, in its flavor's pool size)."""
 
-    def new_machine(self, container_id: str, token: str, docker_id: str | None = None) -> ContainerInputs: ...
+    def new_machine(self, container_id: str, token: str, docker_id: str | None = None,
+                    flavor: str | None = None) -> ContainerInputs: ...
+
+    def flavor_named(self, name: str) -> str | None:
+        """`name` if the node serves that flavor (a container's label); None if not."""
 
     def token_for(self, container_id: str) -> str:
         """The token derived for a container id (tmpnb/servertokens.py)."""
@@ -173,9 +178,16 @@ class Takeover:
         statuses = await server_statuses(self._ask_statuses, self.spec, {r.container_id: r.token for r in usable})
         assigned, unused = sort_leftovers(usable, routed, marked, statuses)
         adopted = set()
+        # No label: the flavor "default", a node's without --flavor.
+        flavors = {r.container_id: pool.flavor_named(r.labels.get(FLAVOR_LABEL, "default")) for r in usable}
+        for record in usable:
+            if flavors[record.container_id] is None:
+                log.warn("removing {container}: its flavor {flavor} is not served any more",
+                         container=record.container_id, flavor=record.labels.get(FLAVOR_LABEL, "default"))
         for record, assigned_at in assigned:  # visitors first: they are using theirs
-            if pool.room_for(pooled=False):
-                machine = pool.new_machine(record.container_id, record.token, record.docker_id)
+            flavor = flavors[record.container_id]
+            if flavor is not None and pool.room_for(pooled=False):
+                machine = pool.new_machine(record.container_id, record.token, record.docker_id, flavor)
                 seen = None if self._marks is None else self._marks.last_activity(record.container_id)
                 if self._marks is not None:  # a route-only or used one is recorded from now on
                     self._marks.mark(record.container_id, assigned_at)
@@ -186,8 +198,9 @@ class Takeover:
                     pool.saw_activity(record.container_id, seen)
                 adopted.add(record.docker_id)
         for record in unused:
-            if pool.room_for(pooled=True):
-                pool.new_machine(record.container_id, record.token, record.docker_id)
+            flavor = flavors[record.container_id]
+            if flavor is not None and pool.room_for(pooled=True, flavor=flavor):
+                pool.new_machine(record.container_id, record.token, record.docker_id, flavor)
                 pool.queue_unused(record.container_id, record.docker_id)
                 adopted.add(record.docker_id)
         pool.boot_waiting()

@@ -67,6 +67,8 @@ class ContainerSpec:
     nofile: int = 1024
     log_max_size: str = "1m"
     extra_labels: dict[str, str] = field(default_factory=dict)
+    # Which of the node's flavors (tmpnb/flavors.py) its containers are: a label on each.
+    flavor: str = "default"
 
 
 @dataclass(frozen=True)

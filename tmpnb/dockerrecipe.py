@@ -23,6 +23,7 @@ ID_LABEL = "org.tmpnb.id"
 # no token anywhere in Docker (tmpnb/servertokens.py derives it).
 TOKEN_LABEL = "org.tmpnb.token"
 CREATED_LABEL = "org.tmpnb.created"
+FLAVOR_LABEL = "org.tmpnb.flavor"  # which of the node's flavors (tmpnb/flavors.py)
 
 CPU_PERIOD = 100_000  # microseconds; spec.cpu_quota is per this period
 
@@ -122,6 +123,10 @@ def container_labels(request: LaunchRequest, created: float) -> dict[str, str]:
             CREATED_LABEL: repr(created),
         }
     )
+    # A container without the label is of the flavor "default" (a node without --flavor).
+    labels.pop(FLAVOR_LABEL, None)
+    if request.spec.flavor != "default":
+        labels[FLAVOR_LABEL] = request.spec.flavor
     return labels
 
 

@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tmpnb.dockerapi import DockerTimeout
+from tmpnb.lifecycle import flavor_of
 
 # Every state a container can be in (tmpnb/states.py), so each has a series, at 0 if empty.
 STATES = ("requested", "booting", "pooled", "assigned", "idle", "culled")
@@ -58,6 +59,8 @@ class Metrics:
         # what creeps over a long day shows here first.
         ProcessCollector(registry=r)
         self.handouts = Counter("tmpnb_handouts", "Containers handed to visitors.", registry=r)
+        self.flavor_handouts = Counter("tmpnb_flavor_handouts", "Containers handed to visitors, by flavor.",
+                                       ["flavor"], registry=r)
         self.no_vacancy = Counter(
             "tmpnb_no_vacancy", "Visitors who asked for a container when none was ready.", registry=r
         )
@@ -93,6 +96,7 @@ class Metrics:
         came, went = record["from"], record["to"]
         if came == "pooled" and went == "assigned":
             self.handouts.inc()
+            self.flavor_handouts.labels(flavor=flavor_of(record)).inc()
         elif came == "booting" and went == "pooled":
             # booting is left only at the end: its time covers every attempt
             self.boot_duration.observe(record["seconds_in_previous"])
@@ -154,6 +158,31 @@ class _PoolCollector(Collector):
                                 value=stats["pool_size"])
         yield GaugeMetricFamily("tmpnb_containers_left_behind", "Containers whose removal gave up, counted"
                                 " until Docker shows them gone.", value=stats["left_behind"])
+        yield from _flavor_metrics(stats.get("flavors", {}))
+
+
+def _flavor_metrics(flavors: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+    """The per-pool figures again, with a `flavor` label (tmpnb/flavors.py); the families
+    above stay the node's totals."""
+    families = {
+        "available": GaugeMetricFamily("tmpnb_flavor_containers_available", "Booted containers waiting for"
+                                       " visitors, by flavor.", labels=["flavor"]),
+        "pool_size": GaugeMetricFamily("tmpnb_flavor_pool_size_containers", "Containers kept booted, by flavor.",
+                                       labels=["flavor"]),
+        "waiting": GaugeMetricFamily("tmpnb_flavor_waiting", "Visitors in a flavor's waiting line.", labels=["flavor"]),
+        "room": GaugeMetricFamily("tmpnb_flavor_room", "More visitors of a flavor the node would serve now"
+                                  " (/api/stats' flavors' room).", labels=["flavor"]),
+    }
+    containers = GaugeMetricFamily("tmpnb_flavor_containers", "Containers by flavor and lifecycle state.",
+                                   labels=["flavor", "state"])
+    for name, figures in flavors.items():
+        for key, family in families.items():
+            family.add_metric([name], figures.get(key, 0))
+        for state in STATES:
+            containers.add_metric([name, state], figures.get("states", {}).get(state, 0))
+    if flavors:
+        yield from families.values()
+        yield containers
 
 
 class _HealthCollector(Collector):

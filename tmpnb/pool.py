@@ -13,11 +13,20 @@ an earlier run's containers are adopted or removed (tmpnb/adoption.py).
 
 The pool calls nobody above it: the waiting line takes from it (`acquire`, `room`, `demand`)
 and subscribes to what it publishes (`when_pooled`, `add_stats`).
+
+Flavors (tmpnb/flavors.py): each machine is of one flavor (its image, its label), and each
+flavor has its own pool size, refill and give-up pause, all inside the one capacity. Capacity
+a line needs goes to the oldest waiter across flavors (see `fill`); a flavor's spare containers
+(booted or booting for nobody) are culled when another flavor's visitor waits and the capacity
+is full: a visitor waiting counts for more than a spare. A node without --flavor has the one
+flavor `default` and works as it always did.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import heapq
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from twisted.application.service import Service
@@ -32,6 +41,7 @@ from tmpnb.adoption import Takeover, keep_activity_of
 from tmpnb.assignments import AssignmentMarks, MarkedRemovals
 from tmpnb.census import Census
 from tmpnb.config import ContainerSpec, PoolConfig
+from tmpnb.flavors import Flavors
 from tmpnb.heartbeat import HANDED_OUT, AskStatuses, Heartbeat, HeartbeatDocker, HeartbeatRoutes
 from tmpnb.slices import Slicer
 from tmpnb.statusround import StatusRounds
@@ -89,13 +99,21 @@ class Pool(Service):
         keep_assigned: bool = False,
         assignment_marks: AssignmentMarks | None = None,
         slicer: Slicer | None = None,
+        flavors: Flavors | None = None,
+        flavor_wait_ready: Mapping[str, WaitReady] | None = None,
     ) -> None:
-        self._reactor = reactor  # a Clock in tests: readiness is the only user of more
+        self._reactor = reactor
+        # Without flavors: the one flavor `default`, of spec.image and config.pool_size.
+        self.flavors = Flavors.single(spec.image, config.pool_size) if flavors is None else flavors
+        self._specs = {f.name: replace(spec, image=f.image, flavor=f.name) for f in self.flavors}
+        spec = self._specs[self.flavors.default]  # a Clock in tests: readiness is the only user of more
         # With marks, every assignment is recorded on the host and the record goes with the
         # container (tmpnb/assignments.py): adoption then never pools a visitor's container.
         self._marks = assignment_marks
         self._docker: PoolDocker = docker if assignment_marks is None else MarkedRemovals(docker, assignment_marks)
         self._wait_ready = wait_ready
+        # A flavor's own readiness check (tap.py: one that warms its landing page), else wait_ready.
+        self._flavor_wait_ready = dict(flavor_wait_ready or {})
         self._proxy = proxy
         self.spec = spec
         self.config = config
@@ -112,6 +130,11 @@ class Pool(Service):
         self._machines: dict[str, ContainerInputs] = {}
         self._tokens: dict[str, str] = {}
         self._census = Census()  # which machine is in which state, as they reported it
+        self._flavor_census = {name: Census() for name in self._specs}  # the same, per flavor
+        self._flavor_of: dict[str, str] = {}
+        self._flavor_demand = {name: 0 for name in self._specs}  # visitors waiting, per flavor
+        self._flavor_joined: dict[str, Sequence[float]] = {name: () for name in self._specs}
+        self._reclaiming: set[str] = set()  # spares culled to make room for another flavor's visitor
         self._removals: dict[str, Deferred[None]] = {}
         self._cleaned = False  # leftovers of an earlier run removed: filling may begin
         self._starting: Deferred[None] | None = None
@@ -121,9 +144,10 @@ class Pool(Service):
         self._watching = False
         # After machines give up booting (a broken image, Docker failing), refilling waits,
         # so a broken setup does not boot in a tight loop.
-        self._give_ups = 0
-        self._pause: IDelayedCall | None = None
-        self._paused_for_docker = False  # the give-ups were Docker being away: lift on its answer
+        # Per flavor: a broken image pauses its own flavor only.
+        self._give_ups = {name: 0 for name in self._specs}
+        self._pauses: dict[str, IDelayedCall] = {}
+        self._paused_for_docker = {name: False for name in self._specs}  # the give-ups were Docker being away: lift on its answer
         # Containers whose removal gave up (Docker away): they may still exist, so they count
         # against the capacity until a heartbeat sees them gone or removes them.
         self._left_behind: set[str] = set()
@@ -173,8 +197,9 @@ class Pool(Service):
         super().stopService()
         if self._heartbeats.running:
             self._heartbeats.stop()
-        if self._pause is not None and self._pause.active():
-            self._pause.cancel()
+        for pause in self._pauses.values():
+            if pause.active():
+                pause.cancel()
         if self._refill_later is not None and self._refill_later.active():
             self._refill_later.cancel()
         self._takeover.cancel()
@@ -198,11 +223,19 @@ class Pool(Service):
 
     # -- what the orchestrator uses
 
-    def acquire(self) -> Deferred[Assignment] | None:
-        """A pooled container for one visitor, or None when none is ready ("full")."""
-        oldest = self._census.oldest("pooled")
+    def acquire(self, flavor: str | None = None) -> Deferred[Assignment] | None:
+        """A pooled container of `flavor` (None: the default one) for one visitor, or None when
+        none is ready ("full")."""
+        name = self.flavors.default if flavor is None else flavor
+        oldest = self._flavor_census[name].oldest("pooled")
         if not self.running or self._draining or oldest is None:
             return None
+        if self._flavor_demand[name]:
+            # It goes to the first of the flavor's line, who needs no boot of their own any
+            # more: the fill below must not boot (or cull another flavor's spare) for them.
+            self._flavor_demand[name] -= 1
+            self._flavor_joined[name] = self._flavor_joined[name][1:]
+            self._demand -= 1
         assignment = self._machines[oldest].assign()
         self._postpone_refill()
         self.fill()
@@ -217,22 +250,32 @@ class Pool(Service):
         """stats()[key] is `part()` from now on (the waiting line's "waiting")."""
         self._stats_parts[key] = part
 
-    def demand(self, waiting: int) -> None:
-        """`waiting` visitors wait for a container: boot for them beyond the pool size, now,
-        whatever the refill does."""
-        self._demand = waiting
+    def demand(self, waiting: int, flavor: str | None = None, joined: Sequence[float] = ()) -> None:
+        """`waiting` visitors wait for a container of `flavor` (None: the default one): boot
+        for them beyond the pool size, now, whatever the refill does. `joined`: when each of
+        them joined, first first (capacity goes to the oldest waiter across flavors)."""
+        name = self.flavors.default if flavor is None else flavor
+        self._flavor_demand[name] = waiting
+        self._flavor_joined[name] = joined
+        self._demand = sum(self._flavor_demand.values())
         self.fill()
 
-    def pooled(self) -> int:
-        """Containers booted and waiting for a visitor now."""
-        return self._census.count("pooled")
+    def pooled(self, flavor: str | None = None) -> int:
+        """Containers (of `flavor`; None: of any) booted and waiting for a visitor now."""
+        census = self._census if flavor is None else self._flavor_census[flavor]
+        return census.count("pooled")
 
-    def room(self) -> int:
-        """How many more visitors can get a container without a cull: those booted or on
-        their way, and the room left within the capacity. None while the node drains."""
+    def room(self, flavor: str | None = None) -> int:
+        """How many more visitors can get a container without a cull of a visitor's: those
+        booted or on their way, and the room left within the capacity. 0 while the node
+        drains. With `flavor`: for that flavor's visitors, whom the other flavors' spares
+        make room for too (culled for them), less the other flavors' waiting visitors."""
         if self._draining:
             return 0
-        return self._stock() + max(0, self.config.capacity - self._total())
+        room = self._stock() + max(0, self.config.capacity - self._total())
+        if flavor is None:
+            return room
+        return max(0, room - sum(n for name, n in self._flavor_demand.items() if name != flavor))
 
     def _postpone_refill(self) -> None:
         """Replacements for a burst of hand-outs start --refill-delay after its last one (at
@@ -253,11 +296,22 @@ class Pool(Service):
         self._refill_later = None
         self.fill()
 
+    def flavor_stats(self, name: str) -> dict[str, Any]:
+        """One flavor's figures (its "waiting" and "room" are the waiting line's: add_stats)."""
+        census = self._flavor_census[name]
+        return {
+            "image": self._specs[name].image,
+            "pool_size": self.flavors.get(name).pool_size,  # type: ignore[union-attr]
+            "available": census.count("pooled"),
+            "total": sum(census.counts().values()),
+            "states": census.counts(),
+        }
+
     def stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = {
             "available": self._census.count("pooled"),
             "capacity": self.config.capacity,
-            "pool_size": self.config.pool_size,
+            "pool_size": self.flavors.pool_size(),
             "total": self._total(),
             "left_behind": len(self._left_behind),
             "states": self._census.counts(),
@@ -296,37 +350,105 @@ class Pool(Service):
     # -- keeping the pool full
 
     def fill(self) -> None:
-        """Start machines until pool_size, and one for each visitor in the waiting line, are
-        booted or booting, within capacity. While refill yields to a burst of hand-outs
-        (_postpone_refill), only the line is booted for."""
+        """Start machines until each flavor's pool_size, and one for each visitor in the
+        waiting line, are booted or booting, within capacity. While refill yields to a burst
+        of hand-outs (_postpone_refill), only the line is booted for.
+
+        The line first: its visitors not yet covered by a container of their flavor booted
+        or on its way get the free capacity oldest first, across flavors; when none is free,
+        other flavors' spares are culled for them (their removal frees it). Then each
+        flavor's pool size, one container per flavor in turn, so no flavor's refill takes
+        all the free capacity before another's."""
         if not (self.running and self._cleaned) or self._draining:
             return
-        if self._pause is not None and self._pause.active():
+        self._boot_for_lines()
+        if self._refill_later is not None and self._refill_later.active():
             return
-        stock = self._stock()
-        wanted = self._demand
-        if self._refill_later is None or not self._refill_later.active():
-            wanted += self.config.pool_size
-        while stock < wanted and self._total() < self.config.capacity:
-            self._start_machine()
-            stock += 1
+        wanted = {f.name: f.pool_size + self._flavor_demand[f.name] for f in self.flavors}
+        progressed = True
+        while progressed and self._total() < self.config.capacity:
+            progressed = False
+            for name, want in wanted.items():
+                if self._paused(name) or self._flavor_stock(name) >= want:
+                    continue
+                if self._total() >= self.config.capacity:
+                    break
+                self._start_machine(name)
+                progressed = True
 
-    def _start_machine(self) -> None:
+    def _boot_for_lines(self) -> None:
+        uncovered = self._uncovered()
+        if not uncovered:
+            return
+        started = 0
+        for name in uncovered:
+            if self._total() >= self.config.capacity:
+                break
+            self._start_machine(name)
+            started += 1
+        # Still waiting for capacity: make it of other flavors' spares, once per visitor.
+        for name in uncovered[started + len(self._reclaiming):]:
+            if not self._reclaim_for(name):
+                break
+
+    def _uncovered(self) -> list[str]:
+        """The flavor of each waiting visitor no container is booted or booting for, oldest
+        waiter first (one flavor's in its own line's order); paused flavors left out."""
+        runs = []
+        for order, f in enumerate(self.flavors):
+            waiting = self._flavor_demand[f.name]
+            stock = self._flavor_stock(f.name)
+            if waiting <= stock or self._paused(f.name):
+                continue
+            joined = self._flavor_joined[f.name]
+            times = [joined[i] if i < len(joined) else 0.0 for i in range(stock, waiting)]
+            runs.append([(t, order, f.name) for t in times])
+        return [name for _, _, name in heapq.merge(*runs)]
+
+    def _reclaim_for(self, flavor: str) -> bool:
+        """Cull one spare of another flavor (pooled first, then one not yet booted, then one
+        booting), for a visitor of `flavor`; False if there is none."""
+        spares = [(self._flavor_stock(g) - self._flavor_demand[g], g) for g in self._specs if g != flavor]
+        spare, donor = max(spares, default=(0, ""))
+        if spare <= 0:
+            return False
+        census = self._flavor_census[donor]
+        for state in ("pooled", "requested", "booting"):
+            for container_id in census.ids_in([state]):
+                if container_id not in self._reclaiming:
+                    log.info("culling spare {container} of flavor {donor}: a visitor of {flavor} waits",
+                             container=container_id, donor=donor, flavor=flavor)
+                    self._reclaiming.add(container_id)
+                    self._machines[container_id].cull("room for another flavor")
+                    return True
+        return False
+
+    def _paused(self, flavor: str) -> bool:
+        pause = self._pauses.get(flavor)
+        return pause is not None and pause.active()
+
+    def _flavor_stock(self, flavor: str) -> int:
+        return self._flavor_census[flavor].count(*STOCK)
+
+    def _start_machine(self, flavor: str | None = None) -> None:
         container_id = self._new_id(self.config.user_length)
         while container_id in self._machines:
             container_id = self._new_id(self.config.user_length)
-        self.new_machine(container_id, self.token_for(container_id))
+        self.new_machine(container_id, self.token_for(container_id), flavor=flavor)
         self._waiting.append(container_id)
         self._boot_waiting()
 
-    def new_machine(self, container_id: str, token: str, docker_id: str | None = None) -> ContainerInputs:
+    def new_machine(self, container_id: str, token: str, docker_id: str | None = None,
+                    flavor: str | None = None) -> ContainerInputs:
+        """A machine of `flavor` (None: the default one)."""
+        flavor = self.flavors.default if flavor is None else flavor
         core = ContainerCore(
             container_id=container_id,
             token=token,
             # An adopted container exists already: culled before it is checked, it is removed.
             docker_id=docker_id,
             may_exist=docker_id is not None,
-            spec=self.spec,
+            spec=self._specs[flavor],
             config=self.config,
             clock=self._reactor,
             docker=self._docker,
@@ -340,14 +462,23 @@ class Pool(Service):
         self._machines[container_id] = machine
         self._tokens[container_id] = core.token
         self._census.moved(container_id, "requested")
+        self._flavor_of[container_id] = flavor
+        self._flavor_census[flavor].moved(container_id, "requested")
         self._removals[container_id] = Deferred()
         return machine
 
     # -- what a takeover (tmpnb/adoption.py) needs of the pool
 
-    def room_for(self, pooled: bool) -> bool:
+    def room_for(self, pooled: bool, flavor: str | None = None) -> bool:
         fits = self._total() < self.config.capacity
-        return fits and (not pooled or self._stock() < self.config.pool_size)
+        if not pooled or not fits:
+            return fits
+        name = self.flavors.default if flavor is None else flavor
+        return self._flavor_stock(name) < self.flavors.get(name).pool_size  # type: ignore[union-attr]
+
+    def flavor_named(self, name: str) -> str | None:
+        """`name` if the node serves that flavor; None if it has no such flavor (any more)."""
+        return name if name in self._specs else None
 
     def queue_unused(self, container_id: str, docker_id: str) -> None:
         self._adoptable[container_id] = docker_id
@@ -380,7 +511,11 @@ class Pool(Service):
                 self._machines[container_id].launched(docker_id)
 
     def _ready_check(self, socket_path: str, base_path: str, token: str) -> Deferred[dict]:
-        return self._wait_ready(
+        wait_ready = self._wait_ready
+        if self._flavor_wait_ready:  # base_path is "/user/<id>/"
+            flavor = self._flavor_of.get(base_path.rstrip("/").rsplit("/", 1)[-1], "")
+            wait_ready = self._flavor_wait_ready.get(flavor, wait_ready)
+        return wait_ready(
             self._reactor,
             socket_path,
             base_path,
@@ -394,9 +529,11 @@ class Pool(Service):
     def _transition(self, event: TransitionEvent) -> None:
         container_id = event.container
         self._census.moved(container_id, event.to_state)
+        flavor = self._flavor_of.get(container_id, self.flavors.default)
+        self._flavor_census[flavor].moved(container_id, event.to_state)
         if event.to_state == "pooled":
-            self._give_ups = 0
-            self._paused_for_docker = False
+            self._give_ups[flavor] = 0
+            self._paused_for_docker[flavor] = False
             for listener in self._pooled_listeners:
                 self._reactor.callLater(0, listener)
         if event.input == "assign" and self._marks is not None:
@@ -413,31 +550,39 @@ class Pool(Service):
             self.fill()
 
     def _gave_up(self, gave_up: GaveUp) -> None:
-        """A machine gave up booting (it culls itself next): refilling pauses."""
+        """A machine gave up booting (it culls itself next): refilling its flavor pauses."""
         if not self.running:
             return
+        flavor = self._flavor_of.get(gave_up.container_id, self.flavors.default)
         docker_away = gave_up.last_error.docker_away
-        self._give_ups += 1
+        self._give_ups[flavor] += 1
+        count = self._give_ups[flavor]
         # Lifted early only if every give-up of this pause was Docker being away.
-        self._paused_for_docker = docker_away and (self._paused_for_docker or self._give_ups == 1)
-        delay = backoff_delay(self.config, self._give_ups)
+        self._paused_for_docker[flavor] = docker_away and (self._paused_for_docker[flavor] or count == 1)
+        delay = backoff_delay(self.config, count)
         log.warn(
-            "{count} containers in a row failed to boot; refilling in {delay:g}s",
-            count=self._give_ups,
+            "{count} containers of flavor {flavor} in a row failed to boot; refilling in {delay:g}s",
+            count=count,
+            flavor=flavor,
             delay=delay,
         )
-        if self._pause is not None and self._pause.active():
-            self._pause.cancel()
-        self._pause = self._reactor.callLater(delay, self.fill)
+        pause = self._pauses.get(flavor)
+        if pause is not None and pause.active():
+            pause.cancel()
+        self._pauses[flavor] = self._reactor.callLater(delay, self.fill)
 
     def docker_answered(self) -> None:
         """Docker answered a listing: a pause caused only by Docker being away ends now, so
         the pool refills as soon as Docker is back rather than after the longest backoff."""
-        if self._paused_for_docker and self._pause is not None and self._pause.active():
+        lifted = False
+        for flavor, pause in list(self._pauses.items()):
+            if self._paused_for_docker[flavor] and pause.active():
+                pause.cancel()
+                self._give_ups[flavor] = 0
+                self._paused_for_docker[flavor] = False
+                lifted = True
+        if lifted:
             log.info("Docker answers again; refilling")
-            self._pause.cancel()
-            self._give_ups = 0
-            self._paused_for_docker = False
             self.fill()
 
     def _removed(self, container_id: str, left_behind: bool) -> None:
@@ -450,6 +595,8 @@ class Pool(Service):
         """Drop a machine from every record; returns its removal Deferred (not fired)."""
         del self._machines[container_id]
         self._census.forget(container_id)
+        self._flavor_census[self._flavor_of.pop(container_id)].forget(container_id)
+        self._reclaiming.discard(container_id)
         del self._tokens[container_id]
         self._adoptable.pop(container_id, None)
         if container_id in self._waiting:  # culled before it could boot

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
-from tmpnb.lifecycle import categorize, load, transitions
+from tmpnb.lifecycle import categorize, flavor_of, load, transitions
 
 Record = dict[str, Any]
 
@@ -234,10 +234,28 @@ def format_report(records: Sequence[Record], bins: int = 10) -> str:
     ):
         lines += ["", f"{title} ({sum(counter.values())})"]
         lines += [f"  {n:6d}  {category}" for category, n in counter.most_common()] or ["  none"]
+    lines += flavor_breakdown(records)
     for name, values in samples.items():
         if values:
             lines += ["", f"{name} (s)"] + text_histogram(values, bins)
     return "\n".join(lines) + "\n"
+
+
+def flavor_breakdown(records: Sequence[Record]) -> list[str]:
+    """Containers, hand-outs and boot p50 by flavor (tmpnb/flavors.py); nothing for a log of
+    one flavor."""
+    by_flavor: dict[str, list[Record]] = {}
+    for record in records:
+        by_flavor.setdefault(flavor_of(record), []).append(record)
+    if len(by_flavor) < 2:
+        return []
+    lines = ["", f"{'by flavor':<18}{'containers':>11}{'handouts':>10}{'boot p50':>10}"]
+    for name, own in sorted(by_flavor.items()):
+        handouts = sum(1 for r in own if r["from"] == "pooled" and r["to"] == "assigned")
+        boots = summarize(boot_times(own))
+        p50 = f"{boots.p50:>10.3f}" if boots is not None else f"{'-':>10}"
+        lines.append(f"{name:<18}{len({r['container'] for r in own}):>11}{handouts:>10}{p50}")
+    return lines
 
 
 def plot(records: Sequence[Record], directory: str, bins: int = 20) -> list[str]:

@@ -12,6 +12,7 @@ from tmpnb.clients import SharePolicy
 from tmpnb.clients.address import TrustedProxies
 from tmpnb.config import ContainerSpec, PoolConfig
 from tmpnb.confinement import memory_budget_problem, size_bytes
+from tmpnb.flavors import FlavorError, Flavors, flavors_from_options
 from tmpnb.http.guard import RequestLimits
 from tmpnb.http.headers import CorsPolicy
 from tmpnb.options import API_TOKEN_VARIABLE
@@ -46,6 +47,23 @@ def container_spec(options: ParsedOptions) -> ContainerSpec:
         nofile=options["nofile"],
         log_max_size=options["log-max-size"],
     )
+
+
+def node_flavors(options: ParsedOptions, defaults: Mapping[str, Any]) -> Flavors:
+    """The node's flavors (tmpnb/flavors.py) from --flavor, --default-flavor, or --image and
+    --pool-size; `defaults`: the options' default values (a mix of --flavor with an --image,
+    --pool-size or --static-dir of its own is refused). Raises FlavorError."""
+    unset = [name for name in ("image", "pool-size", "static-dir") if options[name] == defaults.get(name)]
+    flavors = flavors_from_options(options, unset)
+    for flavor in flavors:
+        if flavor.pool_size > options["capacity"]:
+            raise FlavorError(f"--flavor {flavor.name}: pool-size {flavor.pool_size} is more than --capacity")
+    return flavors
+
+
+def flavors_of(options: ParsedOptions) -> Flavors:
+    """The flavors postOptions made (or, for options made without it, those of --image)."""
+    return options.get("flavors") or flavors_from_options(options)
 
 
 def confinement_problem(options: ParsedOptions) -> str | None:
@@ -105,7 +123,8 @@ def web_settings(options: ParsedOptions, environ: dict[str, str]) -> WebSettings
     return WebSettings(
         redirect_uri=options["redirect-uri"],
         api_token=environ.get(API_TOKEN_VARIABLE) or None,
-        container_image=options["image"],
+        container_image=flavors_of(options).get(None).image,  # type: ignore[union-attr]
+        flavors=flavors_of(options),
         frame_ancestors=options["frame-ancestors"],
         node=options["instance"],
         public_url=public_url(options),

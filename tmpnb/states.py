@@ -42,6 +42,7 @@ class Assignment:
     container_id: str
     path: str  # "/user/<id>/"
     token: str
+    flavor: str = "default"  # the container's flavor (tmpnb/flavors.py)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class TransitionEvent:
     time: float
     seconds_in_previous: float
     cause: str | None = None
+    flavor: str = "default"  # the container's flavor (tmpnb/flavors.py)
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,7 @@ class ContainerCore:
             time=now,
             seconds_in_previous=now - self.entered_at,
             cause=cause,
+            flavor=self.spec.flavor,
         )
         if from_state != to_state:
             self.entered_at = now
@@ -225,6 +228,7 @@ class ContainerCore:
             "assigned_at": self.assigned_at,
             "last_activity": self.last_activity,
             "route_added_at": self.route_added_at,
+            "flavor": self.spec.flavor,
             **more,
         }
 
@@ -490,6 +494,7 @@ def add_route(core: ContainerCore) -> Deferred[None]:
         container=core.container_id,
         instance=core.spec.instance,
         assigned_at=core.assigned_at,
+        flavor=core.spec.flavor,  # the proxy serves the static files of the flavor's image
     )
 
 
@@ -501,7 +506,7 @@ def hand_out(inputs: ContainerInputs, core: ContainerCore) -> Deferred[Assignmen
     d = add_route(core)
 
     def routed(_: object) -> None:
-        result.callback(Assignment(core.container_id, core.base_path, core.token))
+        result.callback(Assignment(core.container_id, core.base_path, core.token, core.spec.flavor))
 
     def unroutable(failure: Failure) -> None:
         # A container nobody can reach is of no use: cull it (queued, it runs after this),

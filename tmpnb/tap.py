@@ -52,8 +52,9 @@ from tmpnb.proxy.settings import ProxySettings
 from tmpnb.proxyapi import InProcessProxyAPI, make_chp_client
 from tmpnb.readiness import wait_ready
 from tmpnb.servertokens import InsecureSecretFile, ServerTokens, secret_path
-from tmpnb.settings import (client_policy, confinement_problem, container_spec, front_door, origins_of, pool_config,
-                            request_limits, restarts, trusted_proxies, web_settings)
+from tmpnb.flavors import FlavorError
+from tmpnb.settings import (client_policy, confinement_problem, container_spec, flavors_of, front_door, node_flavors,
+                            origins_of, pool_config, request_limits, restarts, trusted_proxies, web_settings)
 from tmpnb.share import make_sharing
 from tmpnb.share.purge import share_purge
 from tmpnb.share.service import ShareSettings
@@ -103,6 +104,7 @@ class Options(usage.Options):
          "Seconds after the last of a burst of hand-outs before their replacements boot (0: at once).", float],
         # The containers
         ["image", None, DEFAULT_IMAGE, "Notebook image (must exist locally: python -m tmpnb.image build)."],
+        ["default-flavor", None, None, "The --flavor a visitor who names none gets (default: the first)."],
         ["command", None, DEFAULT_COMMAND,
          "Server command; {base_path} {sock} {port} {ip} {token} {allow_origin} {tornado_settings} are filled in."],
         ["mem-limit", None, _SPEC.mem_limit, "Memory limit per container."],
@@ -184,6 +186,13 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["trusted-proxy"] = []
+        self["flavor"] = []
+
+    def opt_flavor(self, spec: str) -> None:
+        """NAME=IMAGE[,pool-size=N][,landing=PATH][,static-dir=DIR]: one more notebook image
+        this node serves, with its own pool, chosen by ?flavor=NAME; repeatable (see
+        docs/operations.md, Flavors). Without it: one flavor, "default", of --image and --pool-size."""
+        self["flavor"].append(spec)
 
     def opt_trusted_proxy(self, cidr: str) -> None:
         """A proxy (address or CIDR) whose X-Forwarded-For names the client; repeatable."""
@@ -197,6 +206,10 @@ class Options(usage.Options):
                                    "and visitors are logged in by the link tmpnb sends them to")
         if self["pool-size"] < 0 or self["capacity"] < 1 or self["pool-size"] > self["capacity"]:
             raise usage.UsageError("need 0 <= --pool-size <= --capacity and --capacity >= 1")
+        try:
+            self["flavors"] = node_flavors(self, self.defaults)
+        except FlavorError as e:
+            raise usage.UsageError(str(e)) from None
         if not 1 <= self["user-length"] <= 64:
             raise usage.UsageError("--user-length must be between 1 and 64")
         try:
@@ -278,7 +291,7 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
 
     # The pool and its waiting line.
     line = WaitingLine(reactor, pool, options["max-waiting"], records=takers.events,
-                       on_turned_away=metrics.no_vacancy.inc)
+                       on_turned_away=metrics.no_vacancy.inc, flavors=pool.flavors)
     line.follow(pool)  # the pool publishes its pooled containers and stats; the line takes
     pool.add_stats("clients", gate.stats)  # refusals by reason, in /api/stats
 
@@ -334,8 +347,11 @@ def _pool(reactor: Any, options: Options, spec: ContainerSpec, docker: ObservedD
           takers: RecordTakers, tokens: ServerTokens) -> Pool:
     # A pooled server has rendered its landing page once: no visitor pays the cold render.
     warm_ready = functools.partial(wait_ready, warm=below_from_redirect_uri(options["redirect-uri"]))
+    # A flavor with a landing page warms that page instead.
+    landing_ready = {f.name: functools.partial(wait_ready, warm=f.landing) for f in flavors_of(options) if f.landing}
     if not options["writable-socket-dirs"]:
         warm_ready = sealed_when_ready(warm_ready)
+        landing_ready = {name: sealed_when_ready(ready) for name, ready in landing_ready.items()}
     # Subdomain mode: an id is a DNS label, which browsers lower-case.
     new_id = {"new_id": new_lower_container_id} if origins_of(options).subdomains else {}
     return Pool(
@@ -346,6 +362,8 @@ def _pool(reactor: Any, options: Options, spec: ContainerSpec, docker: ObservedD
         **restarts(options),
         assignment_marks=AssignmentMarks(assigned_dir(spec)),
         token_for=tokens.token_for,
+        flavors=flavors_of(options),
+        flavor_wait_ready=landing_ready,
     )
 
 
@@ -398,9 +416,12 @@ def _embedded_proxy(reactor: Any, options: Options, spec: ContainerSpec, routes:
 
     # Behind `ssl:` the servers are told their visitors came over https (X-Forwarded-Proto).
     scheme = "https" if options["listen"].startswith("ssl:") else "http"
+    # Each flavor's servers get their image's static files (--flavor …,static-dir=DIR).
+    flavor_static = tuple(flavors_of(options).static_dirs().items()) if options.get("flavor") else ()
     # Each visitor in the waiting line holds a request open at the orchestrator (a long poll):
     # the proxy's bound on connections to one backend must leave room for all of them.
     public = public_proxy(reactor, routes, ProxySettings(default_target=web_target, static_dir=options["static-dir"],
+                          flavor_static_dirs=flavor_static,
                           scheme=scheme, max_backend_connections_per_target=32 + options["max-waiting"],
                           host_routing=origins_of(options).subdomains, **front_door(options)))
     public.noisy = False

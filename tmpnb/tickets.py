@@ -82,6 +82,7 @@ class TicketCore:
     clock: IReactorTime
     line: TicketLine
     position_at_join: int = 0  # 0: served at once, never in line
+    flavor: str = "default"  # the flavor the visitor asked for (tmpnb/flavors.py)
     assignment: Assignment | None = None
     failure: Failure | None = None
     waiters: list[Deferred[Assignment | None]] = field(default_factory=list)

@@ -16,6 +16,11 @@ line, or is culled if nobody waits (the pool refills).
 
 "No vacancy" (`take` answers None) only when the line is full (`max_waiting`) or when every
 container the capacity allows is already promised to someone ahead.
+
+Flavors (tmpnb/flavors.py): each flavor has a line of its own, served in its own first-come
+order by containers of its flavor only; `max_waiting` bounds all lines together. The pool is
+told each line's length and join times (`demand`), and gives capacity to the oldest waiter
+across flavors (tmpnb/pool.py). With one flavor, every call to the pool is as it always was.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from tmpnb import ids
+from tmpnb.flavors import Flavors
 from tmpnb.lifecycle import line_record
 from tmpnb.states import Assignment
 from tmpnb.tickets import Ticket, TicketCore
@@ -51,13 +57,13 @@ class LinePool(Protocol):
     """The part of tmpnb.pool.Pool the line uses. The line calls down into the pool; the
     pool only publishes (when_pooled, add_stats) and never knows the line."""
 
-    def acquire(self) -> Deferred[Assignment] | None: ...
+    def acquire(self, *flavor: str) -> Deferred[Assignment] | None: ...
 
-    def room(self) -> int: ...
+    def room(self, *flavor: str) -> int: ...
 
-    def pooled(self) -> int: ...
+    def pooled(self, *flavor: str) -> int: ...
 
-    def demand(self, waiting: int) -> None: ...
+    def demand(self, waiting: int, *flavor_and_joined: Any) -> None: ...
 
     def cull(self, container_id: str, reason: str) -> bool: ...
 
@@ -75,6 +81,7 @@ class WaitingLine:
         new_id: Callable[[], str] = ids.new_token,
         records: Iterable[Callable[[dict[str, Any]], None]] = (),
         on_turned_away: Callable[[], None] | None = None,
+        flavors: Flavors | None = None,
     ) -> None:
         self._clock = clock
         self._records = list(records)  # takers of the lifecycle record (tmpnb/lifecycle/)
@@ -82,7 +89,14 @@ class WaitingLine:
         self._pool = pool
         self.max_waiting = max_waiting
         self._new_id = new_id
-        self._line: deque[Ticket] = deque()
+        self._flavors = flavors
+        self._default = "default" if flavors is None else flavors.default
+        # With one flavor, the pool is asked without one (as ever); with several, by name.
+        self._named = flavors is not None and len(flavors) > 1
+        self._lines: dict[str, deque[Ticket]] = {
+            name: deque() for name in ([self._default] if flavors is None else flavors.names())
+        }
+        self._length = 0  # in all lines
         self._tickets: dict[str, Ticket] = {}  # every ticket not yet done
         self._readies: deque[float] = deque(maxlen=RATE_WINDOW)
         self._waits: deque[float] = deque(maxlen=WAITS_KEPT)  # of visitors served from the line
@@ -95,19 +109,59 @@ class WaitingLine:
         pool.when_pooled(self.offer)
         pool.add_stats("waiting", self.stats)
         pool.add_stats("room", self.room)
+        if self._flavors is not None:  # the seam a redirector reads (docs/api.md)
+            default = self._default
+            pool.add_stats("default_flavor", lambda: default)
+            pool.add_stats("flavors", self.flavors_stats)
 
     def room(self) -> int:
         """How many more visitors this node would serve now rather than turn away: those a
         pooled container takes at once (only while nobody is in line: they go to the line
         first) and those the line still has places for, within what the capacity can still
-        boot. A redirector spreads visitors by it (tmpnb/redirector/nodes.py)."""
-        at_once = self._pool.pooled() if not self._line else 0
-        places = max(0, self.max_waiting - len(self._line))
-        return max(0, min(self._pool.room() - len(self._line), at_once + places))
+        boot. A redirector spreads visitors by it (tmpnb/redirector/nodes.py). The sum over
+        flavors: the capacity is shared, so it is at most the node's room."""
+        if not self._named:
+            line = self._lines[self._default]
+            at_once = self._pool.pooled() if not line else 0
+            places = max(0, self.max_waiting - len(line))
+            return max(0, min(self._pool.room() - len(line), at_once + places))
+        at_once = sum(self._pool.pooled(name) for name, line in self._lines.items() if not line)
+        places = max(0, self.max_waiting - self._length)
+        return max(0, min(self._pool.room() - self._length, at_once + places))
 
-    def waiting(self) -> int:
-        """Visitors in line: the pool boots for them beyond its pool size."""
-        return len(self._line)
+    def flavor_room(self, flavor: str) -> int:
+        """room() for one flavor's visitors: its pooled containers (while its line is empty)
+        and the places the shared capacity can still boot for."""
+        line = self._lines[flavor]
+        at_once = self._pool.pooled(*self._args(flavor)) if not line else 0
+        places = max(0, self.max_waiting - self._length)
+        return max(0, min(self._pool.room(*self._args(flavor)) - len(line), at_once + places))
+
+    def flavors_stats(self) -> dict[str, dict[str, Any]]:
+        """Each flavor's figures for /api/stats: the pool's (image, pool_size, available…) and
+        its line's "waiting" and "room"."""
+        return {
+            name: {**self._pool.flavor_stats(name), "waiting": len(line), "room": self.flavor_room(name)}  # type: ignore[attr-defined]
+            for name, line in self._lines.items()
+        }
+
+    def waiting(self, flavor: str | None = None) -> int:
+        """Visitors in line (for `flavor`; None: in all lines): the pool boots for them beyond
+        its pool size."""
+        return self._length if flavor is None else len(self._lines[flavor])
+
+    def flavor_names(self) -> list[str]:
+        return list(self._lines)
+
+    def _args(self, flavor: str) -> tuple[str, ...]:
+        return (flavor,) if self._named else ()
+
+    def _demand(self, flavor: str) -> None:
+        line = self._lines[flavor]
+        if self._named:
+            self._pool.demand(len(line), flavor, [t.core.joined_at for t in line])
+        else:
+            self._pool.demand(len(line))
 
     def offer(self) -> None:
         """A container was pooled: the first in line gets it."""
@@ -117,7 +171,7 @@ class WaitingLine:
     def stats(self) -> dict[str, Any]:
         waits = sorted(self._waits)
         return {
-            "length": len(self._line),
+            "length": self._length,
             "max": self.max_waiting,
             **self._counts,
             "wait_p50": round(statistics.median(waits), 3) if waits else None,
@@ -127,32 +181,37 @@ class WaitingLine:
 
     # -- what the web uses
 
-    def take(self, below: str = "", join: bool = True) -> Ticket | None:
-        """A ticket for a new visitor, served at once if a container is pooled and nobody is
-        ahead; None ("no vacancy") when the line is full or the capacity is all promised, or
+    def take(self, below: str = "", join: bool = True, flavor: str | None = None) -> Ticket | None:
+        """A ticket for a new visitor of `flavor` (None: the default one; the caller checked
+        it is one), served at once if a container of it is pooled and nobody is ahead in its
+        line; None ("no vacancy") when the lines are full or the capacity is all promised, or
         (`join` false) when the visitor would have to wait."""
+        name = self._default if flavor is None else flavor
+        line = self._lines[name]
         ticket_id, now = self._new_id(), self._clock.seconds()
-        if not self._line:
-            pending = self._pool.acquire()
+        if not line:
+            pending = self._pool.acquire(*self._args(name))
             if pending is not None:
-                ticket = self._new_ticket(ticket_id, below, now, position=0)
+                ticket = self._new_ticket(ticket_id, below, now, position=0, flavor=name)
                 self._being_served(ticket, pending)
                 return ticket
-        if not join or len(self._line) >= self.max_waiting or len(self._line) >= self._pool.room():
+        if not join or self._length >= self.max_waiting or len(line) >= self._pool.room(*self._args(name)):
             if self._on_turned_away is not None:
                 self._on_turned_away()
             return None
-        ticket = self._new_ticket(ticket_id, below, now, position=len(self._line) + 1)
-        self._line.append(ticket)
+        ticket = self._new_ticket(ticket_id, below, now, position=len(line) + 1, flavor=name)
+        line.append(ticket)
+        self._length += 1
         self._counts["joined"] += 1
         self._record(ticket.core, "joined", 0.0)
-        self._pool.demand(len(self._line))  # boots for the line start now, whatever the refill does
+        self._demand(name)  # boots for the line start now, whatever the refill does
         self._serve()
         return ticket
 
-    def _new_ticket(self, ticket_id: str, below: str, now: float, position: int) -> Ticket:
+    def _new_ticket(self, ticket_id: str, below: str, now: float, position: int, flavor: str) -> Ticket:
         """`position`: its place on joining the line (0: served at once)."""
-        ticket = Ticket(TicketCore(ticket_id, below, now, self._clock, self, position_at_join=position))
+        ticket = Ticket(TicketCore(ticket_id, below, now, self._clock, self, position_at_join=position,
+                                   flavor=flavor))
         self._tickets[ticket.id] = ticket
         return ticket
 
@@ -160,9 +219,9 @@ class WaitingLine:
         return self._tickets.get(ticket_id)
 
     def position(self, ticket: Ticket) -> int:
-        """1 for the first in line; 0 once out of the line."""
+        """1 for the first in its flavor's line; 0 once out of the line."""
         try:
-            return self._line.index(ticket) + 1
+            return self._lines[ticket.core.flavor].index(ticket) + 1
         except ValueError:
             return 0
 
@@ -184,13 +243,16 @@ class WaitingLine:
     # -- serving
 
     def _serve(self) -> None:
-        while self._line:
-            pending = self._pool.acquire()
-            if pending is None:
-                return
-            ticket = self._line.popleft()
-            self._pool.demand(len(self._line))
-            self._being_served(ticket, pending)
+        """Each line's first visitors get the pooled containers of their flavor."""
+        for name, line in self._lines.items():
+            while line:
+                pending = self._pool.acquire(*self._args(name))
+                if pending is None:
+                    break
+                ticket = line.popleft()
+                self._length -= 1
+                self._demand(name)
+                self._being_served(ticket, pending)
 
     def _being_served(self, ticket: Ticket, pending: Deferred[Assignment]) -> None:
         ticket.serving()
@@ -201,8 +263,9 @@ class WaitingLine:
     # -- what a ticket tells the line (tmpnb.tickets.TicketLine)
 
     def left_line(self, core: TicketCore, why: str) -> None:
-        self._line.remove(self._tickets[core.id])
-        self._pool.demand(len(self._line))
+        self._lines[core.flavor].remove(self._tickets[core.id])
+        self._length -= 1
+        self._demand(core.flavor)
         self._counts["left"] += 1
         self._record(core, why, self._clock.seconds() - core.joined_at)
 
@@ -217,10 +280,13 @@ class WaitingLine:
         self._tickets.pop(core.id, None)
 
     def pass_on(self, assignment: Assignment) -> None:
-        """A container nobody has seen the URL of: the next in line's, or culled."""
-        if self._line:
-            ticket = self._line.popleft()
-            self._pool.demand(len(self._line))
+        """A container nobody has seen the URL of: the next in its flavor's line's, or culled."""
+        name = assignment.flavor if assignment.flavor in self._lines else self._default
+        line = self._lines[name]
+        if line:
+            ticket = line.popleft()
+            self._length -= 1
+            self._demand(name)
             ticket.serving()
             ticket.handed_out(assignment)
             return
@@ -229,7 +295,7 @@ class WaitingLine:
 
     def _record(self, core: TicketCore, step: str, waited: float, container: str | None = None) -> None:
         record = line_record(core.id[:8], step, self._clock.seconds(), waited, core.position_at_join,
-                             len(self._line), container)
+                             self._length, container, core.flavor)
         for write in self._records:
             try:
                 write(record)

@@ -22,6 +22,8 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator
 from twisted.logger import ILogObserver, Logger, LogLevel
 from zope.interface import implementer
 
+from tmpnb.flavors import DEFAULT_FLAVOR
+
 if TYPE_CHECKING:
     from tmpnb.states import TransitionEvent
 
@@ -128,6 +130,7 @@ class LifecycleRecorder:
             cause=event.cause,
             category=category,
             detail=detail,
+            flavor=event.flavor,
         )
         record = record_from_log_event(fields)
         for write in self._records:
@@ -157,7 +160,7 @@ def record_from_log_event(event: dict[str, Any]) -> dict[str, Any]:
     category, detail = event.get("category"), event.get("detail")
     if category is None and "category" not in event:  # an event from before categories
         category, detail = categorize(event["input"], event["cause"])
-    return {
+    record = {
         "container": event["container"],
         "from": event["from_state"],
         "to": event["to_state"],
@@ -169,15 +172,31 @@ def record_from_log_event(event: dict[str, Any]) -> dict[str, Any]:
         "category": category,
         "detail": detail,
     }
+    return with_flavor(record, event.get("flavor"))
+
+
+def with_flavor(record: dict[str, Any], flavor: str | None) -> dict[str, Any]:
+    """The record with its container's flavor (tmpnb/flavors.py), written unless it is
+    `default`: a node without --flavor writes the records it always wrote, and a record
+    without "flavor" (`flavor_of`) is of the flavor `default`."""
+    if flavor is not None and flavor != DEFAULT_FLAVOR:
+        record["flavor"] = flavor
+    return record
+
+
+def flavor_of(record: dict[str, Any]) -> str:
+    """The flavor a lifecycle record is of."""
+    return record.get("flavor", DEFAULT_FLAVOR)
 
 
 def line_record(
-    visitor: str, step: str, when: float, waited: float, position: int, waiting: int, container: str | None
+    visitor: str, step: str, when: float, waited: float, position: int, waiting: int, container: str | None,
+    flavor: str = "default",
 ) -> dict[str, Any]:
     """A visitor's step in the waiting line (tmpnb/waitingline.py): joined, served, left or
     expired; `waited` seconds since joining, `waiting` the line's length afterwards. Written
     beside the transitions; `transitions()` and the report leave them out."""
-    return {
+    return with_flavor({
         "visitor": visitor,
         "line": step,
         "time": when,
@@ -186,7 +205,7 @@ def line_record(
         "position": position,
         "waiting": waiting,
         "container": container,
-    }
+    }, flavor)
 
 
 @implementer(ILogObserver)

@@ -7,7 +7,7 @@ static file the body still to stream. With an error target (CHP's ``--error-targ
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -93,13 +93,25 @@ def health(head: RequestHead) -> Answer:
 class LocalAnswers:
     """The answers that depend on configuration: static files and error pages."""
 
-    def __init__(self, static: StaticFiles | None = None, error_pages: ErrorPages | None = None) -> None:
+    def __init__(self, static: StaticFiles | None = None, error_pages: ErrorPages | None = None,
+                 by_flavor: Mapping[str, StaticFiles] | None = None) -> None:
         self.static = static
         self.error_pages = error_pages
+        # Each flavor's image's files (tmpnb/flavors.py): its servers get those, never another's.
+        self.by_flavor = dict(by_flavor or {})
+        self.serves_static = static is not None or bool(self.by_flavor)
 
-    def static_file(self, head: RequestHead) -> Answer | None:
-        """A notebook UI file for a GET or HEAD under ``/user/<id>/``, if it is one we hold."""
-        static = self.static
+    def static_for(self, flavor: str | None) -> StaticFiles | None:
+        """The files for a route of `flavor` (None: no route, or a route without one): that
+        flavor's if any flavor has its own, else --static-dir's."""
+        if flavor is not None and self.by_flavor:
+            return self.by_flavor.get(flavor)
+        return self.static
+
+    def static_file(self, head: RequestHead, flavor: str | None = None) -> Answer | None:
+        """A notebook UI file for a GET or HEAD under ``/user/<id>/``, if it is one we hold for
+        the route's `flavor`."""
+        static = self.static_for(flavor)
         if static is None or head.method not in (b"GET", b"HEAD") or head.upgrade is not None:
             return None
         found = static.lookup(head.path)

@@ -24,4 +24,5 @@ def public_proxy(reactor: Any, routes: RouteTable, settings: ProxySettings = Pro
     elif settings.error_path:
         error_pages = ErrorDirectory(settings.error_path)
     static = StaticFiles(settings.static_dir) if settings.static_dir else None
-    return ReverseProxyFactory(reactor, routes, settings, LocalAnswers(static, error_pages), client_tls)
+    by_flavor = {flavor: StaticFiles(directory) for flavor, directory in settings.flavor_static_dirs}
+    return ReverseProxyFactory(reactor, routes, settings, LocalAnswers(static, error_pages, by_flavor), client_tls)

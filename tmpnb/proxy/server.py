@@ -249,8 +249,8 @@ class ProxyServerProtocol(Protocol):
             target_url = data.get("target")
         else:
             target_url = factory.default_target
-        if factory.answers.static is not None:
-            static = factory.answers.static_file(head)
+        if factory.answers.serves_static:
+            static = factory.answers.static_file(head, data.get("flavor") if matched is not None else None)
             if static is not None:
                 self._answer(static)
                 return

@@ -31,6 +31,9 @@ class ProxySettings:
     default_target: str | None = None
     # tmpnb's own --static-dir: the notebook UI's static files, served here for every container.
     static_dir: str | None = None
+    # Per flavor (tmpnb/flavors.py), (flavor, directory) pairs: a route whose "flavor" is one of
+    # these gets that directory's files; a flavor not listed gets none (its container serves them).
+    flavor_static_dirs: tuple[tuple[str, str], ...] = ()
     # Opening a backend connection, and waiting for a free one when a target is at its bound.
     connect_timeout: float = 5.0
     # A visitor connection between requests (--keep-alive-timeout; CHP says 5 s there).

@@ -16,6 +16,7 @@ from twisted.web.util import Redirect
 
 from tmpnb.clients import ClientGate
 from tmpnb.config import DEFAULT_IMAGE
+from tmpnb.flavors import Flavors
 from tmpnb.http.headers import CorsPolicy, ResponseHeaders
 from tmpnb.http.tree import ApiBranch, Root, RobotsTxt
 from tmpnb.origins import Origins
@@ -47,6 +48,8 @@ class WebSettings:
     public_url: str | None = None
     # --subdomain-host: each visitor's server on a host of its own (tmpnb/origins).
     origins: Origins = field(default_factory=Origins)
+    # The node's flavors (tmpnb/flavors.py); None: the one flavor "default" of container_image.
+    flavors: Flavors | None = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,8 @@ def make_resource(pool: Spawner, settings: WebSettings, line: WaitingLine | None
         # Nobody waits in a line of 0: its clock only times requests whose route is being added.
         line = WaitingLine(Clock(), pool, max_waiting=0)  # type: ignore[arg-type]
     default_below = below_from_redirect_uri(settings.redirect_uri)
-    handout = HandOut(line, settings.use_tokens, gate, settings.origins)
+    flavors = settings.flavors or Flavors.single(settings.container_image, 0)
+    handout = HandOut(line, settings.use_tokens, gate, settings.origins, flavors)
     root = Root(ResponseHeaders(settings.cors, settings.frame_ancestors))
 
     if settings.api_token is None:

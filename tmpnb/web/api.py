@@ -18,6 +18,7 @@ from tmpnb.http import replies
 from tmpnb.http.auth import has_token
 from tmpnb.http.methods import OnlyAllowed
 from tmpnb.http.replies import departure
+from tmpnb.web.flavorchoice import unknown_flavor_json
 from tmpnb.web.handout import HandOut, Spawner
 from tmpnb.web.paths import BadPath, path_from_text
 
@@ -71,6 +72,15 @@ def requested_below(body: bytes) -> str | None:
         raise BadRequest(f'"path" is not allowed: {e}') from None
 
 
+def requested_flavor(body: bytes) -> object:
+    """The "flavor" a POST /api/spawn body names (tmpnb/flavors.py); None without one.
+    Raises BadRequest for anything but a string."""
+    flavor = _document(body).get("flavor")
+    if flavor is not None and not isinstance(flavor, str):
+        raise BadRequest('"flavor" is not a string')
+    return flavor
+
+
 class SpawnAPI(OnlyAllowed):
     """POST /api/spawn -> {"url": "/user/<id>/?token=…"}; 429 {"status": "full"}.
 
@@ -101,13 +111,20 @@ class SpawnAPI(OnlyAllowed):
         if len(body) > MAX_BODY:
             return replies.json_reply(request, 413, {"status": "body too large"})
         try:
-            below = requested_below(body) or ""
+            below = requested_below(body)
             wait = requested_wait(body)
+            asked = requested_flavor(body)
         except BadRequest as e:
             return replies.json_reply(request, 400, {"status": "bad request", "reason": str(e)})
+        flavors = self._handout.flavors
+        flavor = flavors.get(asked)  # type: ignore[arg-type]
+        if flavor is None:  # never a server of another flavor
+            return unknown_flavor_json(request, flavors, asked)
+        if below is None:  # no "path": the flavor's landing page, if it has one
+            below = flavor.landing or ""
         # The token's holder spawns for its own users: trusted with the whole capacity.
         kind = API if self._api_token is None else AUTHORIZED
-        ticket = self._handout.take(request, below, join=wait > 0, kind=kind)  # not willing to wait: "full"
+        ticket = self._handout.take(request, below, join=wait > 0, kind=kind, flavor=flavor)  # not willing to wait: "full"
         if isinstance(ticket, Refusal):  # not an API call, or over the client's share
             return refused_json(request, ticket)
         if ticket is None:

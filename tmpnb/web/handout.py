@@ -18,6 +18,8 @@ from twisted.web.iweb import IRequest
 
 from tmpnb.clients import ClientGate, Refusal
 from tmpnb.clients.fetchmeta import PAGE
+from tmpnb.config import DEFAULT_IMAGE
+from tmpnb.flavors import Flavor, Flavors
 from tmpnb.origins import Origins
 from tmpnb.web.paths import with_token
 
@@ -55,30 +57,50 @@ def server_url(origins: Origins, assignment: Assignment, below: str, token: str 
 
 
 class HandOut:
-    def __init__(self, line: WaitingLine, use_tokens: bool, gate: ClientGate, origins: Origins = Origins()) -> None:
+    def __init__(self, line: WaitingLine, use_tokens: bool, gate: ClientGate, origins: Origins = Origins(),
+                 flavors: Flavors | None = None) -> None:
         self._line = line
         self._use_tokens = use_tokens
         self.gate = gate
         self._origins = origins
+        # The node's flavors (tmpnb/flavors.py): the pages and the API check a visitor's choice.
+        self.flavors = Flavors.single(DEFAULT_IMAGE, 0) if flavors is None else flavors
 
-    def take(self, request: IRequest, below: str, join: bool = True, kind: str = PAGE) -> Ticket | Refusal | None:
+    def take(self, request: IRequest, below: str, join: bool = True, kind: str = PAGE,
+             flavor: Flavor | None = None) -> Ticket | Refusal | None:
         """A ticket for the visitor of `request` (a `PAGE`, an `API` call, or an `AUTHORIZED` one:
         API_AUTH_TOKEN's holder, not counted; tmpnb.clients.fetchmeta)
-        going to `below` in their server; a Refusal if the gate says no; None: no vacancy (or,
-        `join` false, they would have to wait)."""
+        going to `below` in their server of `flavor` (one of `flavors`; None: the default);
+        a Refusal if the gate says no (its share counts every flavor's containers); None: no
+        vacancy (or, `join` false, they would have to wait)."""
         address, refusal = self.gate.check(request, kind)
         if refusal is not None:
             return refusal
-        ticket = self._line.take(below, join)
+        if flavor is None or flavor.name == self.flavors.default:
+            ticket = self._line.take(below, join)
+        else:
+            ticket = self._line.take(below, join, flavor.name)
         if ticket is not None and address is not None:
             self.gate.took(address, ticket)
         return ticket
 
-    def returning(self, request: IRequest, below: str) -> str | None:
+    def landing(self, flavor: Flavor | None, default_below: str) -> str:
+        """Where a visitor of `flavor` lands when the link names no path: the flavor's landing
+        page, or the node's (--redirect-uri)."""
+        if flavor is not None and flavor.landing is not None:
+            return flavor.landing
+        return default_below
+
+    def returning(self, request: IRequest, below: str, flavor: Flavor | None = None) -> str | None:
         """The URL of the live server this visitor was handed before (the reload cookie), at
-        `below`; without the token: their browser is logged in there already."""
+        `below`; without the token: their browser is logged in there already. Only a server
+        of the flavor asked for (None: the default): a visitor who asks for another flavor
+        gets a new server of it."""
         assignment = self.gate.returning(request)
         if assignment is None:
+            return None
+        wanted = self.flavors.default if flavor is None else flavor.name
+        if assignment.flavor != wanted:
             return None
         log.info("sent a visitor back to {container}", container=assignment.container_id)
         return server_url(self._origins, assignment, below, None)

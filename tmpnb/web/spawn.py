@@ -9,6 +9,7 @@ from tmpnb.clients.answers import refused_page
 from tmpnb.http import replies
 from tmpnb.http.methods import OnlyAllowed
 from tmpnb.pages import render_page
+from tmpnb.web.flavorchoice import asked_in_query, unknown_flavor_page
 from tmpnb.web.handout import HandOut
 from tmpnb.web.paths import BadPath, notebook_path
 from tmpnb.web.waiting import Holds, serve_ticket
@@ -41,18 +42,22 @@ class SpawnPage(OnlyAllowed):
         self._from_path = from_path
 
     def render_GET(self, request: Request) -> bytes | int:
-        below = self._default_below
+        # ?flavor=NAME (tmpnb/flavors.py): one the node lacks is a 404, never another flavor.
+        flavor, asked = asked_in_query(request, self._handout.flavors)
+        if flavor is None:
+            return unknown_flavor_page(request, self._handout.flavors, asked or "")
+        below = self._handout.landing(flavor, self._default_below)
         if self._from_path:
-            try:
-                below = notebook_path(_without_old_user(request.postpath)) or self._default_below
+            try:  # a path in the link wins over the flavor's landing page
+                below = notebook_path(_without_old_user(request.postpath)) or below
             except BadPath:
                 shown = request.path.decode("utf-8", "replace")
                 return replies.html(request, 400, render_page("badpath", "Bad path", path=shown))
-        # A reload by a visitor whose server lives: the same server, nothing spawned.
-        again = self._handout.returning(request, below)
+        # A reload by a visitor whose server (of this flavor) lives: the same server, nothing spawned.
+        again = self._handout.returning(request, below, flavor)
         if again is not None:
             return replies.redirect(request, again)
-        ticket = self._handout.take(request, below)
+        ticket = self._handout.take(request, below, flavor=flavor)
         if isinstance(ticket, Refusal):  # not a navigation, or over the client's share
             return refused_page(request, ticket)
         if ticket is None:
