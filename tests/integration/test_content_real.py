@@ -22,6 +22,7 @@ import pytest
 
 from notebook_cells import run_notebook, text_of
 from tmpnb.content.builder import CONTENT_LABEL, ensure_content_image
+from tmpnb.content.errors import ContentError
 from tmpnb_process import visit
 
 pytestmark = pytest.mark.integration
@@ -102,6 +103,21 @@ def test_every_cell_of_the_course_runs_in_its_container(launch, course_image: tu
     for run in runs:
         assert run.error() is None, (run.source, run.outputs)
         assert text_of(run.outputs) == text_of(run.recorded), run.source
+
+
+def test_a_package_that_needs_another_server_is_one_build_error_naming_it(
+        tmp_path: Path, build_client: docker.DockerClient, notebook_image: str) -> None:
+    """retrolab 0.3 (notebook 7's forerunner) needs jupyter-server < 2; the server is 2.21's.
+    uv refuses to resolve it against the server's pins: the build stops with uv's reason."""
+    repository = tmp_path / "old-course"
+    repository.mkdir()
+    (repository / "requirements.txt").write_text("pyfiglet==1.0.4\nretrolab==0.3.21\n")
+    with pytest.raises(ContentError) as caught:
+        ensure_content_image(build_client, str(repository), say=lambda message: None)
+    message = str(caught.value)
+    assert "requirements.txt cannot be installed next to tmpnb's server packages" in message
+    assert "retrolab==0.3.21 depends on jupyter-server" in message, message
+    assert not build_client.images.list(filters={"label": CONTENT_LABEL, "reference": "tmpnb/content-old-course"})
 
 
 @pytest.mark.binder_real

@@ -53,12 +53,15 @@ def ensure_content_image(
     say: Say = _quiet,
     force: bool = False,
     base: str = DEFAULT_IMAGE,
+    layer_cache: bool = True,
 ) -> str:
     """Make sure the image of repository `source` (a folder, a bare repository or a git URL)
     exists; return its name (`tmpnb/content-<slug>:<hash12>`, or `<name>:<hash12>`).
 
     The repository's Binder files are checked before anything else (one ContentError naming all
     that tmpnb cannot honour); tmpnb's notebook image is built first if it is missing.
+    `force` builds even when the image exists; `layer_cache=False` also makes Docker redo every
+    step (benchmarks/content.py's cold build).
     """
     if name is not None:
         check_repository_name(name)
@@ -80,7 +83,7 @@ def ensure_content_image(
         _warn_if_larger_than_home(root, say)
         with tempfile.TemporaryDirectory(prefix="tmpnb-content-context-") as context:
             write_context(Path(context), recipe, root)
-            _build(client, Path(context), image, base_id, digest, source, say)
+            _build(client, Path(context), image, base_id, digest, source, say, layer_cache)
     return image
 
 
@@ -95,7 +98,8 @@ def _warn_if_larger_than_home(root: Path, say: Say) -> None:
 
 
 def _build(
-    client: DockerClient, context: Path, image: str, base_id: str, digest: str, source: str, say: Say
+    client: DockerClient, context: Path, image: str, base_id: str, digest: str, source: str, say: Say,
+    layer_cache: bool,
 ) -> None:
     started = time.monotonic()
     say(f"docker build {image} on {base_id[:19]} (content {digest[:12]})")
@@ -107,6 +111,7 @@ def _build(
             buildargs={"BASE_IMAGE": base_id},
             network_mode="host",  # the default bridge is off on tmpnb hosts
             pull=False,
+            nocache=not layer_cache,
             rm=True,
             forcerm=True,
             decode=True,
