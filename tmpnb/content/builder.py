@@ -92,8 +92,8 @@ def _warn_if_larger_than_home(root: Path, say: Say) -> None:
     if size > size_bytes(DEFAULT_HOME_SIZE):
         say(
             f"warning: the repository holds {size / 1024**2:.0f} MiB, more than a visitor's home "
-            f"({DEFAULT_HOME_SIZE} unless --home-size says otherwise): servers will not start with it "
-            "(docs/content.md, 'The home's size')"
+            f"({DEFAULT_HOME_SIZE} unless --home-size says otherwise): with a smaller home its servers "
+            "cannot start (docs/content.md, 'The home's size')"
         )
 
 
