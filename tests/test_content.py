@@ -335,3 +335,44 @@ def test_tmpnb_run_takes_its_content_options_out() -> None:
 def test_tmpnb_image_build_name_needs_from(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
         image_main.main(["build", "--name", "x"])
+
+
+# -- what the build says ---------------------------------------------------------------------
+
+
+def test_a_repository_larger_than_a_home_is_warned_about(tmp_path: Path) -> None:
+    root = repository(tmp_path, {"README.md": "x"})
+    with open(root / "data.bin", "wb") as data:  # sparse: 129 MiB of apparent size, no disk
+        data.truncate(129 * 1024**2)
+    messages: list[str] = []
+    builder._warn_if_larger_than_home(root, messages.append)
+    assert len(messages) == 1 and messages[0].startswith("warning: the repository holds 129 MiB")
+    (root / "data.bin").unlink()
+    builder._warn_if_larger_than_home(root, messages.append)
+    assert len(messages) == 1
+
+
+def test_the_build_output_is_followed_and_its_marks_read() -> None:
+    messages: list[str] = []
+    builder._follow([{"stream": "Step 1/2 : FROM x\n"}, {"stream": "tmpnb-content-home-bytes: 200000000\n"},
+                     {"stream": "tmpnb-content-home-bytes: 1000\n"}], messages.append)
+    warnings = [m for m in messages if m.startswith("warning:")]
+    assert len(warnings) == 1 and "each visitor's home starts with 191 MiB" in warnings[0]
+
+    with pytest.raises(ContentError) as caught:
+        builder._follow([{"stream": "noise\n"}, {"stream": "tmpnb-content-error: retrolab needs jupyter-server<2\n"},
+                         {"error": "The command returned a non-zero code: 1"}], messages.append)
+    assert str(caught.value) == ("the build failed: The command returned a non-zero code: 1\n"
+                                 "retrolab needs jupyter-server<2")
+    with pytest.raises(ContentError, match="the build failed: boom\nline 1\nline 2"):
+        builder._follow([{"stream": "line 1\nline 2\n"}, {"error": "boom"}], messages.append)
+
+
+def test_a_folder_given_as_dot_is_named_after_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tmpnb image build --from .` in the course's folder names the image after the folder."""
+    course = tmp_path / "Physics 101"
+    shutil.copytree(FIXTURE, course)
+    monkeypatch.chdir(course)
+    with pytest.raises(AssertionError, match=r"the engine was used \(images\)"):
+        builder.ensure_content_image(Untouchable(), ".", say=say)  # checked, then asks the engine
+    assert image_name(str(Path(".").resolve()), "ab" * 32) == "tmpnb/content-physics-101:abababababab"

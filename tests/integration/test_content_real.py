@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,8 @@ from tmpnb_process import visit
 
 pytestmark = pytest.mark.integration
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures"
 COURSE = FIXTURES / "binder-course"
 REAL = FIXTURES / "binder-examples-requirements"
 BUILD_TIMEOUT = 900  # seconds between two lines of a build's output (a large wheel downloading)
@@ -67,6 +69,28 @@ def test_a_second_build_of_the_same_content_is_instant(course_image: tuple[str, 
     assert any(message.startswith(f"{name} is up to date") for message in messages), messages
     assert not any(message.startswith("docker build") for message in messages), messages
     print(f"cached build: {elapsed:.2f} s")
+
+
+def test_tmpnb_image_build_from_prints_the_name_last(tmp_path: Path, course_image: tuple[str, list[str]]) -> None:
+    """The command a teacher types: progress on stderr, the image's name alone and last on stdout;
+    `tmpnb run --from` a repository tmpnb cannot honour says why and serves nothing."""
+    name, _ = course_image
+    done = subprocess.run([sys.executable, "-m", "tmpnb.cli", "image", "build", "--from", str(COURSE)],
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{name}\n"
+    assert f"{name} is up to date" in done.stderr
+
+    conda = tmp_path / "conda-course"
+    conda.mkdir()
+    (conda / "environment.yml").write_text("dependencies: [numpy]\n")
+    refused = subprocess.run([sys.executable, "-m", "tmpnb.cli", "run", "--from", str(conda), "--pool-size=1"],
+                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                             text=True, timeout=300)
+    assert (refused.returncode, refused.stdout) == (1, ""), refused
+    assert refused.stderr.startswith("error: tmpnb cannot build this repository as it is"), refused.stderr
+    assert "environment.yml: a conda environment" in refused.stderr
 
 
 def test_a_git_url_of_the_same_content_is_the_same_image(tmp_path: Path, course_image: tuple[str, list[str]],

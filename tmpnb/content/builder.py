@@ -22,7 +22,7 @@ from tmpnb.content.errors import ContentError
 from tmpnb.content.naming import check_repository_name, content_hash, image_name, repository_bytes, repository_files
 from tmpnb.content.recipe import ERROR_MARK, HOME_MARK, make_recipe, write_context
 from tmpnb.content.requirements import SERVER_LOCK, server_pins
-from tmpnb.content.source import checked_out
+from tmpnb.content.source import checked_out, is_url
 from tmpnb.image.build import Say, ensure_image
 
 CONTENT_LABEL = "org.tmpnb.content"
@@ -69,12 +69,13 @@ def ensure_content_image(
         binder = read_binder_files(root)
         for note in binder.notes:
             say(f"note: {note}")
-        base_id = ensure_image(client, base, say=say)
+        # tmpnb's own image is built when missing; another base is taken as it is.
+        base_id = ensure_image(client, base, say=say) if base == DEFAULT_IMAGE else client.images.get(base).id
         recipe = make_recipe(binder, server_pins(), SERVER_LOCK.read_text())
         for note in recipe.notes:
             say(f"note: {note}")
         digest = content_hash(root, base_id, recipe.files)
-        image = image_name(source, digest, name)
+        image = image_name(source if is_url(source) else str(Path(source).expanduser().resolve()), digest, name)
         if not force:
             found = find_content_image(client, image, digest)
             if found is not None:
