@@ -326,6 +326,9 @@ def test_the_error_is_a_build_error_the_command_line_prints() -> None:
 def test_tmpnb_run_takes_its_content_options_out() -> None:
     assert cli._content_options(["--from", "x", "--pool-size", "2", "--name=n"]) == ("x", "n", ["--pool-size", "2"])
     assert cli._content_options(["--pool-size", "2"]) == (None, None, ["--pool-size", "2"])
+    assert cli._option_value(["--home-size", "1g", "--pool-size=2"], "--home-size") == "1g"
+    assert cli._option_value(["--home-size=1g", "--home-size=2g"], "--home-size") == "2g"
+    assert cli._option_value(["--pool-size=2"], "--home-size") is None
     with pytest.raises(SystemExit, match="--name goes with --from"):
         cli._content_options(["--name", "n"])
     with pytest.raises(SystemExit, match="leave --image out"):
@@ -345,27 +348,29 @@ def test_a_repository_larger_than_a_home_is_warned_about(tmp_path: Path) -> None
     with open(root / "data.bin", "wb") as data:  # sparse: 129 MiB of apparent size, no disk
         data.truncate(129 * 1024**2)
     messages: list[str] = []
-    builder._warn_if_larger_than_home(root, messages.append)
+    builder._warn_if_larger_than_home(root, "128m", messages.append)
     assert len(messages) == 1 and messages[0].startswith("warning: the repository holds 129 MiB")
+    builder._warn_if_larger_than_home(root, "256m", messages.append)  # tmpnb run --home-size 256m
+    assert len(messages) == 1
     (root / "data.bin").unlink()
-    builder._warn_if_larger_than_home(root, messages.append)
+    builder._warn_if_larger_than_home(root, "128m", messages.append)
     assert len(messages) == 1
 
 
 def test_the_build_output_is_followed_and_its_marks_read() -> None:
     messages: list[str] = []
     builder._follow([{"stream": "Step 1/2 : FROM x\n"}, {"stream": "tmpnb-content-home-bytes: 200000000\n"},
-                     {"stream": "tmpnb-content-home-bytes: 1000\n"}], messages.append)
+                     {"stream": "tmpnb-content-home-bytes: 1000\n"}], "128m", messages.append)
     warnings = [m for m in messages if m.startswith("warning:")]
     assert len(warnings) == 1 and "each visitor's home starts with 191 MiB" in warnings[0]
 
     with pytest.raises(ContentError) as caught:
         builder._follow([{"stream": "noise\n"}, {"stream": "tmpnb-content-error: retrolab needs jupyter-server<2\n"},
-                         {"error": "The command returned a non-zero code: 1"}], messages.append)
+                         {"error": "The command returned a non-zero code: 1"}], "128m", messages.append)
     assert str(caught.value) == ("the build failed: The command returned a non-zero code: 1\n"
                                  "retrolab needs jupyter-server<2")
     with pytest.raises(ContentError, match="the build failed: boom\nline 1\nline 2"):
-        builder._follow([{"stream": "line 1\nline 2\n"}, {"error": "boom"}], messages.append)
+        builder._follow([{"stream": "line 1\nline 2\n"}, {"error": "boom"}], "128m", messages.append)
 
 
 def test_a_folder_given_as_dot_is_named_after_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,7 +22,7 @@ import time
 import docker
 from docker.errors import DockerException
 
-from tmpnb.content.builder import ensure_content_image
+from tmpnb.content.builder import DEFAULT_HOME_SIZE, ensure_content_image
 from tmpnb.image.build import BuildError
 
 USAGE = __doc__.split("\n\n")[1]
@@ -123,12 +123,23 @@ def _content_image(source: str, name: str | None, args: list[str]) -> str | None
         raise SystemExit("tmpnb run: --from builds the image to serve; leave --image out")
     started = time.monotonic()
     try:
-        image = ensure_content_image(docker.from_env(timeout=600), source, name, say=_say)
+        home_size = _option_value(args, "--home-size") or DEFAULT_HOME_SIZE
+        image = ensure_content_image(docker.from_env(timeout=600), source, name, say=_say, home_size=home_size)
     except (BuildError, DockerException) as error:
         print(f"error: {error}", file=sys.stderr)
         return None
     _say(f"serving {image} (ready in {time.monotonic() - started:.1f} s)")
     return image
+
+
+def _option_value(args: list[str], option: str) -> str | None:
+    """The value given to `option` in `args` (`--option X` or `--option=X`), the last one wins."""
+    value = None
+    for i, arg in enumerate(args):
+        name, equals, given = arg.partition("=")
+        if name == option:
+            value = given if equals else (args[i + 1] if i + 1 < len(args) else None)
+    return value
 
 
 def _say(message: str) -> None:

@@ -54,6 +54,7 @@ def ensure_content_image(
     force: bool = False,
     base: str = DEFAULT_IMAGE,
     layer_cache: bool = True,
+    home_size: str = DEFAULT_HOME_SIZE,
 ) -> str:
     """Make sure the image of repository `source` (a folder, a bare repository or a git URL)
     exists; return its name (`tmpnb/content-<slug>:<hash12>`, or `<name>:<hash12>`).
@@ -61,7 +62,9 @@ def ensure_content_image(
     The repository's Binder files are checked before anything else (one ContentError naming all
     that tmpnb cannot honour); tmpnb's notebook image is built first if it is missing.
     `force` builds even when the image exists; `layer_cache=False` also makes Docker redo every
-    step (benchmarks/content.py's cold build).
+    step (benchmarks/content.py's cold build). `home_size` is the visitors' home (`--home-size`)
+    the build warns about a repository larger than. `base` other than tmpnb's own image is used
+    as it is (it must be one: tmpnb's server, its venv in /opt/notebook, its home skeleton).
     """
     if name is not None:
         check_repository_name(name)
@@ -81,26 +84,26 @@ def ensure_content_image(
             if found is not None:
                 say(f"{image} is up to date (content {digest[:12]}): {found}")
                 return image
-        _warn_if_larger_than_home(root, say)
+        _warn_if_larger_than_home(root, home_size, say)
         with tempfile.TemporaryDirectory(prefix="tmpnb-content-context-") as context:
             write_context(Path(context), recipe, root)
-            _build(client, Path(context), image, base_id, digest, source, say, layer_cache)
+            _build(client, Path(context), image, base_id, digest, source, layer_cache, home_size, say)
     return image
 
 
-def _warn_if_larger_than_home(root: Path, say: Say) -> None:
+def _warn_if_larger_than_home(root: Path, home_size: str, say: Say) -> None:
     size = repository_bytes(root, repository_files(root))
-    if size > size_bytes(DEFAULT_HOME_SIZE):
+    if size > size_bytes(home_size):
         say(
             f"warning: the repository holds {size / 1024**2:.0f} MiB, more than a visitor's home "
-            f"({DEFAULT_HOME_SIZE} unless --home-size says otherwise): with a smaller home its servers "
-            "cannot start (docs/content.md, 'The home's size')"
+            f"(--home-size {home_size}): with a home that small its servers cannot start "
+            "(docs/content.md, 'The home's size')"
         )
 
 
 def _build(
-    client: DockerClient, context: Path, image: str, base_id: str, digest: str, source: str, say: Say,
-    layer_cache: bool,
+    client: DockerClient, context: Path, image: str, base_id: str, digest: str, source: str,
+    layer_cache: bool, home_size: str, say: Say,
 ) -> None:
     started = time.monotonic()
     say(f"docker build {image} on {base_id[:19]} (content {digest[:12]})")
@@ -117,12 +120,13 @@ def _build(
             forcerm=True,
             decode=True,
         ),
+        home_size,
         say,
     )
     say(f"{image} built in {time.monotonic() - started:.0f} s")
 
 
-def _follow(chunks: Iterable[dict], say: Say) -> None:
+def _follow(chunks: Iterable[dict], home_size: str, say: Say) -> None:
     """Print the build's output; turn its failure into one ContentError that says why."""
     tail: list[str] = []
     for chunk in chunks:
@@ -136,15 +140,15 @@ def _follow(chunks: Iterable[dict], say: Say) -> None:
         for line in text.splitlines():
             tail.append(line)
             if line.startswith(HOME_MARK):
-                _warn_about_home(int(line[len(HOME_MARK):].strip() or 0), say)
+                _warn_about_home(int(line[len(HOME_MARK):].strip() or 0), home_size, say)
         del tail[:-200]
         say(text)
 
 
-def _warn_about_home(size: int, say: Say) -> None:
-    if size > size_bytes(DEFAULT_HOME_SIZE):
+def _warn_about_home(size: int, home_size: str, say: Say) -> None:
+    if size > size_bytes(home_size):
         say(
             f"warning: each visitor's home starts with {size / 1024**2:.0f} MiB (the repository and "
-            f"what postBuild left), more than the home's default size ({DEFAULT_HOME_SIZE}): "
+            f"what postBuild left), more than the home's size (--home-size {home_size}): "
             "give tmpnb a larger --home-size (docs/content.md, 'The home's size')"
         )

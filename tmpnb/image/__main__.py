@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     build = commands.add_parser("build", help="build the notebook image unless it is up to date")
-    build.add_argument("--image", default=DEFAULT_IMAGE, help="tag (default %(default)s)")
+    build.add_argument("--image", default=DEFAULT_IMAGE, help="tag (default %(default)s); with --from, "
+                       "the notebook image to build on")
     build.add_argument("--force", action="store_true", help="rebuild even when up to date")
     build.add_argument("--mirror", help="Debian mirror for the base (default: apt's)")
     build.add_argument("--quiet", action="store_true", help="print only the image id")
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         client = docker.from_env(timeout=600)  # a cold build streams for minutes
         if args.command == "build" and args.source is not None:
-            image = ensure_content_image(client, args.source, args.name, say=say, force=args.force)
+            image = ensure_content_image(client, args.source, args.name, say=say, force=args.force, base=args.image)
             say(f"done in {time.monotonic() - started:.1f} s")
             print(image)  # last: `$(tmpnb image build --from …)` is the image's name
             return 0
