@@ -24,7 +24,7 @@ import pytest
 from notebook_cells import run_notebook, text_of
 from tmpnb.content.builder import CONTENT_LABEL, ensure_content_image
 from tmpnb.content.errors import ContentError
-from tmpnb_process import visit
+from tmpnb_process import execute, start_kernel, visit
 
 pytestmark = pytest.mark.integration
 
@@ -127,6 +127,20 @@ def test_every_cell_of_the_course_runs_in_its_container(launch, course_image: tu
     for run in runs:
         assert run.error() is None, (run.source, run.outputs)
         assert text_of(run.outputs) == text_of(run.recorded), run.source
+    # The visitor's copy is theirs to change; the image's copy (uid 1000's, on the read-only
+    # root) and the wrapper every container starts with (root's) are not.
+    probe = (
+        "import errno, os\n"
+        "def attempt(path):\n"
+        "    try:\n"
+        "        open(path, 'a').close(); return 'written'\n"
+        "    except OSError as e:\n"
+        "        return errno.errorcode[e.errno]\n"
+        "[attempt(os.path.expanduser('~/binder/start')), attempt('/opt/notebook/share/tmpnb/home/binder/start'),"
+        " attempt('/opt/notebook/share/tmpnb/content-start')]"
+    )
+    assert execute(server.base, prefix, token, start_kernel(server.base, prefix, token), probe) == (
+        "['written', 'EROFS', 'EACCES']")
 
 
 def test_a_package_that_needs_another_server_is_one_build_error_naming_it(
