@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tmpnb.content.errors import ContentError
-from tmpnb.content.requirements import RequirementsProblem, check_requirements
+from tmpnb.content.requirements import check_requirements
 
 CONFIG_DIRS = ("binder", ".binder")
 
@@ -167,5 +167,3 @@ def _runtime_note(runtime: str, name: str, problems: list[str]) -> str | None:
         f"(its builds cannot download another): Python {image} is used"
     )
 
-
-__all__ = ["BinderFiles", "ContentError", "RequirementsProblem", "read_binder_files"]
