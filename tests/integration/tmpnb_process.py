@@ -161,7 +161,9 @@ class Tmpnb:
             f"--proxy-api-listen=tcp:{self.proxy_api_port}:interface=127.0.0.1",
             f"--admin-port={self.admin_port}",
             f"--lifecycle-log={self.lifecycle_log}",
-            f"--image={os.environ.get('TMPNB_TEST_IMAGE', 'tmpnb/notebook:latest')}",
+            # `tmpnb run --from REPOSITORY` builds the image it serves (tests/integration/test_content_real.py)
+            *([] if any(a == "--from" or a.startswith("--from=") for a in self.args)
+              else [f"--image={os.environ.get('TMPNB_TEST_IMAGE', 'tmpnb/notebook:latest')}"]),
             *self.args,
         ]
         env = {**os.environ, "PYTHONPATH": str(REPO), "ADMIN_AUTH_TOKEN": ADMIN_TOKEN,

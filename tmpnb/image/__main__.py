@@ -10,6 +10,7 @@ import docker
 from docker.errors import DockerException
 
 from tmpnb.config import DEFAULT_IMAGE
+from tmpnb.content.builder import ensure_content_image
 from tmpnb.image.build import BuildError, ensure_image
 from tmpnb.image.static import NoStaticLayout, extract_static
 
@@ -19,10 +20,20 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     build = commands.add_parser("build", help="build the notebook image unless it is up to date")
-    build.add_argument("--image", default=DEFAULT_IMAGE, help="tag (default %(default)s)")
+    build.add_argument("--image", default=DEFAULT_IMAGE, help="tag (default %(default)s); with --from, "
+                       "the notebook image to build on")
     build.add_argument("--force", action="store_true", help="rebuild even when up to date")
     build.add_argument("--mirror", help="Debian mirror for the base (default: apt's)")
     build.add_argument("--quiet", action="store_true", help="print only the image id")
+    build.add_argument(
+        "--from", dest="source", metavar="PATH_OR_GIT_URL",
+        help="build an image of a Binder-style repository (a folder or a git URL) on the notebook "
+        "image instead, and print its name last (docs/content.md)",
+    )
+    build.add_argument(
+        "--name", help="with --from: the image's repository name (default tmpnb/content-<folder>); "
+        "its tag is always the content hash",
+    )
 
     extract = commands.add_parser("extract-static", help="copy the image's static files out")
     extract.add_argument("dest", help="directory to fill (created if missing)")
@@ -37,7 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         client = docker.from_env(timeout=600)  # a cold build streams for minutes
-        if args.command == "build":
+        if args.command == "build" and args.source is not None:
+            image = ensure_content_image(client, args.source, args.name, say=say, force=args.force, base=args.image)
+            say(f"done in {time.monotonic() - started:.1f} s")
+            print(image)  # last: `$(tmpnb image build --from …)` is the image's name
+            return 0
+        elif args.command == "build":
+            if args.name is not None:
+                parser.error("--name goes with --from")
             image_id = ensure_image(client, args.image, args.force, say=say, mirror=args.mirror)
             print(image_id)
         elif args.command == "build-node":
