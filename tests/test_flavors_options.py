@@ -106,6 +106,15 @@ def test_flavors_in_order_the_first_is_the_default_unless_told():
     assert web_settings(parse("--flavor", "py=a", "--flavor", "r=b", "--default-flavor", "r"), {}).container_image == "b"
 
 
+def test_a_capacity_below_the_default_pool_size_is_fine_when_the_flavors_fit_in_it():
+    # --pool-size's default (3) is nobody's pool size with --flavor: it must not refuse --capacity 1.
+    assert parse("--flavor", "py=a,pool-size=1", "--capacity", "1")["flavors"].pool_size() == 1
+    with pytest.raises(UsageError):
+        parse("--flavor", "py=a", "--capacity", "1")  # py's pool size is the default, 3
+    with pytest.raises(UsageError):
+        parse("--capacity", "1")  # no --flavor: --pool-size (3) is the node's
+
+
 @pytest.mark.parametrize("argv", [
     ["--flavor", "py=a", "--image", "b"],                     # b: none of the flavors' images
     ["--flavor", "py=a", "--pool-size", "1"],                 # whose pool size?

@@ -204,7 +204,10 @@ class Options(usage.Options):
             # whose URL leaked (Referer, logs, a shared link). See docs/security.md.
             raise usage.UsageError("--no-tokens was removed: each notebook server keeps its own token, "
                                    "and visitors are logged in by the link tmpnb sends them to")
-        if self["pool-size"] < 0 or self["capacity"] < 1 or self["pool-size"] > self["capacity"]:
+        # With --flavor, --pool-size is not the node's (each flavor has its own, checked by
+        # node_flavors): its default must not refuse a --capacity the flavors fit in.
+        pool_size = 0 if self["flavor"] else self["pool-size"]
+        if self["pool-size"] < 0 or self["capacity"] < 1 or pool_size > self["capacity"]:
             raise usage.UsageError("need 0 <= --pool-size <= --capacity and --capacity >= 1")
         try:
             self["flavors"] = node_flavors(self, self.defaults)

@@ -16,6 +16,7 @@ import docker
 import docker.errors
 import pytest
 
+from flavor_image import build_marked_image, remove_image
 from tmpnb import config
 from tmpnb_process import CHP, Chp, Launcher, free_port
 
@@ -52,6 +53,15 @@ def notebook_image(docker_client: docker.DockerClient) -> str:
     except docker.errors.ImageNotFound:
         _unavailable(f"image {name} not built (python -m tmpnb.image build)")
     return name
+
+
+@pytest.fixture(scope="module")
+def beta_image(docker_client: docker.DockerClient, notebook_image: str) -> Iterator[str]:
+    """A second notebook image, marked "beta" (flavor_image.py), for the flavor tests of one
+    module; removed after them."""
+    tag = build_marked_image(docker_client, notebook_image, "beta")
+    yield tag
+    remove_image(docker_client, tag)
 
 
 @pytest.fixture

@@ -10,20 +10,13 @@ import json
 
 import pytest
 
-from flavor_image import MARKER_NAME, STATIC_NAME, build_marked_image, remove_image
+from flavor_image import MARKER_NAME, STATIC_NAME
 from tmpnb.image.static import extract_static
 from tmpnb_process import ONE_ADDRESS, call, container_id_of, execute, start_kernel, visit, wait_until
 
 pytestmark = pytest.mark.integration
 
 HAS_MARKER = f"__import__('os').path.exists(__import__('os').path.expanduser('~/{MARKER_NAME}'))"
-
-
-@pytest.fixture(scope="module")
-def beta_image(docker_client, notebook_image):
-    tag = build_marked_image(docker_client, notebook_image, "beta")
-    yield tag
-    remove_image(docker_client, tag)
 
 
 def flavor_stats(tmpnb) -> dict:
