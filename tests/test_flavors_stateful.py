@@ -8,6 +8,7 @@ tests/fakedocker.py on a Clock (tests/flavorrig.py). After every step:
   container goes to two visitors;
 - each flavor's line is served in its own first-come order;
 - nobody waits while a container of their flavor is pooled;
+- no flavor's room (in /api/stats) is more than the node's, nor the node's more than theirs summed;
 and once everything settles, each flavor's pool is full unless the capacity is all used:
 the pools refill independently.
 """
@@ -159,6 +160,17 @@ class FlavorsMachine(RuleBasedStateMachine):
                 # a container pooled this very turn is offered on the next (when_pooled)
                 self.node.clock.advance(0)
                 assert not (self.node.line.waiting(flavor) and self.node.pool.pooled(flavor))
+
+    @invariant()
+    def each_flavors_room_is_at_most_the_nodes_room(self) -> None:
+        # The seam a redirector reads (tmpnb/redirector/nodes.py flavor_room): the top-level
+        # room is the node's (its one capacity), not the flavors' sum, which it never exceeds;
+        # no flavor's exceeds it.
+        stats = self.node.pool.stats()
+        assert 0 <= stats["room"] <= self.capacity + self.node.line.max_waiting
+        for name, flavor in stats["flavors"].items():
+            assert 0 <= flavor["room"] <= stats["room"], (name, flavor, stats["room"])
+        assert stats["room"] <= sum(f["room"] for f in stats["flavors"].values())  # they overlap
 
 
 FlavorsMachine.TestCase.settings = settings(

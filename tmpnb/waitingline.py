@@ -118,8 +118,9 @@ class WaitingLine:
         """How many more visitors this node would serve now rather than turn away: those a
         pooled container takes at once (only while nobody is in line: they go to the line
         first) and those the line still has places for, within what the capacity can still
-        boot. A redirector spreads visitors by it (tmpnb/redirector/nodes.py). The sum over
-        flavors: the capacity is shared, so it is at most the node's room."""
+        boot. A redirector spreads visitors by it (tmpnb/redirector/nodes.py). Over every
+        flavor, but not the sum of their flavor_room: the capacity is shared, so it is at most
+        that sum and never less than any one flavor's (tests/test_flavors_stateful.py)."""
         if not self._named:
             line = self._lines[self._default]
             at_once = self._pool.pooled() if not line else 0

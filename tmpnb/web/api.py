@@ -73,12 +73,10 @@ def requested_below(body: bytes) -> str | None:
 
 
 def requested_flavor(body: bytes) -> object:
-    """The "flavor" a POST /api/spawn body names (tmpnb/flavors.py); None without one.
-    Raises BadRequest for anything but a string."""
-    flavor = _document(body).get("flavor")
-    if flavor is not None and not isinstance(flavor, str):
-        raise BadRequest('"flavor" is not a string')
-    return flavor
+    """The "flavor" a POST /api/spawn body names (tmpnb/flavors.py); None without one. Any
+    other value than a string is no flavor's name: the caller answers it 404 with the list,
+    as the redirector does (tmpnb/redirector/web.py), whichever of the two is asked."""
+    return _document(body).get("flavor")
 
 
 class SpawnAPI(OnlyAllowed):
@@ -117,7 +115,7 @@ class SpawnAPI(OnlyAllowed):
         except BadRequest as e:
             return replies.json_reply(request, 400, {"status": "bad request", "reason": str(e)})
         flavors = self._handout.flavors
-        flavor = flavors.get(asked)  # type: ignore[arg-type]
+        flavor = flavors.get(asked) if asked is None or isinstance(asked, str) else None
         if flavor is None:  # never a server of another flavor
             return unknown_flavor_json(request, flavors, asked)
         if below is None:  # no "path": the flavor's landing page, if it has one

@@ -38,5 +38,6 @@ def unknown_flavor_page(request: IRequest, flavors: Flavors, name: str) -> bytes
 
 
 def unknown_flavor_json(request: IRequest, flavors: Flavors, name: object) -> bytes:
-    shown = name[:_SHOWN] if isinstance(name, str) else name
-    return replies.json_reply(request, 404, {"error": f"no flavor {shown!r} on this node", "flavors": flavors.names()})
+    # A value that is not a string is not repeated: it is no name, and could be long.
+    error = f"no flavor {name[:_SHOWN]!r} on this node" if isinstance(name, str) else '"flavor" is not a name'
+    return replies.json_reply(request, 404, {"error": error, "flavors": flavors.names()})
