@@ -4,7 +4,8 @@ image) and `beta` (the image marked "beta", tests/integration/flavor_image.py); 
 only `alpha`. A visitor who asks for beta through the redirector's front door (the page, a
 /spawn/ link, the API) always lands on A in a beta server, seen from inside their kernel; alpha
 visitors land on either node; a flavor nobody serves is a 404 listing the flavors; once A has no
-beta server left to give, a beta visitor gets No vacancy, never an alpha server.
+beta server left to give, a beta visitor gets No vacancy, never an alpha server. A name that is
+no name (empty, repeated, upper case, not a string) is the same 404 from the redirector and the node.
 
 No waiting line (--max-waiting=0): a flavor's room is then its pooled servers (tmpnb/waitingline.py
 `flavor_room`), and every visitor comes from 127.0.0.1 (ONE_ADDRESS), so where each one lands is
@@ -127,6 +128,17 @@ def test_the_redirector_sends_each_flavor_to_a_node_that_serves_it(federation):
     assert call(redirector.base, "GET", "/spawn/notebooks/index.ipynb?flavor=gamma").status == 404
     assert spawn(redirector, {"flavor": "gamma"}) == (404, {"error": "no node serves flavor gamma",
                                                              "flavors": ["alpha", "beta"]})
+
+    # A name that is no name, asked of the redirector or of node A itself: the same 404, with
+    # the list (the two sides read a choice alike), and nobody spawned.
+    for query in ("?flavor=", "?flavor=beta&flavor=alpha", "?flavor=BETA", "?flavor=%3Cb%3E"):
+        for base in (redirector.base, node_a.base):
+            assert call(base, "GET", "/" + query).status == 404, (base, query)
+    for document in ({"flavor": ""}, {"flavor": ["beta"]}, {"flavor": 1}, {"flavor": "Beta"}):
+        for base in (redirector.base, node_a.base):
+            reply = call(base, "POST", "/api/spawn", json.dumps(document).encode(), {"Content-Type": "application/json"})
+            assert reply.status == 404 and reply.json()["flavors"] == ["alpha", "beta"], (base, document, reply)
+    assert node_a.stats()["flavors"]["beta"]["available"] == 1 and node_a.stats()["total"] == 2
 
     # Beta by the front page: node A, a beta server.
     base, prefix, token, _ = browse(redirector, "/?flavor=beta")
