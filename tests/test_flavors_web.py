@@ -137,6 +137,16 @@ def test_the_api_answers_a_flavor_that_is_not_a_string_404_with_the_list_as_the_
     assert "beta" not in document["error"] and "xxx" not in document["error"]  # the value is not repeated
 
 
+def test_the_api_judges_the_flavor_first_so_an_unknown_one_is_a_404_whatever_else_is_wrong(web):
+    # As the redirector does: one answer whether a client asks a node or the redirector.
+    response, answer = web.send("POST", "/api/spawn", headers={},
+                                data=json.dumps({"flavor": "gamma", "path": "../..", "wait": "long"}).encode())
+    assert response.code == 404 and json.loads(answer)["flavors"] == ["alpha", "beta"]
+    response, _ = web.send("POST", "/api/spawn", headers={},
+                           data=json.dumps({"flavor": "beta", "wait": "long"}).encode())
+    assert response.code == 400
+
+
 def test_the_reload_cookie_never_hands_back_a_server_of_another_flavor(tmp_path):
     web = Web(tmp_path, keep_cookies=True)
     first, _ = web.send("GET", "/?flavor=beta")

@@ -109,15 +109,19 @@ class SpawnAPI(OnlyAllowed):
         if len(body) > MAX_BODY:
             return replies.json_reply(request, 413, {"status": "body too large"})
         try:
-            below = requested_below(body)
-            wait = requested_wait(body)
             asked = requested_flavor(body)
         except BadRequest as e:
             return replies.json_reply(request, 400, {"status": "bad request", "reason": str(e)})
+        # The flavor first, as the redirector judges it: an unknown one is a 404 whatever else is wrong.
         flavors = self._handout.flavors
         flavor = flavors.get(asked) if asked is None or isinstance(asked, str) else None
         if flavor is None:  # never a server of another flavor
             return unknown_flavor_json(request, flavors, asked)
+        try:
+            below = requested_below(body)
+            wait = requested_wait(body)
+        except BadRequest as e:
+            return replies.json_reply(request, 400, {"status": "bad request", "reason": str(e)})
         if below is None:  # no "path": the flavor's landing page, if it has one
             below = flavor.landing or ""
         # The token's holder spawns for its own users: trusted with the whole capacity.
