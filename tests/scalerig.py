@@ -67,6 +67,7 @@ class SliceClock(Clock):
         self._heap: list[tuple[float, int, DelayedCall]] = []
         self._order = itertools.count()
         self._pending = 0
+        self._cancelled_entries = 0
         self.slices_run = 0
         self.cpu_run = 0.0
         self.longest = Slice(0.0, "")
@@ -91,7 +92,14 @@ class SliceClock(Clock):
         return call
 
     def _cancelled(self, call: DelayedCall) -> None:
-        self._pending -= 1  # its heap entry is skipped when it comes up
+        self._pending -= 1  # its heap entry is skipped when it comes up...
+        # ...or dropped once most entries are such, as the reactor drops cancelled calls
+        # (ReactorBase._cancelCallLater): a boot's spent deadline is not kept for 30 s.
+        self._cancelled_entries += 1
+        if self._cancelled_entries > 50 and self._cancelled_entries > len(self._heap) / 2:
+            self._heap = [e for e in self._heap if not (e[2].called or e[2].cancelled) and e[2].getTime() == e[0]]
+            heapq.heapify(self._heap)
+            self._cancelled_entries = 0
 
     def _reset(self, call: DelayedCall) -> None:
         heapq.heappush(self._heap, (call.getTime(), next(self._order), call))

@@ -33,10 +33,10 @@ from tmpnb.judging import (
     Active,
     Verdict,
     changes_anything,
+    is_stray,
     latest_activity,
-    routes_by_container,
-    settled_without_status,
-    stray_routes,
+    route_container,
+    settled_on,
     timestamp,
     verdict,
 )
@@ -163,7 +163,13 @@ class Heartbeat:
             return 0, 0, 0.0
         # Each pass over every container below starts a stretch of its own (tmpnb/slices.py).
         await self._slicer.between(len(handed))
-        routes_of = routes_by_container(routes or {})
+        # Sliced too: at 20,000 routes each of these dict-building passes is ≈10 ms.
+        routes_of: dict[str, dict] = {}
+
+        def file_route(item: tuple[str, dict]) -> None:
+            routes_of[route_container(*item)] = item[1]
+
+        await self._slicer.each(list((routes or {}).items()), file_route)
         if routes is not None:
             await self._reconcile_routes(routes, routes_of, handed)
         if not flock.running:
@@ -206,11 +212,11 @@ class Heartbeat:
                 return
             seen = machine.describe()
             route = routes_of.get(container_id)
-            known = settled_without_status(seen, route, now, config)
+            without_server = latest_activity(seen, route, None)
+            known = settled_on(seen, without_server, now, config)
             if known is not None:
                 conclude(container_id, machine, seen, known, known.when if isinstance(known, Active) else None)
                 return
-            without_server = latest_activity(seen, route, None)
             kept = lookouts.cached_activity(container_id, seen, route, without_server, now)
             if kept is None:
                 unsure.append(container_id)
@@ -262,8 +268,20 @@ class Heartbeat:
 
         await self._slicer.each(handed, restore)
         await self._slicer.between(len(routes))
-        owned = {cid for cid in routes_of if self._flock.machine(cid) is not None}
-        stray = stray_routes(routes, owned, self._spec.instance)
+        owned: set[str] = set()
+        stray: list[str] = []
+
+        def own(container_id: str) -> None:
+            if self._flock.machine(container_id) is not None:
+                owned.add(container_id)
+
+        await self._slicer.each(list(routes_of), own)
+
+        def sort_stray(item: tuple[str, dict]) -> None:
+            if is_stray(item[0], item[1], owned, self._spec.instance):
+                stray.append(item[0])
+
+        await self._slicer.each(list(routes.items()), sort_stray)
         for path in stray:
             log.info("deleting route {path}: it leads to no container of ours", path=path)
         if stray:
@@ -288,7 +306,8 @@ class Heartbeat:
         if not flock.running:  # stopped while Docker took its time: the stop has its own say
             return
         flock.docker_answered()
-        present = {record.container_id: record for record in records}
+        present: dict[str, Any] = {}
+        await self._slicer.each(records, lambda record: present.__setitem__(record.container_id, record))
         flock.gone(left_behind - present.keys())
 
         def check(container_id: str) -> None:
