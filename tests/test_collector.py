@@ -98,13 +98,26 @@ def test_frozen_cycles_are_collected_once_the_frozen_objects_double(unfrozen: No
     del cycle
     gc.collect()
     assert garbage() is not None  # ...a frozen cycle is left by every collection: the cost
-    growth = [[] for _ in range(baseline // 10 + 1000)]  # the service grows (lists: tracked)
     freezer.tick()
-    assert freezer.thaws == 1 and garbage() is not None
-    freezer.tick()  # frozen objects are now more than 1.1 times those after the last thaw
+    assert freezer.thaws == 1 and garbage() is not None  # little new: only a freeze
+    growth = [[] for _ in range(baseline // 10 + 1000)]  # the service grows (lists: tracked)
+    freezer.tick()  # frozen, these would be more than 1.1 times those after the last thaw
     assert freezer.thaws == 2
     assert garbage() is None  # the thaw collected the frozen cycle
     assert len(growth) > 0
+
+
+def test_the_freezer_counts_the_frozen_only_when_they_may_have_grown(unfrozen: None) -> None:
+    # Counting the frozen objects walks them all: a tick that froze little does not count.
+    freezer = Freezer(growth=1.5)
+    freezer.tick()
+    gone = [[] for _ in range(gc.get_freeze_count() // 4)]
+    freezer.tick()  # frozen: the bound grows by them
+    del gone  # freed by reference counting: the frozen ones are fewer than the bound says
+    more = [[] for _ in range(gc.get_freeze_count() // 3)]
+    freezer.tick()  # the bound passes 1.5 times: counted, and found below: no thaw
+    assert freezer.thaws == 1
+    assert len(more) > 0
 
 
 def test_the_freezer_ticks_on_the_injected_clock() -> None:

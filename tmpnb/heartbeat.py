@@ -182,7 +182,8 @@ class Heartbeat:
         config, lookouts = self._config, self._lookouts
         # Only those whose verdict could change are judged (tmpnb/due.py): those whose time
         # came and those whose route moved. The rest would be given the verdict they have.
-        due = lookouts.due_by(now)
+        await self._slicer.each(lookouts.come_due(now), lambda container_id: None)
+        due = lookouts.overdue
         for container_id in [cid for cid in due if cid not in still]:
             lookouts.forget(container_id)  # culled, or gone, since its look was planned
         if not handed:
@@ -230,9 +231,13 @@ class Heartbeat:
         judged_cpu = time.thread_time() - judging
         if not unsure:
             return len(handed), len(looks), judged_cpu
-        statuses = await server_statuses(
-            self._ask_statuses, self._spec, {cid: flock.token(cid) for cid in unsure}, self._slicer
-        )
+        tokens: dict[str, str] = {}
+
+        def token_of(container_id: str) -> None:
+            tokens[container_id] = flock.token(container_id)
+
+        await self._slicer.each(unsure, token_of)
+        statuses = await server_statuses(self._ask_statuses, self._spec, tokens, self._slicer)
         judging = time.thread_time()
         now = self._clock.seconds()
 

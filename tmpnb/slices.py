@@ -48,6 +48,13 @@ class Slicer:
         self._most = most
         self._timer = timer
         self.yields = 0  # reactor turns given back, ever (tests and benchmarks read it)
+        # The stretch the last pass was in, and when that pass ended (timer readings): a pass
+        # that starts less than `budget` after the last one ended goes on with its stretch,
+        # so passes one after the other in the same reactor call do not each take a budget
+        # (at 20,000 containers a heartbeat runs a dozen of them back to back). Taken for
+        # the same call when it was another, it only yields a little sooner.
+        self._stretch_began: float | None = None
+        self._last_ended = 0.0
 
     async def each(
         self, items: Iterable[T], act: Callable[[T], object], go_on: Callable[[], bool] | None = None
@@ -56,6 +63,18 @@ class Slicer:
         `go_on()` (if given) says whether to carry on. True if every item was done.
         `items` is iterated across yields: give a list, not a view of something that changes."""
         began, done = self._timer(), 0
+        if self._stretch_began is not None and began - self._last_ended < self._budget:
+            began = self._stretch_began
+        try:
+            return await self._each(items, act, go_on, began)
+        finally:
+            self._last_ended = self._timer()
+
+    async def _each(
+        self, items: Iterable[T], act: Callable[[T], object], go_on: Callable[[], bool] | None, began: float
+    ) -> bool:
+        done = 0
+        self._stretch_began = began
         for item in items:
             act(item)
             done += 1
@@ -66,6 +85,7 @@ class Slicer:
                 if go_on is not None and not go_on():
                     return False
                 began, done = self._timer(), 0
+                self._stretch_began = began
         return True
 
     async def between(self, count: int) -> None:
@@ -78,3 +98,4 @@ class Slicer:
         """Let the reactor run whatever else is due, then carry on."""
         self.yields += 1
         await deferLater(self._clock, 0)
+        self._stretch_began = None  # a new reactor call: the next pass starts a stretch of its own
