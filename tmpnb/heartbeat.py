@@ -176,7 +176,14 @@ class Heartbeat:
             return 0, 0, 0.0
         await self._slicer.between(len(handed))
         still = set(flock.ids_in(HANDED_OUT))
-        handed = [cid for cid in handed if cid in still]
+        still_handed: list[str] = []
+
+        def keep(container_id: str) -> None:
+            if container_id in still:
+                still_handed.append(container_id)
+
+        await self._slicer.each(handed, keep)
+        handed = still_handed
         judging = time.thread_time()
         now = self._clock.seconds()
         config, lookouts = self._config, self._lookouts
