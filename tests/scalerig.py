@@ -92,10 +92,12 @@ class SliceClock(Clock):
         return call
 
     def _cancelled(self, call: DelayedCall) -> None:
-        self._pending -= 1  # its heap entry is skipped when it comes up...
-        # ...or dropped once most entries are such, as the reactor drops cancelled calls
-        # (ReactorBase._cancelCallLater): a boot's spent deadline is not kept for 30 s.
+        self._pending -= 1  # its heap entry is skipped when it comes up, or dropped (advance)
         self._cancelled_entries += 1
+
+    def _drop_cancelled(self) -> None:
+        """Drop cancelled entries once they are most of the heap, between calls, as the reactor
+        does (ReactorBase.runUntilCurrent): a boot's spent deadline is not kept for 30 s."""
         if self._cancelled_entries > 50 and self._cancelled_entries > len(self._heap) / 2:
             self._heap = [e for e in self._heap if not (e[2].called or e[2].cancelled) and e[2].getTime() == e[0]]
             heapq.heapify(self._heap)
@@ -116,6 +118,7 @@ class SliceClock(Clock):
 
     def advance(self, amount: float) -> None:
         self.rightNow += amount
+        self._drop_cancelled()
         heap = self._heap
         while heap and heap[0][0] <= self.rightNow:
             when, _, call = heapq.heappop(heap)
