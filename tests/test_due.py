@@ -53,6 +53,40 @@ def test_exactly_the_containers_whose_time_came_are_due(looks: list, nows: list)
         assert not any(lookouts.moved(cid, route("r")) for cid in planned)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 8), st.floats(0, 100), st.sampled_from(["active", "idle", "cull"]),
+                          st.floats(0, 20)), max_size=80))
+def test_looks_and_checks_interleaved_find_exactly_what_a_scan_finds(steps: list) -> None:
+    # Containers judged again and again (their next look moving earlier and later) between
+    # heartbeats: each check finds exactly those a scan of every container would.
+    config = PoolConfig(pool_size=1, capacity=4, cull_period=10.0, cull_timeout=60.0, cull_max=1e9)
+    lookouts = Lookouts(config)
+    planned: dict[str, float] = {}
+    overdue: set[str] = set()
+    now = 0.0
+    for check, number, activity, kind, step in steps:
+        now += step
+        cid = f"c{number}"
+        if check:
+            overdue |= {c for c, when in planned.items() if when <= now}
+            assert lookouts.due_by(now) == overdue
+            continue
+        verdict = {"active": Active(now - activity / 10), "idle": Idle(now - activity), "cull": Cull("idle")}[kind]
+        lookouts.answered(cid, seen(), None, now - activity, now - activity)  # quiet
+        lookouts.judged(cid, seen(), None, verdict, now)
+        overdue.discard(cid)
+        planned.pop(cid, None)
+        if isinstance(verdict, Active):
+            planned[cid] = verdict.when + config.cull_period
+        elif isinstance(verdict, Idle):
+            planned[cid] = verdict.since + config.cull_timeout
+        if cid in planned and planned[cid] <= now:
+            del planned[cid]
+            overdue.add(cid)
+    overdue |= {c for c, when in planned.items() if when <= now + 1000}
+    assert lookouts.due_by(now + 1000) == overdue
+
+
 def test_a_due_container_stays_due_until_it_is_judged() -> None:
     lookouts = Lookouts(CONFIG)
     lookouts.judged("a", seen(), None, Active(0.0), 0.0)

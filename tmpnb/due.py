@@ -28,8 +28,9 @@ after a quiet answer without a request (a kernel's computation printing after a 
 silence): it reads "idle" until the cull check asks it again (and then it is active, not
 culled).
 
-Due times sit in a heap (lazy: an entry whose time is no longer the container's is skipped),
-so a heartbeat finds the due ones in O(due · log N). The records are dicts of plain floats
+Due times sit in a heap (lazy: an entry whose time moved later is queued anew when it comes
+up, one an earlier entry superseded is skipped), so a heartbeat finds the due ones in
+O(due · log N), and a container active at every look is pushed about once a period. The records are dicts of plain floats
 and strings and tuples of them, which the garbage collector does not track.
 """
 
@@ -63,6 +64,7 @@ class Lookouts:
         self._config = config
         self._due: dict[str, float] = {}  # container → when to judge it without news
         self._heap: list[tuple[float, str]] = []
+        self._queued: dict[str, float] = {}  # container → its earliest entry in the heap
         self._overdue: set[str] = set()  # their time came; judged at the next chance
         self._marks: dict[str, object] = {}  # container → route mark when last judged
         # container → (assigned_at, route mark, last_activity) of a quiet server's answer
@@ -82,12 +84,21 @@ class Lookouts:
     def come_due(self, now: float) -> Iterator[str]:
         """Moves the containers whose time came by `now` among the due (`overdue`), one heap
         entry at a time: the heartbeat runs it in stretches (at 20,000 due at once, ≈50 ms)."""
-        heap, due = self._heap, self._due
+        heap, due, queued = self._heap, self._due, self._queued
         while heap and heap[0][0] <= now:
             when, container_id = heapq.heappop(heap)
-            if due.get(container_id) == when:
+            if queued.get(container_id) != when:
+                continue  # an entry an earlier one superseded
+            del queued[container_id]
+            later = due.get(container_id)
+            if later is None:
+                continue  # forgotten
+            if later <= now:
                 self._overdue.add(container_id)
                 yield container_id
+            else:  # its time moved on since this entry was queued: queue it anew
+                heapq.heappush(heap, (later, container_id))
+                queued[container_id] = later
 
     @property
     def overdue(self) -> set[str]:
@@ -150,15 +161,21 @@ class Lookouts:
             self._overdue.add(container_id)
             self._due.pop(container_id, None)
             return
-        if self._due.get(container_id) != when:
-            self._due[container_id] = when
+        self._due[container_id] = when
+        # An entry already queued for no later is enough: when it comes up it is queued anew
+        # for its time then (come_due). A container active at every heartbeat is pushed once
+        # a period, not at every look.
+        queued = self._queued.get(container_id)
+        if queued is None or queued > when:
             heapq.heappush(self._heap, (when, container_id))
-            if len(self._heap) > COMPACT_RATIO * (len(self._due) + 64):
+            self._queued[container_id] = when
+            if len(self._heap) > COMPACT_RATIO * (len(self._queued) + 64):
                 self._compact()
 
     def forget(self, container_id: str) -> None:
         """The container is no longer handed out (culled, gone)."""
         self._due.pop(container_id, None)
+        self._queued.pop(container_id, None)
         self._overdue.discard(container_id)
         self._marks.pop(container_id, None)
         self._answers.pop(container_id, None)
@@ -167,3 +184,4 @@ class Lookouts:
     def _compact(self) -> None:
         self._heap = [(when, cid) for cid, when in self._due.items()]
         heapq.heapify(self._heap)
+        self._queued = dict(self._due)
