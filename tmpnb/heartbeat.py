@@ -169,11 +169,10 @@ class Heartbeat:
         listed = routes or {}
         routes_of: dict[str, dict] = {}
 
-        def file_route(path: str) -> None:
-            route = listed[path]
-            routes_of[route_container(path, route)] = route
+        def file_routes(paths: Sequence[str]) -> None:
+            routes_of.update({route_container(path, listed[path]): listed[path] for path in paths})
 
-        await self._slicer.each(list(listed), file_route)
+        await self._slicer.in_chunks(list(listed), file_routes)
         if routes is not None:
             await self._reconcile_routes(routes, routes_of, handed)
         if not flock.running:
@@ -182,11 +181,10 @@ class Heartbeat:
         still = set(flock.ids_in(HANDED_OUT))
         still_handed: list[str] = []
 
-        def keep(container_id: str) -> None:
-            if container_id in still:
-                still_handed.append(container_id)
+        def keep(container_ids: Sequence[str]) -> None:
+            still_handed.extend(cid for cid in container_ids if cid in still)
 
-        await self._slicer.each(handed, keep)
+        await self._slicer.in_chunks(handed, keep)
         handed = still_handed
         judging = time.thread_time()
         now = self._clock.seconds()
@@ -201,11 +199,11 @@ class Heartbeat:
             return 0, 0, 0.0
         looks: list[str] = []
 
-        def needs_look(container_id: str) -> None:
-            if container_id in due or lookouts.moved(container_id, routes_of.get(container_id)):
-                looks.append(container_id)
+        def needs_look(container_ids: Sequence[str]) -> None:
+            moved = lookouts.moved
+            looks.extend(cid for cid in container_ids if cid in due or moved(cid, routes_of.get(cid)))
 
-        if not await self._slicer.each(handed, needs_look, go_on=lambda: flock.running):
+        if not await self._slicer.in_chunks(handed, needs_look, go_on=lambda: flock.running):
             return len(handed), 0, time.thread_time() - judging
         unsure: list[str] = []  # those whose server's own activity could change the verdict
 
@@ -287,17 +285,17 @@ class Heartbeat:
         owned: set[str] = set()
         stray: list[str] = []
 
-        def own(container_id: str) -> None:
-            if self._flock.machine(container_id) is not None:
-                owned.add(container_id)
+        def own(container_ids: Sequence[str]) -> None:
+            machine = self._flock.machine
+            owned.update(cid for cid in container_ids if machine(cid) is not None)
 
-        await self._slicer.each(list(routes_of), own)
+        await self._slicer.in_chunks(list(routes_of), own)
 
-        def sort_stray(path: str) -> None:
-            if is_stray(path, routes[path], owned, self._spec.instance):
-                stray.append(path)
+        def sort_stray(paths: Sequence[str]) -> None:
+            instance = self._spec.instance
+            stray.extend(path for path in paths if is_stray(path, routes[path], owned, instance))
 
-        await self._slicer.each(list(routes), sort_stray)
+        await self._slicer.in_chunks(list(routes), sort_stray)
         for path in stray:
             log.info("deleting route {path}: it leads to no container of ours", path=path)
         if stray:
@@ -323,7 +321,7 @@ class Heartbeat:
             return
         flock.docker_answered()
         present: dict[str, Any] = {}
-        await self._slicer.each(records, lambda record: present.__setitem__(record.container_id, record))
+        await self._slicer.in_chunks(list(records), lambda chunk: present.update({r.container_id: r for r in chunk}))
         flock.gone(left_behind - present.keys())
 
         def check(container_id: str) -> None:
