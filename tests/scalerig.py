@@ -67,6 +67,7 @@ class SliceClock(Clock):
         self._heap: list[tuple[float, int, DelayedCall]] = []
         self._order = itertools.count()
         self._pending = 0
+        self._cancelled_entries = 0
         self.slices_run = 0
         self.cpu_run = 0.0
         self.longest = Slice(0.0, "")
@@ -91,7 +92,16 @@ class SliceClock(Clock):
         return call
 
     def _cancelled(self, call: DelayedCall) -> None:
-        self._pending -= 1  # its heap entry is skipped when it comes up
+        self._pending -= 1  # its heap entry is skipped when it comes up, or dropped (advance)
+        self._cancelled_entries += 1
+
+    def _drop_cancelled(self) -> None:
+        """Drop cancelled entries once they are most of the heap, between calls, as the reactor
+        does (ReactorBase.runUntilCurrent): a boot's spent deadline is not kept for 30 s."""
+        if self._cancelled_entries > 50 and self._cancelled_entries > len(self._heap) / 2:
+            self._heap = [e for e in self._heap if not (e[2].called or e[2].cancelled) and e[2].getTime() == e[0]]
+            heapq.heapify(self._heap)
+            self._cancelled_entries = 0
 
     def _reset(self, call: DelayedCall) -> None:
         heapq.heappush(self._heap, (call.getTime(), next(self._order), call))
@@ -108,6 +118,7 @@ class SliceClock(Clock):
 
     def advance(self, amount: float) -> None:
         self.rightNow += amount
+        self._drop_cancelled()
         heap = self._heap
         while heap and heap[0][0] <= self.rightNow:
             when, _, call = heapq.heappop(heap)

@@ -204,3 +204,43 @@ def test_a_server_is_asked_only_when_its_answer_could_change_the_verdict() -> No
     assert rig.servers.status_asked == [quiet]
     states = {c["container"]: c["state"] for c in rig.pool.containers()}
     assert states[busy] == "assigned" and states[quiet] == "idle"
+
+
+def test_passes_one_after_the_other_share_one_stretch() -> None:
+    # A heartbeat runs a dozen passes back to back in one reactor call: each must not get a
+    # budget of its own, or the call holds the reactor for all of them.
+    clock = Clock()
+    now = [0.0]
+
+    def act(item: int) -> None:
+        now[0] += 0.0002  # 32 items: 6.4 ms
+
+    slicer = Slicer(clock, budget=0.01, timer=lambda: now[0])
+
+    async def passes() -> None:
+        await slicer.each(range(32), act)  # 6.4 ms: no yield
+        await slicer.each(range(32), act)  # 12.8 ms since the stretch began: a yield
+
+    d = Deferred.fromCoroutine(passes())
+    assert slicer.yields == 1
+    run(clock, d)
+    assert slicer.yields == 1
+
+
+def test_a_pass_after_a_yield_starts_a_stretch_of_its_own() -> None:
+    clock = Clock()
+    now = [0.0]
+
+    def act(item: int) -> None:
+        now[0] += 0.0002
+
+    slicer = Slicer(clock, budget=0.01, timer=lambda: now[0])
+
+    async def passes() -> None:
+        await slicer.each(range(32), act)
+        await slicer.breathe()
+        await slicer.each(range(32), act)  # 6.4 ms of its own: no yield
+
+    d = Deferred.fromCoroutine(passes())
+    run(clock, d)
+    assert slicer.yields == 1

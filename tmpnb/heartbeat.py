@@ -27,14 +27,17 @@ from twisted.python.failure import Failure
 
 from tmpnb import sockets
 from tmpnb.config import ContainerSpec, PoolConfig
+from tmpnb.due import Lookouts
 from tmpnb.faults import log_fault
 from tmpnb.judging import (
     Active,
+    Verdict,
     changes_anything,
+    is_stray,
     latest_activity,
-    routes_by_container,
-    settled_without_status,
-    stray_routes,
+    route_container,
+    settled_on,
+    timestamp,
     verdict,
 )
 from tmpnb.slices import Slicer
@@ -115,6 +118,8 @@ class Heartbeat:
         self._ask_statuses = ask_statuses
         self._spec = spec
         self._config = config
+        # When each handed-out container next needs a look, and its server's kept answer.
+        self._lookouts = Lookouts(config)
 
     def sweep(self) -> Deferred[None]:
         """One heartbeat: reconcile with Docker and the proxy, then judge every handed-out
@@ -128,20 +133,22 @@ class Heartbeat:
         # counts whatever else the reactor did meanwhile (visitors, boots): an upper bound.
         # Judging is done in stretches (tmpnb/slices.py); `yields` counts the turns given back.
         began, cpu_began, yields = self._clock.seconds(), time.thread_time(), self._slicer.yields
-        count, judging = await self._judge_handed_out()
+        count, looked, judging = await self._judge_handed_out()
         log.info(
-            "heartbeat over {count} handed-out containers took {wall:.3f}s, {cpu_ms:.1f} ms of"
-            " reactor CPU ({judge_ms:.1f} ms judging them), yielding to the reactor {yields} times",
+            "heartbeat over {count} handed-out containers ({looked} due for a look) took {wall:.3f}s,"
+            " {cpu_ms:.1f} ms of reactor CPU ({judge_ms:.1f} ms judging them), yielding to the reactor"
+            " {yields} times",
             count=count,
+            looked=looked,
             wall=self._clock.seconds() - began,
             cpu_ms=(time.thread_time() - cpu_began) * 1000,
             judge_ms=judging * 1000,
             yields=self._slicer.yields - yields,
         )
 
-    async def _judge_handed_out(self) -> tuple[int, float]:
-        """Reconcile, then judge every handed-out container: how many were judged, and the
-        thread CPU seconds the judging took."""
+    async def _judge_handed_out(self) -> tuple[int, int, float]:
+        """Reconcile, then judge the handed-out containers whose verdict could change: how
+        many are handed out, how many were looked at, and the thread CPU seconds that took."""
         flock = self._flock
         # Judged only if handed out before we asked: one handed out meanwhile may be missing
         # from the answers without anything being wrong.
@@ -153,63 +160,112 @@ class Heartbeat:
             log_fault(log, Failure(), "listing the proxy's routes")
             routes = None
         if not flock.running:  # a stop meanwhile: the routes it kept are not strays
-            return 0, 0.0
+            return 0, 0, 0.0
         # Each pass over every container below starts a stretch of its own (tmpnb/slices.py).
         await self._slicer.between(len(handed))
-        routes_of = routes_by_container(routes or {})
+        # Sliced too: at 20,000 routes each of these dict-building passes is ≈10 ms. Over the
+        # paths, not the items: 20,000 (path, route) tuples alive across the stretches are
+        # as many more objects for a full collection to walk.
+        listed = routes or {}
+        routes_of: dict[str, dict] = {}
+
+        def file_routes(paths: Sequence[str]) -> None:
+            routes_of.update({route_container(path, listed[path]): listed[path] for path in paths})
+
+        await self._slicer.in_chunks(list(listed), file_routes)
         if routes is not None:
             await self._reconcile_routes(routes, routes_of, handed)
         if not flock.running:
-            return 0, 0.0
+            return 0, 0, 0.0
         await self._slicer.between(len(handed))
         still = set(flock.ids_in(HANDED_OUT))
-        handed = [cid for cid in handed if cid in still]
-        if not handed:
-            return 0, 0.0
-        judging, judged_cpu = time.thread_time(), 0.0
+        still_handed: list[str] = []
+
+        def keep(container_ids: Sequence[str]) -> None:
+            still_handed.extend(cid for cid in container_ids if cid in still)
+
+        await self._slicer.in_chunks(handed, keep)
+        handed = still_handed
+        judging = time.thread_time()
         now = self._clock.seconds()
+        config, lookouts = self._config, self._lookouts
+        # Only those whose verdict could change are judged (tmpnb/due.py): those whose time
+        # came and those whose route moved. The rest would be given the verdict they have.
+        await self._slicer.each(lookouts.come_due(now), lambda container_id: None)
+        due = lookouts.overdue
+        for container_id in [cid for cid in due if cid not in still]:
+            lookouts.forget(container_id)  # culled, or gone, since its look was planned
+        if not handed:
+            return 0, 0, 0.0
+        looks: list[str] = []
+
+        def needs_look(container_ids: Sequence[str]) -> None:
+            moved = lookouts.moved
+            looks.extend(cid for cid in container_ids if cid in due or moved(cid, routes_of.get(cid)))
+
+        if not await self._slicer.in_chunks(handed, needs_look, go_on=lambda: flock.running):
+            return len(handed), 0, time.thread_time() - judging
         unsure: list[str] = []  # those whose server's own activity could change the verdict
+
+        def conclude(container_id: str, machine: ContainerInputs, seen: dict[str, Any], judged: Verdict,
+                     activity: float | None) -> None:
+            if activity is not None and activity > (seen["last_activity"] or 0):
+                flock.saw_activity(container_id, activity)
+            if changes_anything(seen, judged):
+                judged.apply(machine)
+            lookouts.judged(container_id, seen, routes_of.get(container_id), judged, now)
 
         def judge_on_what_is_known(container_id: str) -> None:
             machine = flock.machine(container_id)
             if machine is None:  # removed meanwhile
+                lookouts.forget(container_id)
                 return
             seen = machine.describe()
-            known = settled_without_status(seen, routes_of.get(container_id), now, self._config)
-            if known is None:
+            route = routes_of.get(container_id)
+            without_server = latest_activity(seen, route, None)
+            known = settled_on(seen, without_server, now, config)
+            if known is not None:
+                conclude(container_id, machine, seen, known, known.when if isinstance(known, Active) else None)
+                return
+            kept = lookouts.cached_activity(container_id, seen, route, without_server, now)
+            if kept is None:
                 unsure.append(container_id)
                 return
-            if isinstance(known, Active) and known.when > (seen["last_activity"] or 0):
-                flock.saw_activity(container_id, known.when)
-            if changes_anything(seen, known):
-                known.apply(machine)
+            activity = max(without_server, kept)
+            conclude(container_id, machine, seen, verdict(seen["assigned_at"], activity, now, config), activity)
 
         # A stop meanwhile culls every machine itself: the rest need no verdict.
-        if not await self._slicer.each(handed, judge_on_what_is_known, go_on=lambda: flock.running):
-            return len(handed), time.thread_time() - judging
+        if not await self._slicer.each(looks, judge_on_what_is_known, go_on=lambda: flock.running):
+            return len(handed), len(looks), time.thread_time() - judging
         judged_cpu = time.thread_time() - judging
         if not unsure:
-            return len(handed), judged_cpu
-        statuses = await server_statuses(
-            self._ask_statuses, self._spec, {cid: flock.token(cid) for cid in unsure}, self._slicer
-        )
+            return len(handed), len(looks), judged_cpu
+        tokens: dict[str, str] = {}
+
+        def token_of(container_id: str) -> None:
+            tokens[container_id] = flock.token(container_id)
+
+        await self._slicer.each(unsure, token_of)
+        statuses = await server_statuses(self._ask_statuses, self._spec, tokens, self._slicer)
         judging = time.thread_time()
         now = self._clock.seconds()
 
         def judge(container_id: str) -> None:
             machine = flock.machine(container_id)
             if machine is None:  # removed while we asked (or while judging yielded)
+                lookouts.forget(container_id)
                 return
             seen = machine.describe()
-            activity = latest_activity(seen, routes_of.get(container_id), statuses.get(container_id))
-            if activity > (seen["last_activity"] or 0):
-                flock.saw_activity(container_id, activity)
-            judged = verdict(seen["assigned_at"], activity, now, self._config)
-            if changes_anything(seen, judged):
-                judged.apply(machine)
+            route = routes_of.get(container_id)
+            without_server = latest_activity(seen, route, None)
+            status = statuses.get(container_id)
+            from_server = None if status is None else timestamp(status.get("last_activity"))
+            lookouts.answered(container_id, seen, route, without_server, from_server)
+            activity = without_server if from_server is None else max(without_server, from_server)
+            conclude(container_id, machine, seen, verdict(seen["assigned_at"], activity, now, config), activity)
 
         await self._slicer.each(unsure, judge, go_on=lambda: flock.running)
-        return len(handed), judged_cpu + time.thread_time() - judging
+        return len(handed), len(looks), judged_cpu + time.thread_time() - judging
 
     async def _reconcile_routes(
         self, routes: dict[str, dict], routes_of: dict[str, dict], handed: list[str]
@@ -226,8 +282,20 @@ class Heartbeat:
 
         await self._slicer.each(handed, restore)
         await self._slicer.between(len(routes))
-        owned = {cid for cid in routes_of if self._flock.machine(cid) is not None}
-        stray = stray_routes(routes, owned, self._spec.instance)
+        owned: set[str] = set()
+        stray: list[str] = []
+
+        def own(container_ids: Sequence[str]) -> None:
+            machine = self._flock.machine
+            owned.update(cid for cid in container_ids if machine(cid) is not None)
+
+        await self._slicer.in_chunks(list(routes_of), own)
+
+        def sort_stray(paths: Sequence[str]) -> None:
+            instance = self._spec.instance
+            stray.extend(path for path in paths if is_stray(path, routes[path], owned, instance))
+
+        await self._slicer.in_chunks(list(routes), sort_stray)
         for path in stray:
             log.info("deleting route {path}: it leads to no container of ours", path=path)
         if stray:
@@ -252,7 +320,8 @@ class Heartbeat:
         if not flock.running:  # stopped while Docker took its time: the stop has its own say
             return
         flock.docker_answered()
-        present = {record.container_id: record for record in records}
+        present: dict[str, Any] = {}
+        await self._slicer.in_chunks(list(records), lambda chunk: present.update({r.container_id: r for r in chunk}))
         flock.gone(left_behind - present.keys())
 
         def check(container_id: str) -> None:
@@ -328,12 +397,11 @@ async def server_statuses(
     asks: list[StatusAsk] = []
     statuses: dict[str, dict[str, Any]] = {}
 
-    def ask(item: tuple[str, str]) -> None:
-        cid, token = item
-        asks.append(StatusAsk(cid, sockets.socket_path(spec, cid), f"/user/{cid}/", token))
+    def ask(cid: str) -> None:
+        asks.append(StatusAsk(cid, sockets.socket_path(spec, cid), f"/user/{cid}/", tokens[cid]))
 
-    def sort(item: tuple[str, Any]) -> None:
-        container_id, answer = item
+    def sort(container_id: str) -> None:
+        answer = answers[container_id]
         if isinstance(answer, Exception):
             log.info("no status from {container}: {cause}", container=container_id, cause=repr(answer))
         else:
@@ -346,11 +414,11 @@ async def server_statuses(
         else:
             await slicer.each(items, act)
 
-    await each(list(tokens.items()), ask)
+    await each(list(tokens), ask)  # keys: (key, value) tuples would be objects to walk
     try:
         answers = await ask_statuses(asks)
     except Exception:
         log_fault(log, Failure(), "asking the servers for their status")
         return {}
-    await each(list(answers.items()), sort)
+    await each(list(answers), sort)
     return statuses

@@ -46,9 +46,14 @@ def route_activity(last_activity: float | None, route_added_at: float | None) ->
     return last_activity if last_activity > route_added_at + ROUTE_ADDED_SLACK else None
 
 
+def route_container(path: str, data: dict) -> str:
+    """The container a route of the proxy leads to (its id is the path's end)."""
+    return str(data.get("container") or path.rsplit("/", 1)[-1])
+
+
 def routes_by_container(routes: dict[str, dict]) -> dict[str, dict]:
-    """The proxy's routes keyed by the container they lead to (its id is the path's end)."""
-    return {str(data.get("container") or path.rsplit("/", 1)[-1]): data for path, data in routes.items()}
+    """The proxy's routes keyed by the container they lead to."""
+    return {route_container(path, data): data for path, data in routes.items()}
 
 
 def latest_activity(seen: dict[str, Any], route: dict | None, status: dict | None) -> float:
@@ -105,11 +110,15 @@ def settled_without_status(seen: dict[str, Any], route: dict | None, now: float,
     active: one active on what the proxy and earlier heartbeats saw stays active, one too
     old is culled whatever it did. Only the others need their server asked (at 20,000
     containers each ask is ≈75 µs of the reactor's CPU: benchmarks/scale.py)."""
+    return settled_on(seen, latest_activity(seen, route, None), now, config)
+
+
+def settled_on(seen: dict[str, Any], known: float, now: float, config: PoolConfig) -> Verdict | None:
+    """settled_without_status, given `known`: latest_activity(seen, route, None)."""
     assigned_at = seen["assigned_at"]
     if assigned_at is not None and now - assigned_at >= config.cull_max:
         return verdict(assigned_at, now, now, config)
-    activity = latest_activity(seen, route, None)
-    return Active(activity) if now - activity < config.cull_period else None
+    return Active(known) if now - known < config.cull_period else None
 
 
 def changes_anything(seen: dict[str, Any], verdict: Verdict) -> bool:
@@ -128,13 +137,16 @@ def changes_anything(seen: dict[str, Any], verdict: Verdict) -> bool:
 def stray_routes(routes: dict[str, dict], owned: Collection[str], instance: str) -> list[str]:
     """Routes under /user/ that lead to no container we own: ours, or carrying no instance
     at all (they point nowhere). Routes another tmpnb instance labelled are never ours."""
-    return [
-        path
-        for path, data in routes.items()
-        if path.startswith("/user/")
+    return [path for path, data in routes.items() if is_stray(path, data, owned, instance)]
+
+
+def is_stray(path: str, data: dict, owned: Collection[str], instance: str) -> bool:
+    """Whether one route is stray (see stray_routes)."""
+    return (
+        path.startswith("/user/")
         and data.get("instance", instance) == instance
         and str(data.get("container") or path[len("/user/"):]) not in owned
-    ]
+    )
 
 
 def sort_leftovers(

@@ -153,9 +153,8 @@ class InProcessProxyAPI:
         cutoff = None if since is None else to_millis(since)
 
         def render(path: str) -> None:
-            data = routes.get(path)
-            last = routes.last_activity(path)
-            if data is not None and last is not None and (cutoff is None or to_millis(last) < cutoff):
+            data = routes.listed(path, cutoff)
+            if data is not None:
                 listed[path] = data
 
         await self._slicer.each(routes.paths(), render)

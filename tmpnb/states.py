@@ -412,6 +412,10 @@ def wait_until_ready(
         boot.readiness = None
         if boot.deadline is not None and boot.deadline.active():
             boot.deadline.cancel()
+        # automat keeps a state's data after the machine left it: a pooled or assigned
+        # machine would keep its boot's spent timer (and the 3 bound methods it holds) for
+        # the garbage collector to walk at every full collection (benchmarks/scale.py).
+        boot.deadline = None
         if isinstance(result, Failure):
             if result.check(CancelledError) and boot.cancel_cause is not None:
                 boot.last_error = BootFailure(boot.cancel_cause)

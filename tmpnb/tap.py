@@ -28,7 +28,7 @@ from twisted.web.server import Site
 from tmpnb.admin import AdminResource
 from tmpnb.assignments import AssignmentMarks, assigned_dir
 from tmpnb.clients import ClientGate, SharePolicy, make_gate
-from tmpnb.collector import freeze_startup_objects
+from tmpnb.collector import freeze_startup_objects, freezer_service
 from tmpnb.config import DEFAULT_COMMAND, DEFAULT_IMAGE, ContainerSpec, PoolConfig
 from tmpnb.dockerapi import DockerAPI, docker_client_factory, make_docker_threadpool
 from tmpnb.endpoints import default_proxy_api_listen, orchestrator_endpoint
@@ -311,8 +311,10 @@ def makeService(options: Options, reactor: Any = None, environ: dict[str, str] |
     if options["admin-port"]:
         _admin(reactor, options, environ, pool, health, metrics, sharing).setServiceParent(top)
     _named(health_checks(reactor, docker, proxy, health), "health-check").setServiceParent(top)
-    # What exists once everything is built is never garbage: out of every full collection.
+    # What exists once everything is built is never garbage: out of every full collection;
+    # and what lives on (the containers' state) out of them too, once a minute (tmpnb/collector.py).
     reactor.callWhenRunning(freeze_startup_objects)
+    _named(freezer_service(reactor), "gc-freezer").setServiceParent(top)
     return top
 
 
