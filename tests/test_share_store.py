@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -112,6 +114,68 @@ def test_a_reopened_store_keeps_its_shares():
     again = open_store(path)
     assert again.get("s1").name == "x.ipynb"
     again.close()
+
+
+def test_a_share_keeps_the_flavor_it_was_made_in_and_an_unknown_one_is_none(store):
+    share, content = a_share("s1", b"course")
+    store.add(replace(share, flavor="beta"), content)
+    store.add(*a_share("s2", b"old", created=50.0))
+    assert store.get("s1").flavor == "beta"
+    assert store.get("s2").flavor is None
+    assert [s.flavor for s in store.from_container("abc", now=150.0)] == ["beta", None]
+
+
+# What a tmpnb before flavors made: the shares table without its flavor column.
+OLD_SHARES_TABLE = (
+    "CREATE TABLE shares (id TEXT PRIMARY KEY, content_hash TEXT NOT NULL,"
+    " delete_key_hash TEXT NOT NULL, container TEXT NOT NULL, name TEXT NOT NULL,"
+    " created DOUBLE PRECISION NOT NULL, expires DOUBLE PRECISION, deleted DOUBLE PRECISION,"
+    " size INTEGER NOT NULL)"
+)
+OLD_ROW = ("old1", "h" * 64, "keyhash-old1", "abc", "old.ipynb", 100.0, 1000.0, None, 3)
+
+
+def old_sqlite_database() -> str:
+    path = os.path.join(tempfile.mkdtemp(prefix="tnbsq"), "shares.sqlite3")
+    connection = sqlite3.connect(path)
+    connection.execute(OLD_SHARES_TABLE)
+    connection.execute("CREATE TABLE notebooks (hash TEXT PRIMARY KEY, content BLOB NOT NULL)")
+    connection.execute("INSERT INTO shares VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", OLD_ROW)
+    connection.execute("INSERT INTO notebooks VALUES (?, ?)", ("h" * 64, b"old"))
+    connection.commit()
+    connection.close()
+    return path
+
+
+def old_postgres_database(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url) as connection:
+        connection.execute("DROP TABLE IF EXISTS shares, notebooks")
+        connection.execute(OLD_SHARES_TABLE)
+        connection.execute("CREATE TABLE notebooks (hash TEXT PRIMARY KEY, content BYTEA NOT NULL)")
+        connection.execute("INSERT INTO shares VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)", OLD_ROW)
+        connection.execute("INSERT INTO notebooks VALUES (%s, %s)", ("h" * 64, b"old"))
+    return url
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_an_old_database_gains_the_flavor_column_at_start_and_keeps_its_shares(request, kind):
+    if kind == "sqlite":
+        where = old_sqlite_database()
+    else:
+        where = old_postgres_database(request.getfixturevalue("postgres_url"))
+    for round in range(2):  # and starting again on the upgraded database changes nothing
+        store = open_store(where)
+        try:
+            old = store.get("old1")
+            assert old == Share(*OLD_ROW) and old.flavor is None
+            assert store.content("h" * 64) == b"old"
+            share, content = a_share(f"new{round}", b"new")
+            store.add(replace(share, flavor="beta"), content)
+            assert store.get(f"new{round}").flavor == "beta"
+        finally:
+            store.close()
 
 
 # -- without the driver -------------------------------------------------------------------

@@ -122,11 +122,15 @@ class Sharing:
 
     # -- sharing
 
-    def _server_token(self, container_id: str) -> str | None:
+    def _server(self, container_id: str) -> tuple[str | None, str | None]:
+        """The token of a visitor's server (None: no visitor's server) and its flavor."""
         machine = self._servers.machine(container_id)
-        if machine is None or machine.describe()["state"] not in HANDED_OUT:
-            return None
-        return self._servers.token(container_id) or None
+        if machine is None:
+            return None, None
+        described = machine.describe()
+        if described["state"] not in HANDED_OUT:
+            return None, None
+        return self._servers.token(container_id) or None, described.get("flavor")
 
     def expiry(self, expires_days: Any) -> float:
         """Seconds from now until a share expires; Rejected for a nonsense request."""
@@ -147,7 +151,7 @@ class Sharing:
             raise Rejected('"url" must be a string')
         container_id, path = contents.parse_notebook_url(url)
         lifetime = self.expiry(expires_days)
-        expected = self._server_token(container_id)
+        expected, flavor = self._server(container_id)
         if expected is None or not hmac.compare_digest(expected.encode(), token.encode()):
             raise Forbidden(container_id)
         now = self.clock.seconds()
@@ -164,7 +168,7 @@ class Sharing:
         snap = await self._run(snapshot, raw, self.settings.max_bytes, outputs)
         key = secrets.token_urlsafe(24)
         share = Share(self._new_id(), snap.content_hash, key_hash(key), container_id, posixpath.basename(path),
-                      now, now + lifetime, size=len(snap.content))
+                      now, now + lifetime, size=len(snap.content), flavor=flavor)
         await self._run(self._store.add, share, snap.content)
         self._event("shared", share, bytes=share.size, outputs=outputs)
         return Created(share, key)

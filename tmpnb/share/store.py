@@ -31,6 +31,7 @@ class Share:
     expires: float | None
     deleted: float | None = None
     size: int = 0
+    flavor: str | None = None  # the flavor of the server it was shared from; None: shared before flavors
 
     def live(self, now: float) -> bool:
         return self.deleted is None and (self.expires is None or now < self.expires)
@@ -67,7 +68,7 @@ class ShareStore(Protocol):
     def close(self) -> None: ...
 
 
-_COLUMNS = "id, content_hash, delete_key_hash, container, name, created, expires, deleted, size"
+_COLUMNS = "id, content_hash, delete_key_hash, container, name, created, expires, deleted, size, flavor"
 
 
 def _share(row: Any) -> Share:
@@ -90,7 +91,7 @@ class _SQLStore:
             "CREATE TABLE IF NOT EXISTS shares (id TEXT PRIMARY KEY, content_hash TEXT NOT NULL,"
             " delete_key_hash TEXT NOT NULL, container TEXT NOT NULL, name TEXT NOT NULL,"
             " created DOUBLE PRECISION NOT NULL, expires DOUBLE PRECISION, deleted DOUBLE PRECISION,"
-            " size INTEGER NOT NULL)",
+            " size INTEGER NOT NULL, flavor TEXT)",
             "CREATE INDEX IF NOT EXISTS shares_by_container ON shares (container, created)",
             "CREATE INDEX IF NOT EXISTS shares_by_hash ON shares (content_hash)",
             # One row per share attempt in the last hour: the quotas count these.
@@ -100,6 +101,14 @@ class _SQLStore:
             "CREATE INDEX IF NOT EXISTS share_attempts_by_time ON share_attempts (at)",
         ]
 
+    def _add_missing_columns(self, cur: Any) -> None:
+        """Bring a database made by an older tmpnb up to this schema (its rows kept)."""
+
+    def _create(self, cur: Any) -> None:
+        for statement in self._schema():
+            cur.execute(statement)
+        self._add_missing_columns(cur)
+
     def _q(self, sql: str) -> str:
         return sql.replace("?", self._param)
 
@@ -107,9 +116,9 @@ class _SQLStore:
         with self._cursor() as cur:
             cur.execute(self._q("INSERT INTO notebooks (hash, content) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING"),
                         (share.content_hash, content))
-            cur.execute(self._q(f"INSERT INTO shares ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            cur.execute(self._q(f"INSERT INTO shares ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
                         (share.id, share.content_hash, share.delete_key_hash, share.container, share.name,
-                         share.created, share.expires, share.deleted, share.size))
+                         share.created, share.expires, share.deleted, share.size, share.flavor))
 
     def get(self, share_id: str) -> Share | None:
         with self._cursor() as cur:
@@ -214,11 +223,16 @@ class SQLiteStore(_SQLStore):
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._lock = threading.Lock()
         with self._cursor() as cur:
-            for statement in self._schema():
-                cur.execute(statement)
+            self._create(cur)
 
     def _cursor(self) -> _Transaction:
         return _Transaction(self._lock, self._connection)
+
+    def _add_missing_columns(self, cur: Any) -> None:
+        # SQLite has no ADD COLUMN IF NOT EXISTS: look first.
+        cur.execute("PRAGMA table_info(shares)")
+        if "flavor" not in {row[1] for row in cur.fetchall()}:
+            cur.execute("ALTER TABLE shares ADD COLUMN flavor TEXT")
 
     def _serialize_quota(self, cur: Any) -> None:
         # The write lock now, not at the INSERT: another process on the same file waits here.
@@ -248,14 +262,16 @@ class PostgresStore(_SQLStore):
         with self._cursor() as cur:
             # Two nodes starting at once must not race on CREATE TABLE.
             cur.execute("SELECT pg_advisory_xact_lock(7281)")
-            for statement in self._schema():
-                cur.execute(statement)
+            self._create(cur)
 
     def _cursor(self) -> _Transaction:
         if self._connection.closed or self._connection.broken:
             # The server restarted, or a network blip: the next call gets a fresh connection.
             self._connection = self._psycopg.connect(self._url)
         return _Transaction(self._lock, self._connection)
+
+    def _add_missing_columns(self, cur: Any) -> None:
+        cur.execute("ALTER TABLE shares ADD COLUMN IF NOT EXISTS flavor TEXT")
 
     def _serialize_quota(self, cur: Any) -> None:
         # Every node's reservations, one at a time (READ COMMITTED alone lets two counts pass).

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timezone
+from html import escape
 from typing import Any
 from urllib.parse import quote
 
@@ -25,6 +26,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from tmpnb.clients import Refusal
 from tmpnb.clients.answers import refused_page
 from tmpnb.faults import cause_of, is_expected, log_fault
+from tmpnb.flavors import Flavor
 from tmpnb.http import replies
 from tmpnb.http.auth import given_token
 from tmpnb.http.methods import OnlyAllowed
@@ -292,7 +294,19 @@ class RemixPage(OnlyAllowed):
             return not_found(request)
         if not self._sharing.live(share):
             return ended_page(request, share)
-        return replies.html(request, 200, render_page("share_remix", f"Remix {share.name}", id=share.id, notebook=share.name))
+        flavor, served = self._flavor(share)
+        note = "" if served else (f'<p class="quiet">This notebook was made in the flavor "{escape(share.flavor or "")}",'
+                                  " which this server does not offer: it opens in the default one.</p>")
+        return replies.html(request, 200, render_page("share_remix", f"Remix {share.name}", markup={"note": note},
+                                                      id=share.id, notebook=share.name))
+
+    def _flavor(self, share: Share) -> tuple[Flavor | None, bool]:
+        """The flavor to remix `share` into (None: the node's default), and whether that is the
+        flavor it was shared from. A share older than flavors (no flavor) is the default's."""
+        if share.flavor is None:
+            return None, True
+        flavor = self._handout.flavors.get(share.flavor)
+        return flavor, flavor is not None
 
     async def _remix(self, request: Request, share_id: str) -> bytes:
         share = await self._sharing.get(share_id)
@@ -303,8 +317,10 @@ class RemixPage(OnlyAllowed):
         content = await self._sharing.content(share)
         if content is None:
             return ended_page(request, share)
-        # A pooled container, through the same line /spawn uses; a remix does not queue in it.
-        ticket = self._handout.take(request, "notebooks/" + quote(share.name, safe=""), join=False)
+        # A pooled container of the flavor it was shared from (the default when this node lacks
+        # it: the remix page said so), through the same line /spawn uses; a remix does not queue.
+        flavor, _ = self._flavor(share)
+        ticket = self._handout.take(request, "notebooks/" + quote(share.name, safe=""), join=False, flavor=flavor)
         if isinstance(ticket, Refusal):  # not a navigation, or over the client's share
             return refused_page(request, ticket)
         if ticket is None:
