@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from dataclasses import dataclass
 from urllib.parse import quote
 
 import websocket
 
-from tmpnb_process import TmpnbError, auth, call
+from tmpnb_process import TmpnbError, auth, call, send_execute_request
 
 
 @dataclass
@@ -71,14 +70,7 @@ def run_notebook(base: str, prefix: str, token: str, path: str, timeout: float =
 
 def execute_cell(ws: websocket.WebSocket, code: str, timeout: float) -> list[dict]:
     """Run `code` on an open kernel channels websocket; its outputs, nbformat-shaped."""
-    msg_id = uuid.uuid4().hex
-    ws.send(json.dumps({
-        "header": {"msg_id": msg_id, "username": "it", "session": uuid.uuid4().hex,
-                   "msg_type": "execute_request", "version": "5.3"},
-        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-        "content": {"code": code, "silent": False, "store_history": True,
-                    "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
-    }))
+    msg_id = send_execute_request(ws, code, store_history=True)  # as the notebook UI runs a cell
     outputs: list[dict] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

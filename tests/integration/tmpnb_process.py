@@ -342,17 +342,23 @@ def execute(base: str, prefix: str, token: str, kernel_id: str, code: str, timeo
         ws.close()
 
 
-def execute_on(ws: websocket.WebSocket, code: str, timeout: float = 60) -> str | None:
-    """Run `code` on an open kernel channels websocket; the text/plain result (None for a
-    statement without a value). A Python error raises TmpnbError."""
+def send_execute_request(ws: websocket.WebSocket, code: str, store_history: bool) -> str:
+    """Send `code` as a Jupyter execute_request on a kernel channels websocket; its msg_id."""
     msg_id = uuid.uuid4().hex
     ws.send(json.dumps({
         "header": {"msg_id": msg_id, "username": "it", "session": uuid.uuid4().hex,
                    "msg_type": "execute_request", "version": "5.3"},
         "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-        "content": {"code": code, "silent": False, "store_history": False,
+        "content": {"code": code, "silent": False, "store_history": store_history,
                     "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
     }))
+    return msg_id
+
+
+def execute_on(ws: websocket.WebSocket, code: str, timeout: float = 60) -> str | None:
+    """Run `code` on an open kernel channels websocket; the text/plain result (None for a
+    statement without a value). A Python error raises TmpnbError."""
+    msg_id = send_execute_request(ws, code, store_history=False)
     result = None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -23,7 +23,7 @@ from tmpnb.content.naming import check_repository_name, content_hash, image_name
 from tmpnb.content.recipe import ERROR_MARK, HOME_MARK, make_recipe, write_context
 from tmpnb.content.requirements import SERVER_LOCK, server_pins
 from tmpnb.content.source import checked_out, is_url
-from tmpnb.image.build import Say, ensure_image
+from tmpnb.image.build import Say, ensure_image, find_labelled_image
 
 CONTENT_LABEL = "org.tmpnb.content"
 SOURCE_LABEL = "org.tmpnb.content-source"
@@ -39,10 +39,7 @@ def _quiet(message: str) -> None:
 
 def find_content_image(client: DockerClient, name: str, digest: str) -> str | None:
     """The id of the image tagged `name` that was built from content `digest`, if any."""
-    for image in client.images.list(filters={"label": f"{CONTENT_LABEL}={digest}"}):
-        if name in image.tags:
-            return image.id
-    return None
+    return find_labelled_image(client, name, CONTENT_LABEL, digest)
 
 
 def ensure_content_image(

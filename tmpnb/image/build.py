@@ -103,12 +103,17 @@ def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
     return DEFAULT_MIRROR
 
 
-def find_recipe_image(client: DockerClient, name: str, digest: str) -> str | None:
-    """The id of the image tagged `name` that was built from the recipe `digest`, if any."""
-    for image in client.images.list(filters={"label": f"{RECIPE_LABEL}={digest}"}):
+def find_labelled_image(client: DockerClient, name: str, label: str, digest: str) -> str | None:
+    """The id of the image tagged `name` whose `label` says it was built from `digest`, if any."""
+    for image in client.images.list(filters={"label": f"{label}={digest}"}):
         if name in image.tags:
             return image.id
     return None
+
+
+def find_recipe_image(client: DockerClient, name: str, digest: str) -> str | None:
+    """The id of the image tagged `name` that was built from the recipe `digest`, if any."""
+    return find_labelled_image(client, name, RECIPE_LABEL, digest)
 
 
 def ensure_image(
