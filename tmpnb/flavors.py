@@ -13,7 +13,6 @@ node's one --capacity. A flavor's name reaches Docker as the container label FLA
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,11 +20,11 @@ from typing import Any
 from urllib.parse import quote
 
 from tmpnb.dockerrecipe import FLAVOR_LABEL
+from tmpnb.options import flavor_name
 
 __all__ = ["DEFAULT_FLAVOR", "FLAVOR_LABEL", "Flavor", "FlavorError", "Flavors", "parse_flavor", "flavors_from_options"]
 
 DEFAULT_FLAVOR = "default"
-_NAME = re.compile(r"[a-z0-9-]{1,32}\Z")
 _KEYS = ("pool-size", "landing", "static-dir")
 _SEGMENT_SAFE = "!$&'()*+,;=:@~"  # as tmpnb.web.paths: RFC 3986's unencoded segment characters
 MAX_LANDING = 1024
@@ -45,7 +44,7 @@ class Flavor:
 
 
 def valid_name(name: str) -> bool:
-    return bool(_NAME.match(name))
+    return flavor_name(name) is not None
 
 
 def landing_path(text: str) -> str:

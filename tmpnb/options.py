@@ -6,6 +6,8 @@ Standard library only: the redirector's tap imports this, and must not load the 
 
 from __future__ import annotations
 
+import re
+
 # Secrets travel in the environment, never on the command line (ps shows it to everyone).
 PROXY_TOKEN_VARIABLE = "CONFIGPROXY_AUTH_TOKEN"
 API_TOKEN_VARIABLE = "API_AUTH_TOKEN"
@@ -31,3 +33,13 @@ def optional_int(value: str) -> int | None:
 def endpoint_or_port(value: str) -> str:
     """tmpnb's --admin-port took a port number: keep that working, on loopback."""
     return f"tcp:{int(value)}:interface=127.0.0.1" if value.isdigit() else value
+
+
+# A flavor's name (--flavor NAME=IMAGE), as nodes accept it and the redirector believes it: short
+# and plain, so that it can stand in a URL, a page, a label and a metric label unescaped.
+FLAVOR_NAME = re.compile(r"[a-z0-9-]{1,32}")
+
+
+def flavor_name(value: object) -> str | None:
+    """`value` if it is a well-formed flavor name, else None."""
+    return value if isinstance(value, str) and FLAVOR_NAME.fullmatch(value) else None

@@ -15,19 +15,14 @@ its report, with the reason kept for one warning per change.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
-FLAVOR_NAME = re.compile(r"[a-z0-9-]{1,32}")
+from tmpnb.options import flavor_name
+
 MAX_FLAVORS = 64  # per node: a report with more keeps the first 64 names (sorted)
 MAX_IMAGE = 200  # characters of a flavor's image name kept for the admin listener
 MAX_COUNT = 1_000_000  # a larger count is taken as this: a weight must stay a float
-
-
-def flavor_name(value: object) -> str | None:
-    """`value` if it is a well-formed flavor name, else None."""
-    return value if isinstance(value, str) and FLAVOR_NAME.fullmatch(value) else None
 
 
 @dataclass(frozen=True)

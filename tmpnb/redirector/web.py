@@ -31,7 +31,7 @@ from tmpnb.http.replies import departure
 from tmpnb.http.tree import ApiBranch, Root, RobotsTxt
 from tmpnb.pages import render_page
 from tmpnb.redirector.choosing import candidates, choose, flavors_served
-from tmpnb.redirector.flavors import flavor_name
+from tmpnb.options import flavor_name
 from tmpnb.redirector.metrics import Metrics
 from tmpnb.redirector.nodes import Node, NodeTable
 
