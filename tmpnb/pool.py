@@ -102,11 +102,11 @@ class Pool(Service):
         flavors: Flavors | None = None,
         flavor_wait_ready: Mapping[str, WaitReady] | None = None,
     ) -> None:
-        self._reactor = reactor
+        self._reactor = reactor  # a Clock in tests: readiness is the only user of more
         # Without flavors: the one flavor `default`, of spec.image and config.pool_size.
         self.flavors = Flavors.single(spec.image, config.pool_size) if flavors is None else flavors
         self._specs = {f.name: replace(spec, image=f.image, flavor=f.name) for f in self.flavors}
-        spec = self._specs[self.flavors.default]  # a Clock in tests: readiness is the only user of more
+        spec = self._specs[self.flavors.default]
         # With marks, every assignment is recorded on the host and the record goes with the
         # container (tmpnb/assignments.py): adoption then never pools a visitor's container.
         self._marks = assignment_marks
