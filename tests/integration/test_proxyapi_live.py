@@ -15,7 +15,6 @@ import importlib.util
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ from twisted.internet.task import deferLater
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from tmpnb.proxyapi import make_chp_client
+
+from listenports import listen_port
 
 REPO = Path(__file__).resolve().parents[2]
 CHP = os.environ.get("TMPNB_CHP", "/opt/chp/node_modules/configurable-http-proxy/bin/configurable-http-proxy")
@@ -58,9 +59,7 @@ class LiveAPI:
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return listen_port()
 
 
 def wait_for_api(process: subprocess.Popen, api: LiveAPI, log_path: str, timeout: float = 20.0) -> None:

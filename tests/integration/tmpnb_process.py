@@ -33,6 +33,8 @@ from urllib.parse import urlsplit
 
 import websocket
 
+from listenports import listen_port
+
 REPO = Path(__file__).resolve().parents[2]
 CHP = os.environ.get("TMPNB_CHP", "/opt/chp/node_modules/configurable-http-proxy/bin/configurable-http-proxy")
 ADMIN_TOKEN = "it-admin-" + secrets.token_hex(8)
@@ -49,9 +51,7 @@ class TmpnbError(AssertionError):
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return listen_port()
 
 
 @dataclass
