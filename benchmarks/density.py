@@ -49,25 +49,24 @@ def mem_available_mib() -> float:
     raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
-def rss_mib(pid: int) -> float:
+def proc_mib(pid: int, file: str, field: str) -> float:
+    """One kB figure of /proc/<pid>/<file> (status's VmRSS, smaps_rollup's Pss) in MiB; 0 if gone."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except FileNotFoundError:
         pass
     return 0.0
+
+
+def rss_mib(pid: int) -> float:
+    return proc_mib(pid, "status", "VmRSS")
 
 
 def pss_mib(pid: int) -> float:
     """Proportional set size: shared pages (the shims' one binary) split among their users."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
-    except FileNotFoundError:
-        pass
-    return 0.0
+    return proc_mib(pid, "smaps_rollup", "Pss")
 
 
 def shims_of(container_ids: set[str]) -> list[int]:
